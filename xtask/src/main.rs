@@ -1,1 +1,371 @@
-fn main() {}
+//! `cargo xtask`: the project's automation.
+//!
+//! - `cargo xtask vm run [--bin PATH]… -- CMD…` boots the kernel lab and runs
+//!   CMD as root inside it, exiting with CMD's status;
+//! - `cargo xtask vm test [FILTER]` builds every `tests/kernel_*.rs` test of
+//!   the workspace and runs them all (with `--ignored`) in one VM boot;
+//! - `cargo xtask demo` shows IPVS round-robin between two namespace "pods";
+//! - `cargo xtask ci` runs what CI runs: fmt, clippy, tests, kernel tests.
+//!
+//! The lab itself is described in [`lab`].
+
+mod cpio;
+mod lab;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use lab::{Job, Lab};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", about = "kipvs project automation")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// The kernel lab: a Debian kernel with IPVS under QEMU.
+    Vm {
+        #[command(subcommand)]
+        command: VmCmd,
+    },
+    /// Boot the lab and show IPVS balancing real HTTP requests.
+    Demo,
+    /// Everything CI checks: fmt, clippy, host tests, kernel tests in the lab.
+    Ci,
+}
+
+#[derive(Debug, Subcommand)]
+enum VmCmd {
+    /// Run one command as root in a fresh VM; exit with its status.
+    Run {
+        /// A host binary to copy into the guest's /usr/local/bin (repeatable).
+        #[arg(long = "bin", value_name = "PATH")]
+        bins: Vec<PathBuf>,
+        #[command(flatten)]
+        vm: VmOpts,
+        /// The command and its arguments.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Build the workspace's kernel tests and run them all in one VM boot.
+    Test {
+        #[command(flatten)]
+        vm: VmOpts,
+        /// Passed to every test binary, like `cargo test FILTER`.
+        filter: Option<String>,
+    },
+    /// Install tools, download the kernel, build the base initramfs.
+    Prepare,
+}
+
+#[derive(Debug, clap::Args)]
+struct VmOpts {
+    /// Wall-clock limit for the VM, boot included, in seconds.
+    #[arg(long, default_value_t = 900)]
+    timeout: u64,
+    /// Guest memory in MiB.
+    #[arg(long, default_value_t = 2048)]
+    memory: u32,
+}
+
+impl VmOpts {
+    fn job(&self, files: Vec<(PathBuf, PathBuf)>, script: String) -> Job {
+        Job {
+            files,
+            script,
+            timeout: Duration::from_secs(self.timeout),
+            memory_mib: self.memory,
+        }
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<i32> {
+    let ws = workspace_root();
+    match cli.command {
+        Cmd::Vm {
+            command: VmCmd::Prepare,
+        } => {
+            Lab::prepare(&ws)?;
+            Ok(0)
+        }
+        Cmd::Vm {
+            command: VmCmd::Run { bins, vm, command },
+        } => {
+            let lab = Lab::prepare(&ws)?;
+            let mut files = Vec::new();
+            for b in bins {
+                let name = b.file_name().context("--bin needs a file path")?;
+                files.push((Path::new("/usr/local/bin").join(name), b.clone()));
+            }
+            let script = format!(
+                "exec {}\n",
+                command
+                    .iter()
+                    .map(|a| shell_quote(a))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            );
+            let out = lab.run(&vm.job(files, script))?;
+            eprintln!(
+                "lab: /init after {:.1}s, command started after {:.1}s",
+                secs(out.boot),
+                secs(out.ready)
+            );
+            Ok(out.exit_code)
+        }
+        Cmd::Vm {
+            command: VmCmd::Test { vm, filter },
+        } => vm_test(&ws, &vm, filter.as_deref()),
+        Cmd::Demo => demo(&ws),
+        Cmd::Ci => ci(&ws),
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+fn secs(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+fn shell_quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b))
+    {
+        s.to_owned()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+/// A kernel test binary: the test target's name, its crate and executable.
+struct KernelTest {
+    package: String,
+    name: String,
+    exe: PathBuf,
+}
+
+/// Builds the workspace's binaries and tests, returning the kernel tests and
+/// the binaries (which the guest gets at their host paths, so
+/// `env!("CARGO_BIN_EXE_…")` works inside).
+fn build_for_lab(ws: &Path) -> Result<(Vec<KernelTest>, Vec<PathBuf>)> {
+    let mut tests = Vec::new();
+    let mut bins = Vec::new();
+    for args in [
+        &["build", "--workspace", "--bins"][..],
+        &["test", "--workspace", "--no-run"][..],
+    ] {
+        let out = Command::new(env!("CARGO"))
+            .args(args)
+            .arg("--message-format=json-render-diagnostics")
+            .current_dir(ws)
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .context("running cargo")?;
+        if !out.status.success() {
+            bail!("`cargo {}` failed", args.join(" "));
+        }
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue;
+            };
+            if msg["reason"] != "compiler-artifact" {
+                continue;
+            }
+            let Some(exe) = msg["executable"].as_str() else {
+                continue;
+            };
+            let kind = &msg["target"]["kind"][0];
+            let name = msg["target"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            let test = msg["profile"]["test"].as_bool().unwrap_or(false);
+            if kind == "bin" && !test {
+                bins.push(PathBuf::from(exe));
+            } else if kind == "test" && name.starts_with("kernel_") {
+                let package = msg["package_id"].as_str().unwrap_or_default();
+                let package = package_name(package);
+                tests.push(KernelTest {
+                    package,
+                    name,
+                    exe: PathBuf::from(exe),
+                });
+            }
+        }
+    }
+    tests.sort_by(|a, b| (&a.package, &a.name).cmp(&(&b.package, &b.name)));
+    bins.sort();
+    bins.dedup();
+    Ok((tests, bins))
+}
+
+/// The package name in a cargo package id: `path+file:///w/crates/ipvs#kipvs-ipvs@0.1.0`
+/// → `kipvs-ipvs`; `path+file:///w/xtask#0.1.0` → `xtask` (the name is left
+/// out when it equals the directory's).
+fn package_name(id: &str) -> String {
+    let (path, fragment) = id.rsplit_once('#').unwrap_or((id, ""));
+    match fragment.split_once('@') {
+        Some((name, _)) => name.to_owned(),
+        None => path.rsplit('/').next().unwrap_or(path).to_owned(),
+    }
+}
+
+fn vm_test(ws: &Path, vm: &VmOpts, filter: Option<&str>) -> Result<i32> {
+    let lab = Lab::prepare(ws)?;
+    let (tests, bins) = build_for_lab(ws)?;
+    if tests.is_empty() {
+        bail!("no kernel tests found (tests/kernel_*.rs in any workspace crate)");
+    }
+    let mut files: Vec<(PathBuf, PathBuf)> = bins.iter().map(|b| (b.clone(), b.clone())).collect();
+    let mut script = String::from("failed=0\nmkdir -p /tmp/kt && cd /tmp/kt\n");
+    let filter = filter.map(shell_quote).unwrap_or_default();
+    for t in &tests {
+        files.push((t.exe.clone(), t.exe.clone()));
+        script.push_str(&format!(
+            "echo; echo '     Running {pkg} tests/{name}.rs ({exe}) in the lab'\n\
+             {exe} --ignored --test-threads=1 {filter} || {{ failed=$((failed+1)); echo 'lab: {pkg}/{name} FAILED'; }}\n",
+            pkg = t.package,
+            name = t.name,
+            exe = t.exe.display(),
+        ));
+    }
+    script.push_str(&format!(
+        "echo; echo \"lab: {} kernel test binaries ran, $failed failed\"\n[ $failed -eq 0 ]\n",
+        tests.len()
+    ));
+    let out = lab.run(&vm.job(files, script))?;
+    eprintln!(
+        "lab: /init after {:.1}s, tests started after {:.1}s",
+        secs(out.boot),
+        secs(out.ready)
+    );
+    if out.exit_code != 0 {
+        bail!("kernel tests failed in the lab");
+    }
+    Ok(0)
+}
+
+fn demo(ws: &Path) -> Result<i32> {
+    let lab = Lab::prepare(ws)?;
+    let out = lab.run(&Job {
+        files: Vec::new(),
+        script: include_str!("demo.sh").to_owned(),
+        timeout: Duration::from_secs(300),
+        memory_mib: 1024,
+    })?;
+    if out.exit_code != 0 {
+        bail!("the demo failed in the lab (exit {})", out.exit_code);
+    }
+    Ok(0)
+}
+
+fn ci(ws: &Path) -> Result<i32> {
+    let cargo = env!("CARGO");
+    let stages: [(&str, Vec<&str>); 4] = [
+        ("fmt", vec![cargo, "fmt", "--all", "--check"]),
+        (
+            "clippy",
+            vec![
+                cargo,
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ],
+        ),
+        ("test", vec![cargo, "test", "--workspace"]),
+        ("kernel tests", vec![]),
+    ];
+    let mut timings = Vec::new();
+    let mut result = Ok(0);
+    for (name, argv) in stages {
+        eprintln!("\n==> ci: {name}");
+        let start = Instant::now();
+        let ok = if argv.is_empty() {
+            vm_test(
+                ws,
+                &VmOpts {
+                    timeout: 1500,
+                    memory: 2048,
+                },
+                None,
+            )
+            .map(|_| true)
+        } else {
+            Command::new(argv[0])
+                .args(&argv[1..])
+                .current_dir(ws)
+                .status()
+                .map(|s| s.success())
+                .map_err(Into::into)
+        };
+        timings.push((name, start.elapsed()));
+        match ok {
+            Ok(true) => {}
+            Ok(false) => {
+                result = Err(anyhow::anyhow!("ci stage `{name}` failed"));
+                break;
+            }
+            Err(e) => {
+                result = Err(e.context(format!("ci stage `{name}` failed")));
+                break;
+            }
+        }
+    }
+    eprintln!("\n==> ci: timings");
+    for (name, t) in &timings {
+        eprintln!("  {name:<14} {:>7.1}s", secs(*t));
+    }
+    eprintln!(
+        "  {:<14} {:>7.1}s",
+        "total",
+        timings.iter().map(|(_, t)| secs(*t)).sum::<f64>()
+    );
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn package_names_from_cargo_ids() {
+        assert_eq!(
+            package_name("path+file:///w/crates/ipvs#kipvs-ipvs@0.1.0"),
+            "kipvs-ipvs"
+        );
+        assert_eq!(package_name("path+file:///w/xtask#0.1.0"), "xtask");
+    }
+
+    #[test]
+    fn shell_quoting() {
+        assert_eq!(shell_quote("ipvsadm"), "ipvsadm");
+        assert_eq!(shell_quote("exit 7"), "'exit 7'");
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+        assert_eq!(shell_quote(""), "''");
+    }
+}
