@@ -111,7 +111,7 @@ export PATH=/usr/local/bin:/usr/sbin:/usr/bin HOME=/root RUST_BACKTRACE=1 KIPVS_
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
-mount -t tmpfs tmp /tmp
+chmod 1777 /tmp
 mount -t tmpfs run /run
 mkdir -p /dev/pts /run/netns /var
 ln -s /run /var/run
