@@ -7,4 +7,14 @@
 //! health. Kubernetes objects come from the API server or, in manifest
 //! mode, from plain YAML files.
 //!
-//! Status: not built yet; see ARCHITECTURE.md for the plan of this crate.
+//! Modules:
+//! - [`labels`]: the well-known labels and annotations, and the watch selector;
+//! - [`manifest`]: manifest mode's input, with Endpoints mirrored to EndpointSlices;
+//! - `fake_api` (feature `fake-api`): an in-process fake API server speaking
+//!   real HTTP list/watch, for tests.
+
+pub mod labels;
+pub mod manifest;
+
+#[cfg(feature = "fake-api")]
+pub mod fake_api;

@@ -1,0 +1,160 @@
+//! The fake API server against kube's real client and watcher: list, watch,
+//! label selectors, 410 Gone → relist, cut watches → resume.
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
+use kipvs_proxy::fake_api::{FakeApiServer, Kind};
+use kube::api::{Api, ObjectMeta};
+use kube::runtime::watcher::{self, Event};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+fn service(name: &str, ip: &str, labels: &[(&str, &str)]) -> Service {
+    Service {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some("default".into()),
+            labels: Some(
+                labels
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect::<BTreeMap<_, _>>(),
+            ),
+            ..Default::default()
+        },
+        spec: Some(ServiceSpec {
+            cluster_ip: Some(ip.into()),
+            ports: Some(vec![ServicePort {
+                port: 80,
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Collects watcher events until `names` is the set of live Services.
+async fn until_names<S>(
+    stream: &mut S,
+    live: &mut BTreeMap<String, String>,
+    names: &[&str],
+) -> Vec<&'static str>
+where
+    S: futures::Stream<Item = Result<Event<Service>, watcher::Error>> + Unpin,
+{
+    let mut seen = Vec::new();
+    let want: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        let mut init: Option<BTreeMap<String, String>> = None;
+        while let Some(ev) = stream.next().await {
+            match ev {
+                Ok(Event::Init) => {
+                    seen.push("init");
+                    init = Some(BTreeMap::new());
+                }
+                Ok(Event::InitApply(s)) => {
+                    init.as_mut()
+                        .unwrap()
+                        .insert(s.metadata.name.clone().unwrap(), String::new());
+                }
+                Ok(Event::InitDone) => {
+                    seen.push("init-done");
+                    *live = init.take().unwrap();
+                }
+                Ok(Event::Apply(s)) => {
+                    seen.push("apply");
+                    live.insert(s.metadata.name.clone().unwrap(), String::new());
+                }
+                Ok(Event::Delete(s)) => {
+                    seen.push("delete");
+                    live.remove(&s.metadata.name.clone().unwrap());
+                }
+                Err(_) => seen.push("error"),
+            }
+            if init.is_none() && live.keys().cloned().collect::<Vec<_>>() == want {
+                break;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("timed out waiting for {names:?}; live {live:?}, seen {seen:?}"));
+    seen
+}
+
+#[tokio::test]
+async fn kube_watcher_lists_watches_relists_and_resumes() {
+    let api = FakeApiServer::start().await.unwrap();
+    api.apply(&service("a", "10.96.0.1", &[]));
+    api.apply(&service(
+        "other-proxy",
+        "10.96.0.9",
+        &[("service.kubernetes.io/service-proxy-name", "x")],
+    ));
+
+    let services: Api<Service> = Api::all(api.client());
+    let cfg = watcher::Config::default().labels(&kipvs_proxy::labels::watch_selector(None));
+    let mut stream = watcher::watcher(services, cfg).boxed();
+    let mut live = BTreeMap::new();
+
+    let seen = until_names(&mut stream, &mut live, &["a"]).await;
+    assert_eq!(seen, ["init", "init-done"], "the initial list");
+
+    api.apply(&service("b", "10.96.0.2", &[]));
+    assert_eq!(
+        until_names(&mut stream, &mut live, &["a", "b"]).await,
+        ["apply"]
+    );
+    assert!(api.delete(Kind::Service, "default", "a"));
+    assert_eq!(
+        until_names(&mut stream, &mut live, &["b"]).await,
+        ["delete"]
+    );
+
+    // Cut watches: the watcher resumes from its resourceVersion, no relist.
+    let watches = api.watches();
+    api.disconnect_watches();
+    // The watcher only reconnects while it is polled.
+    let polled = tokio::time::timeout(Duration::from_millis(300), stream.next()).await;
+    assert!(
+        polled.is_err(),
+        "no event while reconnecting: {:?}",
+        polled.map(|e| e.map(|e| e.is_ok()))
+    );
+    assert_eq!(api.watches(), watches + 1, "one new watch, no new list");
+    api.apply(&service("c", "10.96.0.3", &[]));
+    assert_eq!(
+        until_names(&mut stream, &mut live, &["b", "c"]).await,
+        ["apply"]
+    );
+
+    // History compacted: the next watch gets 410 Gone and the watcher relists.
+    api.compact();
+    let relist = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut seen = Vec::new();
+        while let Some(ev) = stream.next().await {
+            match ev {
+                Ok(Event::Init) => seen.push("init"),
+                Ok(Event::InitApply(_)) => seen.push("init-apply"),
+                Ok(Event::InitDone) => {
+                    seen.push("init-done");
+                    return seen;
+                }
+                Ok(_) => seen.push("other"),
+                Err(_) => seen.push("error"),
+            }
+        }
+        seen
+    })
+    .await
+    .expect("the watcher relists after 410 Gone");
+    assert_eq!(
+        relist,
+        ["error", "init", "init-apply", "init-apply", "init-done"]
+    );
+    api.apply(&service("d", "10.96.0.4", &[]));
+    assert_eq!(
+        until_names(&mut stream, &mut live, &["b", "c", "d"]).await,
+        ["apply"]
+    );
+}
