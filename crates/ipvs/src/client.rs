@@ -1,0 +1,903 @@
+//! The blocking client: one generic-netlink socket, its own request/ack loop,
+//! pipelined batches, and a parallel whole-table read.
+
+use std::fmt::Debug;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use netlink_packet_core::{
+    DecodeError, Emitable, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR,
+    NetlinkBuffer, NlasIterator,
+};
+use netlink_packet_generic::ctrl::nlas::GenlCtrlAttrs;
+use netlink_packet_generic::ctrl::{GenlCtrl, GenlCtrlCmd};
+use netlink_packet_generic::{GenlFamily, GenlMessage};
+use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_GENERIC};
+
+use crate::error::{Error, op_error, read_error, resolve_error};
+use crate::message::{
+    IPVS_GENL_NAME, IpvsMessage, config, dest, emit_genl, emit_request, info, service,
+};
+use crate::op::{Op, Read};
+use crate::types::{
+    Destination, DestinationEntry, DestinationKey, Info, Service, ServiceEntry, ServiceKey,
+    TableEntry, Timeouts,
+};
+
+/// Receive buffer per `recv`: the kernel never builds a netlink skb larger
+/// than 32 KiB for a dump, nor 8 KiB for a reply.
+const RX_BUF: usize = 64 * 1024;
+/// Socket receive buffer asked for (`SO_RCVBUFFORCE`, else `SO_RCVBUF`).
+const WANT_RCVBUF: i32 = 4 << 20;
+/// Receive-buffer bytes reserved per outstanding acknowledgement: an ack is
+/// a small skb whose true size (with `sk_buff` and shared info) stays below
+/// this.
+const ACK_BUDGET: usize = 2048;
+/// Most requests in flight at once.
+const MAX_WINDOW: usize = 1024;
+/// Most bytes per `sendmsg` (well below the default 208 KiB send buffer).
+const MAX_SEND: usize = 64 * 1024;
+/// How long a reply may take before the request fails with a timeout.
+const RECV_TIMEOUT: Duration = Duration::from_secs(60);
+/// Fewest services per extra thread when reading the whole table.
+const SERVICES_PER_THREAD: usize = 16;
+
+/// Why a request failed, before it is named.
+#[derive(Debug)]
+pub(crate) enum Fail {
+    /// The kernel answered with this errno (positive).
+    Errno(i32),
+    /// The socket failed.
+    Io(io::Error),
+    /// A reply could not be read.
+    Decode(DecodeError),
+}
+
+fn copy_io(e: &io::Error) -> io::Error {
+    match e.raw_os_error() {
+        Some(errno) => io::Error::from_raw_os_error(errno),
+        None => io::Error::new(e.kind(), e.to_string()),
+    }
+}
+
+fn setsockopt<T>(sock: &Socket, level: i32, name: i32, value: &T) -> io::Result<()> {
+    // SAFETY: `value` points to a live `T` of `size_of::<T>()` bytes for the
+    // duration of the call, and the fd is owned by `sock`.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            level,
+            name,
+            (value as *const T).cast(),
+            std::mem::size_of::<T>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// A handler of reply payloads: message type, payload.
+type OnData<'a> = dyn FnMut(u16, &[u8]) -> Result<(), DecodeError> + 'a;
+
+/// One connected generic-netlink socket with its buffers and sequence
+/// numbers.
+struct Conn {
+    socket: Socket,
+    seq: u32,
+    rx: Vec<u8>,
+    tx: Vec<u8>,
+    /// Requests in flight per window, from the receive buffer's size.
+    window: usize,
+    /// Set after an I/O failure that may have left replies unread: the
+    /// connection is replaced before its next use.
+    broken: bool,
+}
+
+impl Conn {
+    fn open() -> io::Result<Conn> {
+        let mut socket = Socket::new(NETLINK_GENERIC)?;
+        socket.bind_auto()?;
+        // Connected to the kernel: no other process can send to this port.
+        socket.connect(&SocketAddr::new(0, 0))?;
+        // Error acks without a copy of the request: smaller, more fit.
+        let _ = socket.set_cap_ack(true);
+        if setsockopt(
+            &socket,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            &WANT_RCVBUF,
+        )
+        .is_err()
+        {
+            let _ = socket.set_rx_buf_sz(WANT_RCVBUF);
+        }
+        let timeout = libc::timeval {
+            tv_sec: RECV_TIMEOUT.as_secs() as libc::time_t,
+            tv_usec: 0,
+        };
+        setsockopt(&socket, libc::SOL_SOCKET, libc::SO_RCVTIMEO, &timeout)?;
+        let rcvbuf = socket.get_rx_buf_sz().unwrap_or(212_992);
+        Ok(Conn {
+            socket,
+            seq: 0,
+            rx: Vec::with_capacity(RX_BUF),
+            tx: Vec::with_capacity(4096),
+            window: window_for(rcvbuf),
+            broken: false,
+        })
+    }
+
+    /// Append a request to `tx`; return its sequence number.
+    fn push<F: GenlFamily + Emitable + Debug>(&mut self, msg: GenlMessage<F>, flags: u16) -> u32 {
+        self.seq = self.seq.wrapping_add(1);
+        emit_genl(&mut self.tx, msg, self.seq, flags);
+        self.seq
+    }
+
+    fn push_ipvs(&mut self, family: u16, msg: IpvsMessage, flags: u16) -> u32 {
+        self.seq = self.seq.wrapping_add(1);
+        emit_request(&mut self.tx, family, self.seq, flags, msg);
+        self.seq
+    }
+
+    fn send(&mut self) -> io::Result<()> {
+        loop {
+            match self.socket.send(&self.tx, 0) {
+                Ok(n) if n == self.tx.len() => return Ok(()),
+                Ok(n) => {
+                    return Err(io::Error::other(format!(
+                        "netlink send: {n} of {} bytes sent",
+                        self.tx.len()
+                    )));
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Receive one datagram into `rx`.
+    fn recv(&mut self, flags: i32) -> io::Result<()> {
+        loop {
+            self.rx.clear();
+            match self.socket.recv(&mut self.rx, flags | libc::MSG_TRUNC) {
+                Ok(n) if n > self.rx.len() => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!(
+                            "netlink datagram of {n} bytes truncated to {}",
+                            self.rx.len()
+                        ),
+                    ));
+                }
+                Ok(_) => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && flags == 0 => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("no reply from the kernel in {}s", RECV_TIMEOUT.as_secs()),
+                    ));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Send `tx` (one request, sequence `seq`) and read its replies until
+    /// its ack, error or end of dump, handing each data payload (generic
+    /// header included) and its message type to `on_data`. A reply that
+    /// fails to decode does not stop the reading: the request is always
+    /// read to its end, so the socket stays in step.
+    fn transact(
+        &mut self,
+        seq: u32,
+        mut on_data: impl FnMut(u16, &[u8]) -> Result<(), DecodeError>,
+    ) -> Result<(), Fail> {
+        let result = self.transact_inner(seq, &mut on_data);
+        if matches!(result, Err(Fail::Io(_))) {
+            self.broken = true;
+        }
+        result
+    }
+
+    fn transact_inner(&mut self, seq: u32, on_data: &mut OnData<'_>) -> Result<(), Fail> {
+        self.send().map_err(Fail::Io)?;
+        let mut first_error: Option<DecodeError> = None;
+        loop {
+            self.recv(0).map_err(Fail::Io)?;
+            let mut done = None;
+            for_each_message(&self.rx, |msg_seq, kind, payload| {
+                if msg_seq != seq || done.is_some() {
+                    return Ok(());
+                }
+                match kind {
+                    NLMSG_ERROR | NLMSG_DONE => {
+                        let code = status(kind, payload)?;
+                        done = Some(code);
+                    }
+                    // NOOP, OVERRUN and the reserved control types.
+                    0..NLMSG_MIN_TYPE => {}
+                    _ => {
+                        if let Err(e) = on_data(kind, payload) {
+                            first_error.get_or_insert(e);
+                        }
+                    }
+                }
+                Ok(())
+            })
+            .map_err(|e| {
+                self.broken = true;
+                Fail::Decode(e)
+            })?;
+            match done {
+                None => continue,
+                Some(0) => break,
+                Some(code) => return Err(Fail::Errno(code.saturating_neg())),
+            }
+        }
+        match first_error {
+            Some(e) => Err(Fail::Decode(e)),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Message types below this are netlink control messages.
+const NLMSG_MIN_TYPE: u16 = 16;
+
+/// The window (requests in flight) for a receive buffer of `rcvbuf` bytes.
+fn window_for(rcvbuf: usize) -> usize {
+    (rcvbuf / ACK_BUDGET).clamp(16, MAX_WINDOW)
+}
+
+/// The status of an `NLMSG_ERROR` or `NLMSG_DONE` payload: 0 or a negative
+/// errno.
+fn status(kind: u16, payload: &[u8]) -> Result<i32, DecodeError> {
+    match payload.get(..4) {
+        Some(b) => Ok(i32::from_ne_bytes([b[0], b[1], b[2], b[3]])),
+        // The kernel may send an empty NLMSG_DONE.
+        None if kind == NLMSG_DONE => Ok(0),
+        None => Err(DecodeError::from(format!(
+            "NLMSG_ERROR: expected at least 4 bytes, got {}",
+            payload.len()
+        ))),
+    }
+}
+
+/// Walk the netlink messages of a datagram.
+fn for_each_message(
+    buf: &[u8],
+    mut f: impl FnMut(u32, u16, &[u8]) -> Result<(), DecodeError>,
+) -> Result<(), DecodeError> {
+    let mut off = 0;
+    while off < buf.len() {
+        let msg = NetlinkBuffer::new_checked(&buf[off..])?;
+        let len = msg.length() as usize;
+        f(msg.sequence_number(), msg.message_type(), msg.payload())?;
+        off += (len + 3) & !3;
+    }
+    Ok(())
+}
+
+use crate::message::parse_reply as parse_ipvs;
+
+fn missing(name: &str) -> DecodeError {
+    DecodeError::from(format!("{name}: missing"))
+}
+
+/// Read the destinations of one service on `conn`.
+fn dump_destinations(
+    conn: &mut Conn,
+    family: u16,
+    key: &ServiceKey,
+) -> Result<Vec<DestinationEntry>, Error> {
+    let read = Read::Destinations(*key);
+    conn.tx.clear();
+    let seq = conn.push_ipvs(family, read.message(), NLM_F_REQUEST | NLM_F_DUMP);
+    let af = key.family();
+    let mut out = Vec::new();
+    let result = conn.transact(seq, |kind, payload| {
+        let msg = parse_ipvs(kind, payload)?;
+        let attrs = msg.dest().ok_or_else(|| missing("IPVS_CMD_ATTR_DEST"))?;
+        out.push(dest::parse_entry(attrs, af)?);
+        Ok(())
+    });
+    conn.tx.clear();
+    result.map_err(|f| name_read(&read, f))?;
+    Ok(out)
+}
+
+fn name_read(read: &Read, fail: Fail) -> Error {
+    match fail {
+        Fail::Errno(errno) => read_error(read, errno),
+        Fail::Io(source) => Error::Io {
+            op: read.to_string(),
+            source,
+        },
+        Fail::Decode(source) => Error::Decode {
+            op: read.to_string(),
+            source,
+        },
+    }
+}
+
+fn name_op(op: &Op, fail: Fail) -> Error {
+    match fail {
+        Fail::Errno(errno) => op_error(op, errno),
+        Fail::Io(source) => Error::Io {
+            op: op.to_string(),
+            source,
+        },
+        Fail::Decode(source) => Error::Decode {
+            op: op.to_string(),
+            source,
+        },
+    }
+}
+
+fn socket_error(source: io::Error) -> Error {
+    Error::Io {
+        op: "open a generic-netlink socket".into(),
+        source,
+    }
+}
+
+/// A blocking IPVS client over one generic-netlink socket.
+///
+/// Every method is one request and its reply (or one dump), except
+/// [`apply`](Client::apply), which pipelines many, and
+/// [`dump_all`](Client::dump_all), which reads the whole table over several
+/// sockets in parallel. The client is `Send`: keep it on a dedicated thread
+/// or move it into `tokio::task::spawn_blocking`.
+pub struct Client {
+    family: u16,
+    conn: Conn,
+    /// Extra sockets for parallel table reads, opened on first use.
+    spare: Vec<Conn>,
+    dump_threads: usize,
+}
+
+impl Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("family", &self.family)
+            .field("window", &self.conn.window)
+            .field("dump_threads", &self.dump_threads)
+            .finish_non_exhaustive()
+    }
+}
+
+const _: () = {
+    const fn assert_send<T: Send>() {}
+    assert_send::<Client>();
+};
+
+impl Client {
+    /// Open a socket and resolve the `IPVS` family. Resolution makes the
+    /// kernel load `ip_vs` if it can; if it cannot, this is
+    /// [`Error::IpvsUnavailable`].
+    pub fn new() -> Result<Client, Error> {
+        let mut conn = Conn::open().map_err(socket_error)?;
+        let family = resolve(&mut conn)?;
+        let dump_threads = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .min(8);
+        Ok(Client {
+            family,
+            conn,
+            spare: Vec::new(),
+            dump_threads,
+        })
+    }
+
+    /// The generic-netlink family id the kernel assigned to `IPVS`.
+    pub fn family_id(&self) -> u16 {
+        self.family
+    }
+
+    /// How many requests [`apply`](Client::apply) keeps in flight, from the
+    /// socket's receive buffer (every request's acknowledgement must fit in
+    /// it, or the kernel drops acknowledgements).
+    pub fn window(&self) -> usize {
+        self.conn.window
+    }
+
+    /// Use at most `threads` sockets (and threads) for
+    /// [`dump_all`](Client::dump_all). The default is the number of CPUs,
+    /// at most 8; 1 reads serially.
+    pub fn set_dump_threads(&mut self, threads: usize) {
+        self.dump_threads = threads.max(1);
+    }
+
+    fn conn(&mut self) -> Result<&mut Conn, Error> {
+        if self.conn.broken {
+            self.conn = Conn::open().map_err(socket_error)?;
+        }
+        self.conn.tx.clear();
+        Ok(&mut self.conn)
+    }
+
+    /// A read that answers with one message.
+    fn get<T>(
+        &mut self,
+        read: Read,
+        mut parse: impl FnMut(&IpvsMessage) -> Result<T, DecodeError>,
+    ) -> Result<T, Error> {
+        let family = self.family;
+        let conn = self.conn()?;
+        let seq = conn.push_ipvs(family, read.message(), NLM_F_REQUEST | NLM_F_ACK);
+        let mut out = None;
+        let result = conn.transact(seq, |kind, payload| {
+            let msg = parse_ipvs(kind, payload)?;
+            out = Some(parse(&msg)?);
+            Ok(())
+        });
+        result.map_err(|f| name_read(&read, f))?;
+        out.ok_or_else(|| Error::Decode {
+            op: read.to_string(),
+            source: DecodeError::from("no reply before the acknowledgement"),
+        })
+    }
+
+    /// The module version and connection table size (`ipvsadm -Ln`'s first
+    /// line).
+    pub fn info(&mut self) -> Result<Info, Error> {
+        self.get(Read::Info, info::parse_info)
+    }
+
+    /// The connection timeouts (`ipvsadm -L --timeout`).
+    pub fn timeouts(&mut self) -> Result<Timeouts, Error> {
+        self.get(Read::Timeouts, config::parse_timeouts)
+    }
+
+    /// Set the connection timeouts; a zero value is left unchanged.
+    pub fn set_timeouts(&mut self, timeouts: &Timeouts) -> Result<(), Error> {
+        self.execute(&Op::SetTimeouts(*timeouts))
+    }
+
+    /// One service, with its counters.
+    pub fn service(&mut self, key: &ServiceKey) -> Result<ServiceEntry, Error> {
+        self.get(Read::Service(*key), |msg| {
+            service::parse_entry(
+                msg.service()
+                    .ok_or_else(|| missing("IPVS_CMD_ATTR_SERVICE"))?,
+            )
+        })
+    }
+
+    /// Every service, with its counters (a multi-part dump).
+    pub fn services(&mut self) -> Result<Vec<ServiceEntry>, Error> {
+        let family = self.family;
+        let conn = self.conn()?;
+        let read = Read::Services;
+        let seq = conn.push_ipvs(family, read.message(), NLM_F_REQUEST | NLM_F_DUMP);
+        let mut out = Vec::new();
+        let result = conn.transact(seq, |kind, payload| {
+            let msg = parse_ipvs(kind, payload)?;
+            let attrs = msg
+                .service()
+                .ok_or_else(|| missing("IPVS_CMD_ATTR_SERVICE"))?;
+            out.push(service::parse_entry(attrs)?);
+            Ok(())
+        });
+        result.map_err(|f| name_read(&read, f))?;
+        Ok(out)
+    }
+
+    /// The destinations of a service, with their counters. The kernel
+    /// answers an empty list, not an error, for a service that does not
+    /// exist.
+    pub fn destinations(&mut self, service: &ServiceKey) -> Result<Vec<DestinationEntry>, Error> {
+        let family = self.family;
+        dump_destinations(self.conn()?, family, service)
+    }
+
+    /// The whole table: every service and all its destinations.
+    ///
+    /// The kernel has no dump of all destinations, so this is one service
+    /// dump and one destination dump per service. The destination dumps run
+    /// on up to [`set_dump_threads`](Client::set_dump_threads) sockets in
+    /// parallel (a netlink socket runs one dump at a time). It is not an
+    /// atomic snapshot: a service deleted meanwhile shows no destinations.
+    pub fn dump_all(&mut self) -> Result<Vec<TableEntry>, Error> {
+        let services = self.services()?;
+        let keys: Vec<ServiceKey> = services.iter().map(|s| s.service.key).collect();
+        let dests = self.destinations_of(&keys)?;
+        Ok(services
+            .into_iter()
+            .zip(dests)
+            .map(|(service, destinations)| TableEntry {
+                service,
+                destinations,
+            })
+            .collect())
+    }
+
+    /// The destinations of many services, in parallel where it pays.
+    pub fn destinations_of(
+        &mut self,
+        keys: &[ServiceKey],
+    ) -> Result<Vec<Vec<DestinationEntry>>, Error> {
+        let family = self.family;
+        let threads = self
+            .dump_threads
+            .min(keys.len().div_ceil(SERVICES_PER_THREAD))
+            .max(1);
+        if threads == 1 {
+            let conn = self.conn()?;
+            return keys
+                .iter()
+                .map(|k| dump_destinations(conn, family, k))
+                .collect();
+        }
+        self.conn()?;
+        for c in &mut self.spare {
+            if c.broken {
+                *c = Conn::open().map_err(socket_error)?;
+            }
+        }
+        while self.spare.len() < threads - 1 {
+            self.spare.push(Conn::open().map_err(socket_error)?);
+        }
+        let next = AtomicUsize::new(0);
+        let work = |conn: &mut Conn| {
+            let mut out = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(key) = keys.get(i) else { break };
+                let result = dump_destinations(conn, family, key);
+                let failed = result.is_err();
+                out.push((i, result));
+                if failed {
+                    // Stop everyone: the first error is the answer.
+                    next.store(keys.len(), Ordering::Relaxed);
+                    break;
+                }
+            }
+            out
+        };
+        let work = &work;
+        let mut results: Vec<Option<Result<Vec<DestinationEntry>, Error>>> =
+            (0..keys.len()).map(|_| None).collect();
+        let (main, spare) = (&mut self.conn, &mut self.spare[..threads - 1]);
+        std::thread::scope(|s| {
+            let handles: Vec<_> = spare
+                .iter_mut()
+                .map(|conn| s.spawn(move || work(conn)))
+                .collect();
+            let mut all = work(main);
+            for h in handles {
+                match h.join() {
+                    Ok(part) => all.extend(part),
+                    Err(panic) => std::panic::resume_unwind(panic),
+                }
+            }
+            for (i, r) in all {
+                results[i] = Some(r);
+            }
+        });
+        let mut out = Vec::with_capacity(keys.len());
+        let mut first_error = None;
+        for r in results {
+            match r {
+                Some(Ok(d)) => out.push(d),
+                Some(Err(e)) => {
+                    first_error.get_or_insert(e);
+                }
+                // Skipped after another failure.
+                None => {}
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
+    }
+
+    /// Add a service.
+    pub fn add_service(&mut self, service: &Service) -> Result<(), Error> {
+        self.execute(&Op::AddService(service.clone()))
+    }
+
+    /// Edit a service: every setting is written.
+    pub fn edit_service(&mut self, service: &Service) -> Result<(), Error> {
+        self.execute(&Op::EditService(service.clone()))
+    }
+
+    /// Delete a service and its destinations.
+    pub fn delete_service(&mut self, key: &ServiceKey) -> Result<(), Error> {
+        self.execute(&Op::DeleteService(*key))
+    }
+
+    /// Add a destination to a service.
+    pub fn add_destination(
+        &mut self,
+        service: &ServiceKey,
+        destination: &Destination,
+    ) -> Result<(), Error> {
+        self.execute(&Op::AddDestination {
+            service: *service,
+            destination: destination.clone(),
+        })
+    }
+
+    /// Edit a destination: every setting is written.
+    pub fn edit_destination(
+        &mut self,
+        service: &ServiceKey,
+        destination: &Destination,
+    ) -> Result<(), Error> {
+        self.execute(&Op::EditDestination {
+            service: *service,
+            destination: destination.clone(),
+        })
+    }
+
+    /// Delete a destination from a service.
+    pub fn delete_destination(
+        &mut self,
+        service: &ServiceKey,
+        destination: &DestinationKey,
+    ) -> Result<(), Error> {
+        self.execute(&Op::DeleteDestination {
+            service: *service,
+            destination: *destination,
+        })
+    }
+
+    /// Delete every service.
+    pub fn flush(&mut self) -> Result<(), Error> {
+        self.execute(&Op::Flush)
+    }
+
+    /// Zero every counter.
+    pub fn zero_all(&mut self) -> Result<(), Error> {
+        self.execute(&Op::Zero(None))
+    }
+
+    /// Zero the counters of one service and its destinations.
+    pub fn zero_service(&mut self, key: &ServiceKey) -> Result<(), Error> {
+        self.execute(&Op::Zero(Some(*key)))
+    }
+
+    /// Run one operation and wait for its acknowledgement.
+    pub fn execute(&mut self, op: &Op) -> Result<(), Error> {
+        let family = self.family;
+        let conn = self.conn()?;
+        let seq = conn.push_ipvs(family, op.message(), NLM_F_REQUEST | NLM_F_ACK);
+        conn.transact(seq, |_, _| Ok(()))
+            .map_err(|f| name_op(op, f))
+    }
+
+    /// Run many operations, pipelined, and report each one's result, in
+    /// order.
+    ///
+    /// Requests go out in windows: as many as fit one `sendmsg` and whose
+    /// acknowledgements fit the socket's receive buffer (see
+    /// [`window`](Client::window)); the kernel runs them in order and
+    /// acknowledges each, and acknowledgements are matched to operations by
+    /// sequence number. A failing operation (say `EEXIST`) neither stops nor
+    /// hides the others: later operations still run, and each result names
+    /// its own object. Operations are independent — one that depends on an
+    /// earlier failed one fails on its own (e.g. `NoSuchService`).
+    pub fn apply(&mut self, ops: &[Op]) -> Vec<Result<(), Error>> {
+        let family = self.family;
+        let conn = match self.conn() {
+            Ok(conn) => conn,
+            Err(e) => {
+                let e = match e {
+                    Error::Io { source, .. } => source,
+                    other => io::Error::other(other.to_string()),
+                };
+                return ops
+                    .iter()
+                    .map(|op| {
+                        Err(Error::Io {
+                            op: op.to_string(),
+                            source: copy_io(&e),
+                        })
+                    })
+                    .collect();
+            }
+        };
+        pipeline(conn, family, ops)
+            .into_iter()
+            .zip(ops)
+            .map(|(r, op)| r.map_err(|f| name_op(op, f)))
+            .collect()
+    }
+}
+
+/// Pipeline `ops` on `conn`: the pure bookkeeping of windows and sequence
+/// numbers around `send` and `recv`.
+fn pipeline(conn: &mut Conn, family: u16, ops: &[Op]) -> Vec<Result<(), Fail>> {
+    let mut results: Vec<Option<Result<(), Fail>>> = (0..ops.len()).map(|_| None).collect();
+    let mut next = 0;
+    while next < ops.len() {
+        conn.tx.clear();
+        let start = next;
+        let base = conn.seq.wrapping_add(1);
+        while next < ops.len() && next - start < conn.window && conn.tx.len() < MAX_SEND {
+            conn.push_ipvs(family, ops[next].message(), NLM_F_REQUEST | NLM_F_ACK);
+            next += 1;
+        }
+        let slots = &mut results[start..next];
+        if let Err(e) = conn.send() {
+            for slot in slots.iter_mut() {
+                *slot = Some(Err(Fail::Io(copy_io(&e))));
+            }
+            continue;
+        }
+        collect_acks(conn, base, slots);
+    }
+    conn.tx.clear();
+    results
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| Err(Fail::Io(io::Error::other("no acknowledgement")))))
+        .collect()
+}
+
+/// Read acknowledgements for the requests `base..base + slots.len()` into
+/// their slots until every slot is filled or the socket fails.
+fn collect_acks(conn: &mut Conn, base: u32, slots: &mut [Option<Result<(), Fail>>]) {
+    let mut pending = slots.len();
+    while pending > 0 {
+        match conn.recv(0) {
+            Ok(()) => {
+                let walked = for_each_message(&conn.rx, |seq, kind, payload| {
+                    if kind != NLMSG_ERROR {
+                        return Ok(());
+                    }
+                    let i = seq.wrapping_sub(base) as usize;
+                    if let Some(slot @ None) = slots.get_mut(i) {
+                        let code = status(kind, payload)?;
+                        *slot = Some(match code {
+                            0 => Ok(()),
+                            code => Err(Fail::Errno(code.saturating_neg())),
+                        });
+                        pending -= 1;
+                    }
+                    Ok(())
+                });
+                if let Err(e) = walked {
+                    // A broken datagram may have held acknowledgements.
+                    conn.broken = true;
+                    fill(slots, || Fail::Decode(DecodeError::from(e.to_string())));
+                    return;
+                }
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                // The receive buffer overflowed and acknowledgements were
+                // dropped: read what is left, the rest is unknown.
+                while conn.recv(libc::MSG_DONTWAIT).is_ok() {
+                    let _ = for_each_message(&conn.rx, |seq, kind, payload| {
+                        let i = seq.wrapping_sub(base) as usize;
+                        if kind == NLMSG_ERROR
+                            && let Some(slot @ None) = slots.get_mut(i)
+                        {
+                            let code = status(kind, payload)?;
+                            *slot = Some(match code {
+                                0 => Ok(()),
+                                code => Err(Fail::Errno(code.saturating_neg())),
+                            });
+                        }
+                        Ok(())
+                    });
+                }
+                fill(slots, || {
+                    Fail::Io(io::Error::other(
+                        "acknowledgement lost (ENOBUFS): outcome unknown",
+                    ))
+                });
+                return;
+            }
+            Err(e) => {
+                conn.broken = true;
+                fill(slots, || Fail::Io(copy_io(&e)));
+                return;
+            }
+        }
+    }
+}
+
+fn fill(slots: &mut [Option<Result<(), Fail>>], fail: impl Fn() -> Fail) {
+    for slot in slots.iter_mut().filter(|s| s.is_none()) {
+        *slot = Some(Err(fail()));
+    }
+}
+
+/// Ask the generic-netlink controller for the `IPVS` family id.
+fn resolve(conn: &mut Conn) -> Result<u16, Error> {
+    let mut msg = GenlMessage::from_payload(GenlCtrl {
+        cmd: GenlCtrlCmd::GetFamily,
+        nlas: vec![GenlCtrlAttrs::FamilyName(IPVS_GENL_NAME.to_owned())],
+    });
+    msg.finalize();
+    conn.tx.clear();
+    let seq = conn.push(msg, NLM_F_REQUEST | NLM_F_ACK);
+    let mut id = None;
+    // CTRL_ATTR_FAMILY_ID, read by hand: the rest of the reply (ops,
+    // policies, groups) is not ours to judge.
+    const CTRL_ATTR_FAMILY_ID: u16 = 1;
+    let result = conn.transact(seq, |_, payload| {
+        let attrs = payload
+            .get(4..)
+            .ok_or_else(|| DecodeError::from("nlctrl reply: no generic header"))?;
+        for nla in NlasIterator::new(attrs) {
+            let nla = nla?;
+            if nla.kind() == CTRL_ATTR_FAMILY_ID {
+                id = Some(crate::message::parse_u16(
+                    nla.value(),
+                    "CTRL_ATTR_FAMILY_ID",
+                )?);
+            }
+        }
+        Ok(())
+    });
+    conn.tx.clear();
+    let op = "resolve the IPVS generic-netlink family";
+    match result {
+        Ok(()) => id.ok_or_else(|| Error::Decode {
+            op: op.into(),
+            source: missing("CTRL_ATTR_FAMILY_ID"),
+        }),
+        Err(Fail::Errno(errno)) => Err(resolve_error(errno)),
+        Err(Fail::Io(source)) => Err(Error::Io {
+            op: op.into(),
+            source,
+        }),
+        Err(Fail::Decode(source)) => Err(Error::Decode {
+            op: op.into(),
+            source,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_follows_receive_buffer() {
+        assert_eq!(window_for(212_992), 104);
+        assert_eq!(window_for(8 << 20), MAX_WINDOW);
+        assert_eq!(window_for(0), 16);
+    }
+
+    #[test]
+    fn walks_messages_and_rejects_truncation() {
+        // Two acks (NLMSG_ERROR, code 0) for seq 7 and 8, then a truncated header.
+        let mut buf = Vec::new();
+        for seq in [7u32, 8] {
+            buf.extend_from_slice(&36u32.to_ne_bytes());
+            buf.extend_from_slice(&NLMSG_ERROR.to_ne_bytes());
+            buf.extend_from_slice(&0u16.to_ne_bytes());
+            buf.extend_from_slice(&seq.to_ne_bytes());
+            buf.extend_from_slice(&0u32.to_ne_bytes());
+            buf.extend_from_slice(&0i32.to_ne_bytes());
+            buf.extend_from_slice(&[0; 16]);
+        }
+        let mut seen = Vec::new();
+        for_each_message(&buf, |seq, kind, payload| {
+            seen.push((seq, kind, status(kind, payload)?));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(seen, vec![(7, NLMSG_ERROR, 0), (8, NLMSG_ERROR, 0)]);
+        buf.extend_from_slice(&[40, 0, 0, 0, 2, 0]);
+        assert!(for_each_message(&buf, |_, _, _| Ok(())).is_err());
+    }
+
+    #[test]
+    fn status_reads_errno_and_empty_done() {
+        assert_eq!(status(NLMSG_ERROR, &(-17i32).to_ne_bytes()).unwrap(), -17);
+        assert_eq!(status(NLMSG_DONE, &[]).unwrap(), 0);
+        assert!(status(NLMSG_ERROR, &[1, 2]).is_err());
+    }
+}
