@@ -694,3 +694,147 @@ proptest! {
         }
     }
 }
+
+// ---- bytes captured from the lab kernel (Debian 6.1, x86-64) ----
+//
+// Set up with `ipvsadm -A -t 10.0.0.1:80 -s rr -p 300 -M 255.255.255.0`,
+// `ipvsadm -a -t 10.0.0.1:80 -r 10.1.0.2:80 -g -w 2 -x 9 -y 4`,
+// `ipvsadm -A -f 7 -6 -s sh -b sh-port -p 60 -M 64`, `ipvsadm --set 900 120 300`,
+// and read by `tests/kernel_stats.rs::capture_kernel_reply_bytes` (generic
+// header and attributes of the first data reply).
+
+const CAPTURED_GET_SERVICE: &str = "
+010100002c0101000600010002000000 0600020006000000140003000a000001
+00000000000000000000000006000400 0050000007000600727200000c000700
+03000000ffffffff080008002c010000 08000900ffffff005c000a0008000100
+00000000080002000000000008000300 000000000c0004000000000000000000
+0c000500000000000000000008000600 00000000080007000000000008000800
+00000000080009000000000008000a00 000000007c000c000c00010000000000
+000000000c0002000000000000000000 0c00030000000000000000000c000400
+00000000000000000c00050000000000 000000000c0006000000000000000000
+0c00070000000000000000000c000800 00000000000000000c00090000000000
+000000000c000a000000000000000000
+";
+
+const CAPTURED_GET_SERVICE_FWM6: &str = "
+0101000010010100060001000a000000 08000500070000000700060073680000
+0c00070013000000ffffffff08000800 3c00000008000900400000005c000a00
+08000100000000000800020000000000 08000300000000000c00040000000000
+000000000c0005000000000000000000 08000600000000000800070000000000
+08000800000000000800090000000000 08000a00000000007c000c000c000100
+00000000000000000c00020000000000 000000000c0003000000000000000000
+0c00040000000000000000000c000500 00000000000000000c00060000000000
+000000000c0007000000000000000000 0c00080000000000000000000c000900
+00000000000000000c000a0000000000 00000000
+";
+
+const CAPTURED_GET_DEST: &str = "
+0501000050010200140001000a010002 00000000000000000000000006000200
+00500000080003000300000008000400 0200000005000d000000000006000e00
+0000000006000f000000000008000500 09000000080006000400000008000700
+00000000080008000000000008000900 0000000006000b00020000005c000a00
+08000100000000000800020000000000 08000300000000000c00040000000000
+000000000c0005000000000000000000 08000600000000000800070000000000
+08000800000000000800090000000000 08000a00000000007c000c000c000100
+00000000000000000c00020000000000 000000000c0003000000000000000000
+0c00040000000000000000000c000500 00000000000000000c00060000000000
+000000000c0007000000000000000000 0c00080000000000000000000c000900
+00000000000000000c000a0000000000 00000000
+";
+
+const CAPTURED_GET_CONFIG: &str = "0c010000080004008403000008000500 78000000080006002c010000";
+const CAPTURED_GET_INFO: &str = "0e010000080001000102010008000200 00100000";
+
+#[test]
+fn captured_kernel_service_replies_decode() {
+    let msg = parse_reply(FAMILY, &hex(CAPTURED_GET_SERVICE)).unwrap();
+    assert_eq!(msg.cmd, IpvsCmd::NewService);
+    let entry = service::parse_entry(msg.service().unwrap()).unwrap();
+    assert_eq!(
+        entry,
+        ServiceEntry {
+            service: Service::new(tcp_web(), "rr")
+                .persistent(300)
+                .with_netmask(Netmask::v4_prefix(24)),
+            stats: Stats::default(),
+        }
+    );
+    // The kernel's layout is ours: same attributes, same order, and the
+    // same bytes once the kernel's hashed bit and our NESTED flags are
+    // accounted for.
+    let ours = IpvsMessage::new(
+        IpvsCmd::NewService,
+        vec![IpvsAttr::Service(service::entry_attrs(&entry))],
+    );
+    let mut ours_bytes = vec![1, 1, 0, 0];
+    ours_bytes.extend(ours.to_bytes());
+    let mut theirs = hex(CAPTURED_GET_SERVICE);
+    theirs[4 + 4 + 8 + 8 + 20 + 8 + 8 + 4] &= !0x02; // FLAGS value: hashed bit
+    for i in [7, 4 + 4 + 80 + 3, 4 + 4 + 80 + 92 + 3] {
+        theirs[i] |= 0x80; // NLA_F_NESTED on the service and both stats
+    }
+    assert_eq!(ours_bytes, theirs);
+
+    let msg = parse_reply(FAMILY, &hex(CAPTURED_GET_SERVICE_FWM6)).unwrap();
+    let entry = service::parse_entry(msg.service().unwrap()).unwrap();
+    assert_eq!(
+        entry.service,
+        Service::new(ServiceKey::fwmark(AddressFamily::Inet6, 7), "sh")
+            .persistent(60)
+            .with_flags(ServiceFlags::SCHED2)
+            .with_netmask(Netmask::V6(64))
+    );
+}
+
+#[test]
+fn captured_kernel_dest_config_info_replies_decode() {
+    let msg = parse_reply(FAMILY, &hex(CAPTURED_GET_DEST)).unwrap();
+    assert_eq!(msg.cmd, IpvsCmd::NewDest);
+    let entry = dest::parse_entry(msg.dest().unwrap(), AddressFamily::Inet).unwrap();
+    let mut want = Destination::new(Ipv4Addr::new(10, 1, 0, 2), 80)
+        .with_forward(Forward::Route)
+        .with_weight(2);
+    want.upper_threshold = 9;
+    want.lower_threshold = 4;
+    assert_eq!(
+        entry,
+        DestinationEntry {
+            destination: want,
+            active_conns: 0,
+            inactive_conns: 0,
+            persistent_conns: 0,
+            stats: Stats::default(),
+        }
+    );
+    let msg = parse_reply(FAMILY, &hex(CAPTURED_GET_CONFIG)).unwrap();
+    assert_eq!(
+        config::parse_timeouts(&msg).unwrap(),
+        Timeouts {
+            tcp: 900,
+            tcp_fin: 120,
+            udp: 300
+        }
+    );
+    let msg = parse_reply(FAMILY, &hex(CAPTURED_GET_INFO)).unwrap();
+    assert_eq!(
+        info::parse_info(&msg).unwrap(),
+        Info {
+            version: 0x010201,
+            conn_table_size: 4096
+        }
+    );
+    // Our replies for fakes are byte-identical to the kernel's.
+    let mut t = vec![0x0c, 1, 0, 0];
+    t.extend(
+        config::timeouts_reply(&config::parse_timeouts(&msg_of(CAPTURED_GET_CONFIG)).unwrap())
+            .to_bytes(),
+    );
+    assert_eq!(t, hex(CAPTURED_GET_CONFIG));
+    let mut i = vec![0x0e, 1, 0, 0];
+    i.extend(info::info_reply(&info::parse_info(&msg).unwrap()).to_bytes());
+    assert_eq!(i, hex(CAPTURED_GET_INFO));
+}
+
+fn msg_of(captured: &str) -> IpvsMessage {
+    parse_reply(FAMILY, &hex(captured)).unwrap()
+}

@@ -4,12 +4,28 @@
 
 use std::process::Command;
 
+/// iproute2's `ip` (busybox `sh` prefers its own, smaller `ip` applet).
+pub fn iproute2() -> &'static str {
+    ["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"]
+        .into_iter()
+        .find(|p| {
+            std::fs::canonicalize(p).is_ok_and(|c| c.file_name().is_some_and(|n| n != "busybox"))
+        })
+        .unwrap_or("ip")
+}
+
+/// `sh -c` with `ip` meaning iproute2.
+pub fn shell(cmd: &str) -> Command {
+    let mut c = Command::new("sh");
+    c.arg("-c")
+        .arg(format!("ip() {{ {} \"$@\"; }}\n{cmd}", iproute2()));
+    c
+}
+
 /// Run a shell command line, panic with its output if it fails, return its
 /// stdout.
 pub fn sh(cmd: &str) -> String {
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(cmd)
+    let out = shell(cmd)
         .output()
         .unwrap_or_else(|e| panic!("running `{cmd}`: {e}"));
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -24,7 +40,7 @@ pub fn sh(cmd: &str) -> String {
 
 /// Run a shell command line that is expected to fail; return its stderr.
 pub fn sh_fails(cmd: &str) -> String {
-    let out = Command::new("sh").arg("-c").arg(cmd).output().unwrap();
+    let out = shell(cmd).output().unwrap();
     assert!(!out.status.success(), "`{cmd}` succeeded");
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
