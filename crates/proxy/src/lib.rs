@@ -7,14 +7,30 @@
 //! health. Kubernetes objects come from the API server or, in manifest
 //! mode, from plain YAML files.
 //!
-//! Modules:
-//! - [`labels`]: the well-known labels and annotations, and the watch selector;
-//! - [`manifest`]: manifest mode's input, with Endpoints mirrored to EndpointSlices;
-//! - `fake_api` (feature `fake-api`): an in-process fake API server speaking
-//!   real HTTP list/watch, for tests.
+//! The layers, inputs to kernel:
+//! - [`source`]: kube watchers or a manifest directory → [`source::SourceEvent`]s;
+//!   [`manifest`] parses plain YAML and mirrors Endpoints to EndpointSlices;
+//! - [`desired`] (pure): Services + EndpointSlices + [`desired::Context`] →
+//!   the virtual servers and kube-ipvs0 addresses ([`model`]);
+//! - [`diff`] (pure): kernel state + desired state → [`diff::Change`]s, with
+//!   graceful termination;
+//! - [`controller`]: the sync engine, incremental per Service, with a mirror
+//!   of the kernel and the ownership rule; [`agent`] runs it with
+//!   kube-proxy's timing;
+//! - [`kernel`]: the real data plane (crates/ipvs and crates/link).
+//!
+//! `fake_api` (feature `fake-api`) is an in-process fake API server speaking
+//! real HTTP list/watch, for tests.
 
+pub mod agent;
+pub mod controller;
+pub mod desired;
+pub mod diff;
+pub mod kernel;
 pub mod labels;
 pub mod manifest;
+pub mod model;
+pub mod source;
 
 #[cfg(feature = "fake-api")]
 pub mod fake_api;

@@ -1,0 +1,195 @@
+//! The agent: a source feeding the [`Engine`] on a thread of its own, with
+//! kube-proxy's timing: changes are coalesced for at least
+//! `min_sync_period` (0: applied at once), the kernel is re-read every
+//! `sync_period` to repair drift, and draining real servers are re-checked
+//! every few seconds.
+//!
+//! Nothing is written before both Services and EndpointSlices have been
+//! listed once: a half-known cluster must not delete the other half's
+//! virtual servers. Then the first sync is a [`Engine::resync`]: adopt what
+//! the kernel holds, change only what differs, flush nothing.
+
+use crate::controller::{Dataplane, Engine, SyncReport};
+use crate::desired::Context;
+use crate::source::SourceEvent;
+use k8s_openapi::api::core::v1::Node;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+/// Timing of the sync loop.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    /// Full re-read of the kernel (kube-proxy's `ipvs.syncPeriod`, 30 s).
+    pub sync_period: Duration,
+    /// Least time between two syncs (`ipvs.minSyncPeriod`, 0).
+    pub min_sync_period: Duration,
+    /// How often draining real servers are re-checked.
+    pub drain_check: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            sync_period: Duration::from_secs(30),
+            min_sync_period: Duration::ZERO,
+            drain_check: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What the agent shows the outside (health, metrics, `kipvs explain`).
+#[derive(Debug, Clone, Default)]
+pub struct Status {
+    /// When the kernel was last brought up to date.
+    pub last_sync: Option<SystemTime>,
+    /// When the oldest change still waiting was queued.
+    pub queued_since: Option<SystemTime>,
+    pub last_report: SyncReport,
+    pub syncs: u64,
+    pub resyncs: u64,
+    /// Netlink messages sent by all syncs.
+    pub messages: u64,
+    /// The current per-Service errors.
+    pub errors: Vec<String>,
+    /// Source errors (watch failures, bad manifests), latest last, capped.
+    pub source_errors: Vec<String>,
+    /// Whether the first full sync has happened.
+    pub ready: bool,
+    /// This node's Node object, when known.
+    pub node: Option<Box<Node>>,
+}
+
+/// Derives the node-dependent part of the context (its zone) from the Node.
+pub type ContextFn = Box<dyn Fn(Option<&Node>) -> Context + Send>;
+
+/// Runs the sync loop until `events` closes. Blocking: call it on a
+/// dedicated thread.
+pub fn run<D: Dataplane>(
+    mut engine: Engine<D>,
+    events: Receiver<SourceEvent>,
+    context: ContextFn,
+    timing: Timing,
+    status: Arc<Mutex<Status>>,
+    clock: impl Fn() -> u64,
+) {
+    let mut services_listed = false;
+    let mut slices_listed = false;
+    let mut last_sync: Option<Instant> = None;
+    let mut last_resync: Option<Instant> = None;
+    let mut last_drain_check = Instant::now();
+    // The kernel differed from the mirror at the last sync: re-read it.
+    let mut stale = false;
+    loop {
+        let now = Instant::now();
+        let ready = services_listed && slices_listed;
+        let mut deadline = now + Duration::from_secs(3600);
+        if ready {
+            if stale {
+                deadline = now;
+            }
+            if let Some(r) = last_resync {
+                deadline = deadline.min(r + timing.sync_period);
+            }
+            if engine.pending() > 0 {
+                deadline = deadline.min(last_sync.map_or(now, |l| l + timing.min_sync_period));
+            }
+            if engine.has_pending() {
+                deadline = deadline.min(last_drain_check + timing.drain_check);
+            }
+        }
+        let wait = deadline.saturating_duration_since(now);
+        let first = match events.recv_timeout(wait) {
+            Ok(e) => Some(e),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
+        // Coalesce everything already queued.
+        for ev in first
+            .into_iter()
+            .chain(std::iter::from_fn(|| events.try_recv().ok()))
+        {
+            match ev {
+                SourceEvent::Input(i) => engine.input(i),
+                SourceEvent::ReplaceServices(v) => {
+                    services_listed = true;
+                    engine.replace_services(v);
+                }
+                SourceEvent::ReplaceSlices(v) => {
+                    slices_listed = true;
+                    engine.replace_slices(v);
+                }
+                SourceEvent::Node(n) => {
+                    let ctx = context(n.as_deref());
+                    engine.set_context(ctx);
+                    status.lock().unwrap().node = n;
+                }
+                SourceEvent::Error(e) => {
+                    tracing::warn!(error = %e, "source");
+                    let mut s = status.lock().unwrap();
+                    s.source_errors.push(e);
+                    let excess = s.source_errors.len().saturating_sub(50);
+                    s.source_errors.drain(..excess);
+                }
+            }
+        }
+        if engine.pending() > 0 {
+            let mut s = status.lock().unwrap();
+            s.queued_since.get_or_insert_with(SystemTime::now);
+        }
+        if !(services_listed && slices_listed) {
+            continue;
+        }
+        let now = Instant::now();
+        let report = if stale || last_resync.is_none_or(|r| now >= r + timing.sync_period) {
+            last_resync = Some(now);
+            let r = engine.resync(clock());
+            status.lock().unwrap().resyncs += 1;
+            Some(r)
+        } else if (engine.pending() > 0
+            && last_sync.is_none_or(|l| now >= l + timing.min_sync_period))
+            || (engine.has_pending() && now >= last_drain_check + timing.drain_check)
+        {
+            Some(engine.sync(clock()))
+        } else {
+            None
+        };
+        if engine.has_pending() && now >= last_drain_check + timing.drain_check {
+            last_drain_check = now;
+        }
+        if let Some(report) = report {
+            last_sync = Some(now);
+            stale = report.stale;
+            log_report(&report);
+            let mut s = status.lock().unwrap();
+            s.ready = true;
+            s.syncs += 1;
+            s.messages += report.messages;
+            s.last_sync = Some(SystemTime::now());
+            if engine.pending() == 0 {
+                s.queued_since = None;
+            }
+            s.errors = engine.errors().map(|e| e.to_string()).collect();
+            s.last_report = report;
+        }
+    }
+}
+
+fn log_report(r: &SyncReport) {
+    for e in &r.errors {
+        tracing::error!(error = %e, "sync");
+    }
+    if r.changes > 0 || r.bound > 0 || r.unbound > 0 {
+        tracing::info!(
+            services = r.services,
+            changes = r.changes,
+            failed = r.failed_changes,
+            bound = r.bound,
+            unbound = r.unbound,
+            messages = r.messages,
+            "synced"
+        );
+    } else {
+        tracing::debug!(services = r.services, "synced, nothing to change");
+    }
+}

@@ -1,0 +1,509 @@
+//! The sync engine: it holds the inputs (Services, EndpointSlices, the
+//! Node), a mirror of what the kernel holds for kipvs, and turns input
+//! changes into the smallest set of kernel changes.
+//!
+//! - An input change marks its Service dirty; [`Engine::sync`] recomputes only
+//!   dirty Services ([`crate::desired::service_state`]), diffs them against
+//!   the mirror ([`crate::diff::diff`]) and applies the difference through
+//!   the [`Dataplane`] in one batch. The mirror is updated with what the
+//!   kernel accepted, so a failed change is retried at the next sync.
+//! - [`Engine::resync`] reads the kernel afresh, replaces the mirror with what
+//!   kipvs owns there and recomputes everything: it repairs drift (a virtual
+//!   server deleted by hand) and writes nothing when nothing differs.
+//! - A Service whose new version is invalid keeps its last good state, and
+//!   its error is reported; every other Service proceeds.
+//!
+//! The engine is synchronous; the agent drives it from one thread and feeds
+//! it from the async watchers.
+
+use crate::desired::{self, Context, ServiceError};
+use crate::diff::{self, Change, DiffConfig, Draining, ObservedVirtualServer};
+use crate::model::*;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+/// What the engine needs of the kernel. The real one is IPVS plus
+/// kube-ipvs0 (`crate::kernel`).
+pub trait Dataplane {
+    /// Every virtual server in the kernel, with real servers and their
+    /// connection counts (the engine decides which are kipvs's).
+    fn read_virtual_servers(&mut self) -> Result<Vec<ObservedVirtualServer>, DataplaneError>;
+    /// The addresses bound on kube-ipvs0.
+    fn read_addresses(&mut self) -> Result<BTreeSet<IpAddr>, DataplaneError>;
+    /// Applies IPVS changes as one batch; one result per change, in order.
+    fn apply(&mut self, changes: &[Change]) -> Vec<Result<(), DataplaneError>>;
+    /// Binds and unbinds addresses on kube-ipvs0; one result per address.
+    fn bind(&mut self, add: &[IpAddr], remove: &[IpAddr]) -> Vec<Result<(), DataplaneError>>;
+    /// Netlink messages sent so far (for the per-sync count).
+    fn messages_sent(&self) -> u64;
+}
+
+/// A data-plane failure, as text naming the object (the concrete errors
+/// belong to crates/ipvs and crates/link).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct DataplaneError {
+    pub message: String,
+    /// The kernel was not what the mirror said (someone else changed it):
+    /// the kernel should be re-read before the next sync.
+    pub stale: bool,
+}
+
+impl DataplaneError {
+    pub fn new(message: impl Into<String>) -> Self {
+        DataplaneError {
+            message: message.into(),
+            stale: false,
+        }
+    }
+}
+
+/// Which virtual servers are kipvs's: those on an address bound on
+/// kube-ipvs0, plus NodePort-shaped ones (a node address and a port in the
+/// NodePort range), never any inside `exclude`. Everything else (keepalived's,
+/// a user's `ipvsadm -A` elsewhere) is left alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ownership {
+    pub nodeport_addresses: BTreeSet<IpAddr>,
+    pub nodeport_range: std::ops::RangeInclusive<u16>,
+    /// `excludeCIDRs`: (network, prefix length).
+    pub exclude: Vec<(IpAddr, u8)>,
+}
+
+impl Ownership {
+    pub fn owns(&self, key: &VirtualServerKey, bound: &BTreeSet<IpAddr>) -> bool {
+        if self
+            .exclude
+            .iter()
+            .any(|(net, len)| desired::in_cidr(&key.address, net, *len))
+        {
+            return false;
+        }
+        bound.contains(&key.address)
+            || (self.nodeport_addresses.contains(&key.address)
+                && self.nodeport_range.contains(&key.port))
+    }
+}
+
+/// An input change.
+#[derive(Debug, Clone)]
+pub enum Input {
+    ServiceApplied(Box<Service>),
+    ServiceDeleted(ObjectRef),
+    SliceApplied(Box<EndpointSlice>),
+    SliceDeleted(ObjectRef),
+}
+
+/// What one sync did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SyncReport {
+    /// Services recomputed.
+    pub services: usize,
+    /// IPVS changes sent, and how many the kernel refused.
+    pub changes: usize,
+    pub failed_changes: usize,
+    /// Addresses bound and unbound on kube-ipvs0.
+    pub bound: usize,
+    pub unbound: usize,
+    /// Netlink messages this sync sent.
+    pub messages: u64,
+    /// Errors of this sync, each naming its object.
+    pub errors: Vec<String>,
+    /// The kernel differed from the mirror: re-read it ([`Engine::resync`]).
+    pub stale: bool,
+}
+
+/// The engine. See the module docs.
+pub struct Engine<D> {
+    dataplane: D,
+    ctx: Context,
+    ownership: Ownership,
+    diff_cfg: DiffConfig,
+    services: BTreeMap<ObjectRef, Service>,
+    slices: BTreeMap<ObjectRef, EndpointSlice>,
+    slices_of: BTreeMap<ObjectRef, BTreeSet<ObjectRef>>,
+    /// The last state applied per Service.
+    applied: BTreeMap<ObjectRef, ServiceState>,
+    /// Which Service each desired virtual server belongs to.
+    owner_of: BTreeMap<VirtualServerKey, ObjectRef>,
+    /// What the kernel holds of kipvs's virtual servers.
+    kernel: BTreeMap<VirtualServerKey, ObservedVirtualServer>,
+    /// What kube-ipvs0 holds.
+    bound: BTreeSet<IpAddr>,
+    draining: Draining,
+    dirty: BTreeSet<ObjectRef>,
+    errors: BTreeMap<ObjectRef, ServiceError>,
+}
+
+impl<D: Dataplane> Engine<D> {
+    pub fn new(dataplane: D, ctx: Context, ownership: Ownership, diff_cfg: DiffConfig) -> Self {
+        Engine {
+            dataplane,
+            ctx,
+            ownership,
+            diff_cfg,
+            services: BTreeMap::new(),
+            slices: BTreeMap::new(),
+            slices_of: BTreeMap::new(),
+            applied: BTreeMap::new(),
+            owner_of: BTreeMap::new(),
+            kernel: BTreeMap::new(),
+            bound: BTreeSet::new(),
+            draining: Draining::new(),
+            dirty: BTreeSet::new(),
+            errors: BTreeMap::new(),
+        }
+    }
+
+    pub fn dataplane(&self) -> &D {
+        &self.dataplane
+    }
+
+    pub fn dataplane_mut(&mut self) -> &mut D {
+        &mut self.dataplane
+    }
+
+    /// The current errors, one per Service at most.
+    pub fn errors(&self) -> impl Iterator<Item = &ServiceError> {
+        self.errors.values()
+    }
+
+    /// Which Service owns a virtual server (for `list` and `explain`).
+    pub fn owner(&self, key: &VirtualServerKey) -> Option<&ServicePortRef> {
+        let svc = self.owner_of.get(key)?;
+        self.applied
+            .get(svc)?
+            .virtual_servers
+            .get(key)
+            .map(|(_, o)| o)
+    }
+
+    /// Every applied virtual server with its owner.
+    pub fn applied(
+        &self,
+    ) -> impl Iterator<Item = (&VirtualServerKey, &(VirtualServer, ServicePortRef))> {
+        self.applied.values().flat_map(|s| s.virtual_servers.iter())
+    }
+
+    /// Whether there is work for [`Engine::sync`].
+    pub fn has_pending(&self) -> bool {
+        !self.dirty.is_empty() || !self.draining.is_empty()
+    }
+
+    /// Services waiting for a sync.
+    pub fn pending(&self) -> usize {
+        self.dirty.len()
+    }
+
+    /// Replaces every Service (a list or relist, or manifests re-read):
+    /// only Services that changed become dirty, so a relist flaps nothing.
+    pub fn replace_services(&mut self, services: Vec<Service>) {
+        let new: BTreeMap<ObjectRef, Service> = services
+            .into_iter()
+            .map(|s| (desired::service_ref(&s), s))
+            .collect();
+        for id in self.services.keys().chain(new.keys()) {
+            if self.services.get(id) != new.get(id) {
+                self.dirty.insert(id.clone());
+            }
+        }
+        self.services = new;
+    }
+
+    /// Replaces every EndpointSlice; the Services of changed slices become dirty.
+    pub fn replace_slices(&mut self, slices: Vec<EndpointSlice>) {
+        let new: BTreeMap<ObjectRef, EndpointSlice> =
+            slices.into_iter().map(|s| (slice_ref(&s), s)).collect();
+        for id in self.slices.keys().chain(new.keys()) {
+            if self.slices.get(id) != new.get(id) {
+                let old = self.slices.get(id).and_then(desired::slice_service);
+                let now = new.get(id).and_then(desired::slice_service);
+                self.dirty.extend(old.into_iter().chain(now));
+            }
+        }
+        self.slices = new;
+        self.slices_of.clear();
+        for (id, s) in &self.slices {
+            if let Some(svc) = desired::slice_service(s) {
+                self.slices_of.entry(svc).or_default().insert(id.clone());
+            }
+        }
+    }
+
+    /// Takes one input change.
+    pub fn input(&mut self, input: Input) {
+        match input {
+            Input::ServiceApplied(svc) => {
+                let id = desired::service_ref(&svc);
+                if self.services.get(&id) != Some(&svc) {
+                    self.services.insert(id.clone(), *svc);
+                    self.dirty.insert(id);
+                }
+            }
+            Input::ServiceDeleted(id) => {
+                if self.services.remove(&id).is_some() {
+                    self.dirty.insert(id);
+                }
+            }
+            Input::SliceApplied(slice) => {
+                let id = slice_ref(&slice);
+                if self.slices.get(&id) == Some(&slice) {
+                    return;
+                }
+                self.forget_slice(&id);
+                if let Some(svc) = desired::slice_service(&slice) {
+                    self.slices_of
+                        .entry(svc.clone())
+                        .or_default()
+                        .insert(id.clone());
+                    self.dirty.insert(svc);
+                }
+                self.slices.insert(id, *slice);
+            }
+            Input::SliceDeleted(id) => {
+                self.forget_slice(&id);
+                self.slices.remove(&id);
+            }
+        }
+    }
+
+    fn forget_slice(&mut self, id: &ObjectRef) {
+        if let Some(svc) = self.slices.get(id).and_then(desired::slice_service) {
+            if let Some(set) = self.slices_of.get_mut(&svc) {
+                set.remove(id);
+            }
+            self.dirty.insert(svc);
+        }
+    }
+
+    /// Takes new node facts or configuration; if they differ, every Service
+    /// is recomputed.
+    pub fn set_context(&mut self, ctx: Context) {
+        if self.ctx != ctx {
+            self.ctx = ctx;
+            self.dirty.extend(self.services.keys().cloned());
+            self.dirty.extend(self.applied.keys().cloned());
+        }
+    }
+
+    /// Reads the kernel afresh and recomputes every Service: the start-up
+    /// adoption and the periodic repair. Writes only what differs.
+    pub fn resync(&mut self, now_secs: u64) -> SyncReport {
+        let mut report = SyncReport::default();
+        match (
+            self.dataplane.read_addresses(),
+            self.dataplane.read_virtual_servers(),
+        ) {
+            (Ok(bound), Ok(all)) => {
+                self.kernel = all
+                    .into_iter()
+                    .filter(|vs| self.ownership.owns(&vs.key, &bound))
+                    .map(|vs| (vs.key, vs))
+                    .collect();
+                self.bound = bound;
+            }
+            (Err(e), _) | (_, Err(e)) => {
+                report.errors.push(format!("reading the kernel: {e}"));
+                return report;
+            }
+        }
+        self.dirty.extend(self.services.keys().cloned());
+        self.dirty.extend(self.applied.keys().cloned());
+        let mut r = self.sync_with(now_secs, true);
+        report.errors.append(&mut r.errors);
+        SyncReport {
+            errors: report.errors,
+            ..r
+        }
+    }
+
+    /// Applies what changed since the last sync.
+    pub fn sync(&mut self, now_secs: u64) -> SyncReport {
+        self.sync_with(now_secs, false)
+    }
+
+    fn sync_with(&mut self, now_secs: u64, full: bool) -> SyncReport {
+        let messages_before = self.dataplane.messages_sent();
+        let mut report = SyncReport::default();
+        let dirty: Vec<ObjectRef> = std::mem::take(&mut self.dirty).into_iter().collect();
+        report.services = dirty.len();
+
+        // 1. Recompute the dirty Services (pure).
+        let mut keys: BTreeSet<VirtualServerKey> = BTreeSet::new();
+        for id in &dirty {
+            if let Some(old) = self.applied.get(id) {
+                keys.extend(old.virtual_servers.keys().copied());
+            }
+            let new = match self.services.get(id) {
+                None => ServiceState::default(),
+                Some(svc) => {
+                    let slices: Vec<&EndpointSlice> = self
+                        .slices_of
+                        .get(id)
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|s| self.slices.get(s))
+                        .collect();
+                    match desired::service_state(svc, &slices, &self.ctx)
+                        .and_then(|s| self.check_conflicts(id, s))
+                    {
+                        Ok(s) => {
+                            self.errors.remove(id);
+                            s
+                        }
+                        Err(e) => {
+                            report.errors.push(e.to_string());
+                            self.errors.insert(id.clone(), e);
+                            // Keep the last good state of this Service.
+                            continue;
+                        }
+                    }
+                }
+            };
+            keys.extend(new.virtual_servers.keys().copied());
+            for k in self
+                .applied
+                .get(id)
+                .into_iter()
+                .flat_map(|s| s.virtual_servers.keys())
+            {
+                if self.owner_of.get(k) == Some(id) {
+                    self.owner_of.remove(k);
+                }
+            }
+            for k in new.virtual_servers.keys() {
+                self.owner_of.insert(*k, id.clone());
+            }
+            if new.virtual_servers.is_empty() && new.addresses.is_empty() {
+                self.applied.remove(id);
+            } else {
+                self.applied.insert(id.clone(), new);
+            }
+        }
+        // Draining real servers are re-examined at every sync.
+        keys.extend(self.draining.keys().map(|(k, _)| *k));
+        if full {
+            keys.extend(self.kernel.keys().copied());
+        }
+
+        // 2. Diff the touched virtual servers against the kernel's mirror.
+        let want: BTreeMap<VirtualServerKey, VirtualServer> = keys
+            .iter()
+            .filter_map(|k| {
+                let svc = self.owner_of.get(k)?;
+                let (vs, _) = self.applied.get(svc)?.virtual_servers.get(k)?;
+                Some((*k, vs.clone()))
+            })
+            .collect();
+        let have: BTreeMap<VirtualServerKey, ObservedVirtualServer> = keys
+            .iter()
+            .filter_map(|k| self.kernel.get(k).map(|v| (*k, v.clone())))
+            .collect();
+        let draining: Draining = self
+            .draining
+            .iter()
+            .filter(|((k, _), _)| keys.contains(k))
+            .map(|(k, v)| (*k, *v))
+            .collect();
+        let (changes, still_draining) =
+            diff::diff(&have, &want, &draining, now_secs, self.diff_cfg);
+        self.draining.retain(|(k, _), _| !keys.contains(k));
+        self.draining.extend(still_draining);
+
+        // 3. Bind new addresses, apply, then unbind old ones.
+        let want_bound: BTreeSet<IpAddr> = self
+            .applied
+            .values()
+            .flat_map(|s| s.addresses.iter().copied())
+            .collect();
+        let add: Vec<IpAddr> = want_bound.difference(&self.bound).copied().collect();
+        let remove: Vec<IpAddr> = self.bound.difference(&want_bound).copied().collect();
+        if !add.is_empty() {
+            for (addr, r) in add.iter().zip(self.dataplane.bind(&add, &[])) {
+                match r {
+                    Ok(()) => {
+                        self.bound.insert(*addr);
+                        report.bound += 1;
+                    }
+                    Err(e) => report
+                        .errors
+                        .push(format!("binding {addr} on kube-ipvs0: {e}")),
+                }
+            }
+        }
+        if !changes.is_empty() {
+            report.changes = changes.len();
+            let results = self.dataplane.apply(&changes);
+            for (change, r) in changes.iter().zip(results) {
+                match r {
+                    Ok(()) => diff::apply_one(&mut self.kernel, change),
+                    Err(e) => {
+                        report.failed_changes += 1;
+                        report.stale |= e.stale;
+                        report.errors.push(e.to_string());
+                        // Retry the owner at the next sync.
+                        if let Some(svc) = self.owner_of.get(&change_key(change)) {
+                            self.dirty.insert(svc.clone());
+                        }
+                    }
+                }
+            }
+        }
+        if !remove.is_empty() {
+            for (addr, r) in remove.iter().zip(self.dataplane.bind(&[], &remove)) {
+                match r {
+                    Ok(()) => {
+                        self.bound.remove(addr);
+                        report.unbound += 1;
+                    }
+                    Err(e) => report
+                        .errors
+                        .push(format!("unbinding {addr} from kube-ipvs0: {e}")),
+                }
+            }
+        }
+        report.messages = self.dataplane.messages_sent() - messages_before;
+        report
+    }
+
+    /// A Service may not claim a virtual server another Service has.
+    fn check_conflicts(
+        &self,
+        id: &ObjectRef,
+        s: ServiceState,
+    ) -> Result<ServiceState, ServiceError> {
+        for key in s.virtual_servers.keys() {
+            if let Some(other) = self.owner_of.get(key).filter(|o| *o != id) {
+                return Err(ServiceError {
+                    service: id.clone(),
+                    field: "spec".into(),
+                    reason: format!("virtual server {key} is already served for Service {other}"),
+                });
+            }
+        }
+        Ok(s)
+    }
+}
+
+fn change_key(c: &Change) -> VirtualServerKey {
+    match c {
+        Change::AddVirtualServer(vs) | Change::EditVirtualServer(vs) => vs.key,
+        Change::DeleteVirtualServer(k) => *k,
+        Change::AddRealServer { vs, .. }
+        | Change::EditRealServer { vs, .. }
+        | Change::DeleteRealServer { vs, .. } => *vs,
+    }
+}
+
+/// `namespace/name` of an EndpointSlice.
+pub fn slice_ref(s: &EndpointSlice) -> ObjectRef {
+    ObjectRef::new(
+        s.metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into()),
+        s.metadata.name.clone().unwrap_or_default(),
+    )
+}

@@ -1,0 +1,217 @@
+//! The real data plane: IPVS through crates/ipvs and kube-ipvs0 through
+//! crates/link, and the conversions between the controller's model and the
+//! kernel's types.
+
+use crate::controller::{Dataplane, DataplaneError};
+use crate::diff::{Change, ObservedRealServer, ObservedVirtualServer};
+use crate::model::{Persistence, Protocol, VirtualServer, VirtualServerKey};
+use kipvs_ipvs as ipvs;
+use kipvs_sched::SchedulerConfig;
+use std::collections::BTreeSet;
+use std::net::{IpAddr, SocketAddr};
+
+/// The kernel's service for a desired virtual server: masquerade
+/// forwarding, the scheduler and its flags, client-IP persistence with the
+/// full netmask (as kube-proxy).
+pub fn to_ipvs_service(vs: &VirtualServer) -> ipvs::Service {
+    let mut s = ipvs::Service::new(service_key(&vs.key), vs.scheduler.scheduler().name())
+        .with_flags(ipvs::ServiceFlags::from_bits(vs.scheduler.flag_bits()));
+    if let Some(p) = vs.persistence {
+        s = s.persistent(p.timeout_secs);
+    }
+    s
+}
+
+/// The kernel's key of a virtual server.
+pub fn service_key(key: &VirtualServerKey) -> ipvs::ServiceKey {
+    match key.protocol {
+        Protocol::Tcp => ipvs::ServiceKey::tcp(key.address, key.port),
+        Protocol::Udp => ipvs::ServiceKey::udp(key.address, key.port),
+        Protocol::Sctp => ipvs::ServiceKey::sctp(key.address, key.port),
+    }
+}
+
+/// The model's key of a kernel service; firewall-mark services have none
+/// (kipvs never makes them).
+pub fn model_key(key: &ipvs::ServiceKey) -> Option<VirtualServerKey> {
+    let ipvs::ServiceKey::Addr {
+        protocol,
+        addr,
+        port,
+    } = key
+    else {
+        return None;
+    };
+    let protocol = match protocol {
+        ipvs::Protocol::Tcp => Protocol::Tcp,
+        ipvs::Protocol::Udp => Protocol::Udp,
+        ipvs::Protocol::Sctp => Protocol::Sctp,
+    };
+    Some(VirtualServerKey {
+        protocol,
+        address: *addr,
+        port: *port,
+    })
+}
+
+/// A kernel table entry as the controller sees it. Settings kipvs never
+/// writes (a partial persistence netmask, one-packet scheduling, a
+/// persistence engine, a scheduler or flags it would not accept) make the
+/// scheduler `None`, so the virtual server is edited back; a destination
+/// that does not masquerade is reported with weight `u32::MAX`, so it is
+/// edited back too.
+pub fn observe(entry: &ipvs::TableEntry) -> Option<ObservedVirtualServer> {
+    let s = &entry.service.service;
+    let key = model_key(&s.key)?;
+    let sched_bits = s.flags.bits()
+        & (ipvs::ServiceFlags::SCHED1 | ipvs::ServiceFlags::SCHED2 | ipvs::ServiceFlags::SCHED3)
+            .bits();
+    let other_bits = s.flags.bits() & !sched_bits & !ipvs::ServiceFlags::PERSISTENT.bits();
+    let full_mask = s.netmask == s.key.family().full_netmask();
+    let plain = other_bits == 0 && s.persistence_engine.is_none() && full_mask;
+    let scheduler = if plain {
+        SchedulerConfig::from_kernel(&s.scheduler, sched_bits).ok()
+    } else {
+        None
+    };
+    let persistence = s
+        .flags
+        .contains(ipvs::ServiceFlags::PERSISTENT)
+        .then_some(Persistence {
+            timeout_secs: s.timeout,
+        });
+    let real_servers = entry
+        .destinations
+        .iter()
+        .map(|d| {
+            let weight = if d.destination.forward == ipvs::Forward::Masquerade {
+                d.destination.weight
+            } else {
+                u32::MAX
+            };
+            (
+                SocketAddr::new(d.destination.addr, d.destination.port),
+                ObservedRealServer {
+                    weight,
+                    active_conns: d.active_conns,
+                    inactive_conns: d.inactive_conns,
+                },
+            )
+        })
+        .collect();
+    Some(ObservedVirtualServer {
+        key,
+        scheduler,
+        persistence,
+        real_servers,
+    })
+}
+
+/// The IPVS operation of a change.
+pub fn to_op(change: &Change) -> ipvs::Op {
+    let dest = |addr: &SocketAddr, weight: u32| {
+        ipvs::Destination::new(addr.ip(), addr.port())
+            .with_forward(ipvs::Forward::Masquerade)
+            .with_weight(weight)
+    };
+    match change {
+        Change::AddVirtualServer(vs) => ipvs::Op::AddService(to_ipvs_service(vs)),
+        Change::EditVirtualServer(vs) => ipvs::Op::EditService(to_ipvs_service(vs)),
+        Change::DeleteVirtualServer(k) => ipvs::Op::DeleteService(service_key(k)),
+        Change::AddRealServer { vs, addr, weight } => ipvs::Op::AddDestination {
+            service: service_key(vs),
+            destination: dest(addr, *weight),
+        },
+        Change::EditRealServer { vs, addr, weight } => ipvs::Op::EditDestination {
+            service: service_key(vs),
+            destination: dest(addr, *weight),
+        },
+        Change::DeleteRealServer { vs, addr } => ipvs::Op::DeleteDestination {
+            service: service_key(vs),
+            destination: ipvs::DestinationKey::new(addr.ip(), addr.port()),
+        },
+    }
+}
+
+/// Whether an error means the kernel was not what the mirror said
+/// (someone else changed it): the controller then re-reads the kernel.
+fn is_stale(e: &ipvs::Error) -> bool {
+    matches!(
+        e,
+        ipvs::Error::ServiceExists(_)
+            | ipvs::Error::NoSuchService(_)
+            | ipvs::Error::DestinationExists { .. }
+            | ipvs::Error::NoSuchDestination { .. }
+    )
+}
+
+/// Binds and unbinds addresses on the dummy interface.
+pub trait Binder {
+    fn addresses(&mut self) -> Result<BTreeSet<IpAddr>, String>;
+    fn bind(&mut self, add: &[IpAddr], remove: &[IpAddr]) -> Vec<Result<(), String>>;
+    /// Netlink messages sent so far.
+    fn messages(&self) -> u64;
+}
+
+/// IPVS plus kube-ipvs0.
+pub struct KernelDataplane<B> {
+    ipvs: ipvs::Client,
+    binder: B,
+    messages: u64,
+}
+
+impl<B: Binder> KernelDataplane<B> {
+    pub fn new(ipvs: ipvs::Client, binder: B) -> Self {
+        KernelDataplane {
+            ipvs,
+            binder,
+            messages: 0,
+        }
+    }
+
+    pub fn ipvs(&mut self) -> &mut ipvs::Client {
+        &mut self.ipvs
+    }
+}
+
+impl<B: Binder> Dataplane for KernelDataplane<B> {
+    fn read_virtual_servers(&mut self) -> Result<Vec<ObservedVirtualServer>, DataplaneError> {
+        let table = self
+            .ipvs
+            .dump_all()
+            .map_err(|e| DataplaneError::new(e.to_string()))?;
+        self.messages += 1 + table.len() as u64;
+        Ok(table.iter().filter_map(observe).collect())
+    }
+
+    fn read_addresses(&mut self) -> Result<BTreeSet<IpAddr>, DataplaneError> {
+        self.binder.addresses().map_err(DataplaneError::new)
+    }
+
+    fn apply(&mut self, changes: &[Change]) -> Vec<Result<(), DataplaneError>> {
+        let ops: Vec<ipvs::Op> = changes.iter().map(to_op).collect();
+        self.messages += ops.len() as u64;
+        self.ipvs
+            .apply(&ops)
+            .into_iter()
+            .map(|r| {
+                r.map_err(|e| DataplaneError {
+                    stale: is_stale(&e),
+                    message: e.to_string(),
+                })
+            })
+            .collect()
+    }
+
+    fn bind(&mut self, add: &[IpAddr], remove: &[IpAddr]) -> Vec<Result<(), DataplaneError>> {
+        self.binder
+            .bind(add, remove)
+            .into_iter()
+            .map(|r| r.map_err(DataplaneError::new))
+            .collect()
+    }
+
+    fn messages_sent(&self) -> u64 {
+        self.messages + self.binder.messages()
+    }
+}

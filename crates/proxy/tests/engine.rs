@@ -1,0 +1,310 @@
+//! The sync engine's decisions, on the host: what it sends for each input
+//! change. The data plane here is an in-memory table that records calls;
+//! the real kernel path is tested in the lab (tests/kernel_*.rs).
+
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kipvs_proxy::controller::{Dataplane, DataplaneError, Engine, Input, Ownership};
+use kipvs_proxy::desired::{Context, Family};
+use kipvs_proxy::diff::{self, Change, DiffConfig, ObservedVirtualServer};
+use kipvs_proxy::model::{ObjectRef, Protocol, VirtualServerKey};
+use serde_json::json;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+#[derive(Default)]
+struct Memory {
+    table: BTreeMap<VirtualServerKey, ObservedVirtualServer>,
+    bound: BTreeSet<IpAddr>,
+    messages: u64,
+    /// Changes the "kernel" refuses (by key), to test error isolation.
+    refuse: BTreeSet<VirtualServerKey>,
+    log: Vec<Change>,
+}
+
+impl Dataplane for Memory {
+    fn read_virtual_servers(&mut self) -> Result<Vec<ObservedVirtualServer>, DataplaneError> {
+        self.messages += 1 + self.table.len() as u64;
+        Ok(self.table.values().cloned().collect())
+    }
+    fn read_addresses(&mut self) -> Result<BTreeSet<IpAddr>, DataplaneError> {
+        self.messages += 1;
+        Ok(self.bound.clone())
+    }
+    fn apply(&mut self, changes: &[Change]) -> Vec<Result<(), DataplaneError>> {
+        changes
+            .iter()
+            .map(|c| {
+                self.messages += 1;
+                let key = match c {
+                    Change::AddVirtualServer(v) | Change::EditVirtualServer(v) => v.key,
+                    Change::DeleteVirtualServer(k) => *k,
+                    Change::AddRealServer { vs, .. }
+                    | Change::EditRealServer { vs, .. }
+                    | Change::DeleteRealServer { vs, .. } => *vs,
+                };
+                if self.refuse.contains(&key) {
+                    return Err(DataplaneError::new(format!("refused {key}")));
+                }
+                self.log.push(c.clone());
+                diff::apply_one(&mut self.table, c);
+                Ok(())
+            })
+            .collect()
+    }
+    fn bind(&mut self, add: &[IpAddr], remove: &[IpAddr]) -> Vec<Result<(), DataplaneError>> {
+        self.messages += (add.len() + remove.len()) as u64;
+        self.bound.extend(add);
+        remove.iter().for_each(|a| {
+            self.bound.remove(a);
+        });
+        add.iter().chain(remove).map(|_| Ok(())).collect()
+    }
+    fn messages_sent(&self) -> u64 {
+        self.messages
+    }
+}
+
+fn ctx() -> Context {
+    Context {
+        node_name: "node-a".into(),
+        node_zone: None,
+        families: [Family::V4].into(),
+        nodeport_addresses: vec!["192.168.1.10".parse().unwrap()],
+        local_addresses: BTreeSet::new(),
+        default_scheduler: "rr".parse().unwrap(),
+        local_fallback_to_cluster: false,
+        service_proxy_name: None,
+    }
+}
+
+fn ownership() -> Ownership {
+    Ownership {
+        nodeport_addresses: ["192.168.1.10".parse().unwrap()].into(),
+        nodeport_range: 30000..=32767,
+        exclude: vec![],
+    }
+}
+
+fn service(name: &str, ip: &str) -> Service {
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {"clusterIP": ip, "ports": [{"port": 80}]}
+    }))
+    .unwrap()
+}
+
+fn slice(name: &str, svc: &str, ips: &[&str]) -> EndpointSlice {
+    let eps: Vec<_> = ips.iter().map(|ip| json!({"addresses": [ip]})).collect();
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "namespace": "default", "labels": {"kubernetes.io/service-name": svc}},
+        "addressType": "IPv4", "ports": [{"port": 8080}], "endpoints": eps
+    }))
+    .unwrap()
+}
+
+/// An engine synced with `n` Services of 3 endpoints each.
+fn loaded(n: u8) -> Engine<Memory> {
+    let mut e = Engine::new(Memory::default(), ctx(), ownership(), DiffConfig::default());
+    e.replace_services(
+        (0..n)
+            .map(|i| service(&format!("s{i}"), &format!("10.96.0.{i}")))
+            .collect(),
+    );
+    e.replace_slices(
+        (0..n)
+            .map(|i| {
+                slice(
+                    &format!("s{i}-1"),
+                    &format!("s{i}"),
+                    &[
+                        &format!("10.244.{i}.1"),
+                        &format!("10.244.{i}.2"),
+                        &format!("10.244.{i}.3"),
+                    ],
+                )
+            })
+            .collect(),
+    );
+    let r = e.resync(0);
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    assert_eq!(e.dataplane().table.len(), n as usize);
+    e
+}
+
+fn vs(last: u8) -> VirtualServerKey {
+    VirtualServerKey {
+        protocol: Protocol::Tcp,
+        address: IpAddr::from([10, 96, 0, last]),
+        port: 80,
+    }
+}
+
+#[test]
+fn one_endpoint_change_costs_one_message_per_change() {
+    let mut e = loaded(50);
+    let before = e.dataplane().messages;
+    e.input(Input::SliceApplied(Box::new(slice(
+        "s7-1",
+        "s7",
+        &["10.244.7.1", "10.244.7.2", "10.244.7.9"],
+    ))));
+    let r = e.sync(10);
+    assert_eq!(r.services, 1);
+    assert_eq!(
+        r.changes, 2,
+        "add the new endpoint, delete the idle old one"
+    );
+    assert_eq!(e.dataplane().messages - before, 2);
+    assert_eq!(r.messages, 2);
+}
+
+#[test]
+fn a_relist_with_nothing_new_changes_nothing() {
+    let mut e = loaded(20);
+    let before = e.dataplane().messages;
+    e.replace_services(
+        (0..20)
+            .map(|i| service(&format!("s{i}"), &format!("10.96.0.{i}")))
+            .collect(),
+    );
+    let r = e.sync(10);
+    assert_eq!((r.services, r.changes, r.messages), (0, 0, 0));
+    assert_eq!(e.dataplane().messages, before);
+}
+
+#[test]
+fn resync_repairs_a_hand_deleted_virtual_server_and_otherwise_writes_nothing() {
+    let mut e = loaded(5);
+    let r = e.resync(5);
+    assert_eq!(
+        r.changes,
+        0,
+        "nothing differs: {:?}",
+        e.dataplane().log.last()
+    );
+    e.dataplane_mut().table.remove(&vs(3));
+    let r = e.resync(6);
+    assert_eq!(r.changes, 4, "the virtual server and its 3 real servers");
+    assert_eq!(e.dataplane().table.len(), 5);
+}
+
+#[test]
+fn a_foreign_virtual_server_is_never_touched() {
+    let mut m = Memory::default();
+    let foreign = ObservedVirtualServer {
+        key: VirtualServerKey {
+            protocol: Protocol::Tcp,
+            address: "172.16.0.1".parse().unwrap(),
+            port: 443,
+        },
+        scheduler: Some("wlc".parse().unwrap()),
+        persistence: None,
+        real_servers: BTreeMap::new(),
+    };
+    m.table.insert(foreign.key, foreign.clone());
+    let mut e = Engine::new(m, ctx(), ownership(), DiffConfig::default());
+    e.replace_services(vec![service("a", "10.96.0.1")]);
+    e.replace_slices(vec![]);
+    e.resync(0);
+    e.input(Input::ServiceDeleted(ObjectRef::new("default", "a")));
+    e.sync(1);
+    assert_eq!(e.dataplane().table.get(&foreign.key), Some(&foreign));
+    assert_eq!(e.dataplane().table.len(), 1);
+}
+
+#[test]
+fn adoption_after_restart_changes_only_the_difference() {
+    let first = loaded(10);
+    let kernel = first.dataplane();
+    let mut m = Memory {
+        table: kernel.table.clone(),
+        bound: kernel.bound.clone(),
+        ..Default::default()
+    };
+    // While kipvs was down, one endpoint of s2 changed.
+    m.table.get_mut(&vs(2)).unwrap().real_servers.clear();
+    let mut e = Engine::new(m, ctx(), ownership(), DiffConfig::default());
+    e.replace_services(
+        (0..10)
+            .map(|i| service(&format!("s{i}"), &format!("10.96.0.{i}")))
+            .collect(),
+    );
+    e.replace_slices(
+        (0..10)
+            .map(|i| {
+                slice(
+                    &format!("s{i}-1"),
+                    &format!("s{i}"),
+                    &[
+                        &format!("10.244.{i}.1"),
+                        &format!("10.244.{i}.2"),
+                        &format!("10.244.{i}.3"),
+                    ],
+                )
+            })
+            .collect(),
+    );
+    let r = e.resync(0);
+    assert_eq!(r.changes, 3, "only s2's three real servers are re-added");
+    assert!(
+        e.dataplane()
+            .log
+            .iter()
+            .all(|c| matches!(c, Change::AddRealServer { .. })),
+        "{:?}",
+        e.dataplane().log
+    );
+    assert_eq!((r.bound, r.unbound), (0, 0));
+}
+
+#[test]
+fn a_refused_change_is_reported_and_others_proceed_and_it_is_retried() {
+    let mut e = loaded(3);
+    e.dataplane_mut().refuse.insert(vs(9));
+    e.input(Input::ServiceApplied(Box::new(service("s9", "10.96.0.9"))));
+    e.input(Input::ServiceApplied(Box::new(service("s8", "10.96.0.8"))));
+    let r = e.sync(1);
+    assert_eq!(r.failed_changes, 1);
+    assert!(r.errors[0].contains("10.96.0.9"), "{:?}", r.errors);
+    assert!(e.dataplane().table.contains_key(&vs(8)));
+    assert!(e.has_pending(), "s9 is retried");
+    e.dataplane_mut().refuse.clear();
+    let r = e.sync(2);
+    assert_eq!((r.changes, r.failed_changes), (1, 0));
+    assert!(e.dataplane().table.contains_key(&vs(9)));
+}
+
+#[test]
+fn an_invalid_update_keeps_the_last_good_state_and_names_the_service() {
+    let mut e = loaded(3);
+    let mut bad = service("s1", "10.96.0.1");
+    bad.spec.as_mut().unwrap().ports.as_mut().unwrap()[0].protocol = Some("ICMP".into());
+    e.input(Input::ServiceApplied(Box::new(bad)));
+    e.input(Input::ServiceApplied(Box::new(service("s5", "10.96.0.5"))));
+    let r = e.sync(1);
+    assert_eq!(
+        r.errors,
+        ["Service default/s1: spec.ports[0].protocol: unknown protocol \"ICMP\""]
+    );
+    assert_eq!(
+        e.dataplane().table[&vs(1)].real_servers.len(),
+        3,
+        "s1 untouched"
+    );
+    assert!(e.dataplane().table.contains_key(&vs(5)));
+}
+
+#[test]
+fn deleting_a_service_removes_its_virtual_server_and_address() {
+    let mut e = loaded(3);
+    e.input(Input::ServiceDeleted(ObjectRef::new("default", "s1")));
+    let r = e.sync(1);
+    assert_eq!((r.changes, r.unbound), (1, 1));
+    assert!(!e.dataplane().table.contains_key(&vs(1)));
+    assert!(
+        !e.dataplane()
+            .bound
+            .contains(&"10.96.0.1".parse::<IpAddr>().unwrap())
+    );
+}
