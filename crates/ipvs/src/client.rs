@@ -41,6 +41,12 @@ const MAX_WINDOW: usize = 1024;
 const MAX_SEND: usize = 64 * 1024;
 /// How long a reply may take before the request fails with a timeout.
 const RECV_TIMEOUT: Duration = Duration::from_secs(60);
+/// Acknowledgements received per `recvmmsg`.
+const ACK_SLOTS: usize = 64;
+/// Bytes per acknowledgement slot: an ack is 36 bytes (with
+/// `NETLINK_CAP_ACK`; without it an error ack echoes the request, and its
+/// first 20 bytes, all that is read, still fit).
+const ACK_SLOT: usize = 512;
 /// Fewest services per extra thread when reading the whole table.
 const SERVICES_PER_THREAD: usize = 16;
 
@@ -91,6 +97,10 @@ struct Conn {
     seq: u32,
     rx: Vec<u8>,
     tx: Vec<u8>,
+    /// `ACK_SLOTS` slots of `ACK_SLOT` bytes for batched acknowledgements,
+    /// and the length of each datagram received into them.
+    acks: Vec<u8>,
+    ack_lens: [usize; ACK_SLOTS],
     /// Requests in flight per window, from the receive buffer's size.
     window: usize,
     /// Set after an I/O failure that may have left replies unread: the
@@ -127,6 +137,8 @@ impl Conn {
             seq: 0,
             rx: Vec::with_capacity(RX_BUF),
             tx: Vec::with_capacity(4096),
+            acks: Vec::new(),
+            ack_lens: [0; ACK_SLOTS],
             window: window_for(rcvbuf),
             broken: false,
         })
@@ -186,6 +198,60 @@ impl Conn {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// Receive up to `ACK_SLOTS` datagrams in one `recvmmsg` (blocking for
+    /// the first only); return how many. Each lands in its slot, truncated
+    /// to `ACK_SLOT` bytes, which holds any acknowledgement whole.
+    fn recv_acks(&mut self, flags: i32) -> io::Result<usize> {
+        self.acks.resize(ACK_SLOTS * ACK_SLOT, 0);
+        // SAFETY: all-zero is a valid `iovec` and `mmsghdr` (null pointers,
+        // zero lengths); they are filled in below before use.
+        let mut iovs: [libc::iovec; ACK_SLOTS] = unsafe { std::mem::zeroed() };
+        let mut hdrs: [libc::mmsghdr; ACK_SLOTS] = unsafe { std::mem::zeroed() };
+        for (i, (iov, hdr)) in iovs.iter_mut().zip(hdrs.iter_mut()).enumerate() {
+            iov.iov_base = self.acks[i * ACK_SLOT..].as_mut_ptr().cast();
+            iov.iov_len = ACK_SLOT;
+            hdr.msg_hdr.msg_iov = iov;
+            hdr.msg_hdr.msg_iovlen = 1;
+        }
+        loop {
+            // SAFETY: `hdrs` holds ACK_SLOTS headers, each pointing at one
+            // iovec that points at ACK_SLOT bytes of `self.acks`; all outlive
+            // the call, and nothing else touches them meanwhile.
+            let n = unsafe {
+                libc::recvmmsg(
+                    self.socket.as_raw_fd(),
+                    hdrs.as_mut_ptr(),
+                    ACK_SLOTS as libc::c_uint,
+                    flags | libc::MSG_WAITFORONE,
+                    std::ptr::null_mut(),
+                )
+            };
+            if n >= 0 {
+                let n = n as usize;
+                for (len, hdr) in self.ack_lens.iter_mut().zip(&hdrs).take(n) {
+                    *len = (hdr.msg_len as usize).min(ACK_SLOT);
+                }
+                return Ok(n);
+            }
+            let e = io::Error::last_os_error();
+            match e.kind() {
+                io::ErrorKind::Interrupted => continue,
+                io::ErrorKind::WouldBlock if flags == 0 => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("no reply from the kernel in {}s", RECV_TIMEOUT.as_secs()),
+                    ));
+                }
+                _ => return Err(e),
+            }
+        }
+    }
+
+    /// Datagram `i` of the last [`recv_acks`](Conn::recv_acks).
+    fn ack_datagram(&self, i: usize) -> &[u8] {
+        &self.acks[i * ACK_SLOT..i * ACK_SLOT + self.ack_lens[i]]
     }
 
     /// Send `tx` (one request, sequence `seq`) and read its replies until
@@ -747,55 +813,27 @@ fn pipeline(conn: &mut Conn, family: u16, ops: &[Op]) -> Vec<Result<(), Fail>> {
 /// their slots until every slot is filled or the socket fails.
 fn collect_acks(conn: &mut Conn, base: u32, slots: &mut [Option<Result<(), Fail>>]) {
     let mut pending = slots.len();
-    while pending > 0 {
-        match conn.recv(0) {
-            Ok(()) => {
-                let walked = for_each_message(&conn.rx, |seq, kind, payload| {
-                    if kind != NLMSG_ERROR {
-                        return Ok(());
-                    }
-                    let i = seq.wrapping_sub(base) as usize;
-                    if let Some(slot @ None) = slots.get_mut(i) {
-                        let code = status(kind, payload)?;
-                        *slot = Some(match code {
-                            0 => Ok(()),
-                            code => Err(Fail::Errno(code.saturating_neg())),
-                        });
-                        pending -= 1;
-                    }
-                    Ok(())
+    let mut record = |conn: &Conn, n: usize, pending: &mut usize| {
+        for (seq, code) in (0..n).filter_map(|i| ack_of(conn.ack_datagram(i))) {
+            if let Some(slot @ None) = slots.get_mut(seq.wrapping_sub(base) as usize) {
+                *slot = Some(match code {
+                    0 => Ok(()),
+                    code => Err(Fail::Errno(code.saturating_neg())),
                 });
-                if let Err(e) = walked {
-                    // A broken datagram may have held acknowledgements.
-                    conn.broken = true;
-                    fill(slots, || Fail::Decode(DecodeError::from(e.to_string())));
-                    return;
-                }
+                *pending -= 1;
             }
+        }
+    };
+    while pending > 0 {
+        match conn.recv_acks(0) {
+            Ok(n) => record(conn, n, &mut pending),
             Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
                 // The receive buffer overflowed and acknowledgements were
                 // dropped: read what is left, the rest is unknown.
-                while conn.recv(libc::MSG_DONTWAIT).is_ok() {
-                    let _ = for_each_message(&conn.rx, |seq, kind, payload| {
-                        let i = seq.wrapping_sub(base) as usize;
-                        if kind == NLMSG_ERROR
-                            && let Some(slot @ None) = slots.get_mut(i)
-                        {
-                            let code = status(kind, payload)?;
-                            *slot = Some(match code {
-                                0 => Ok(()),
-                                code => Err(Fail::Errno(code.saturating_neg())),
-                            });
-                        }
-                        Ok(())
-                    });
+                while let Ok(n) = conn.recv_acks(libc::MSG_DONTWAIT) {
+                    record(conn, n, &mut pending);
                 }
-                fill(slots, || {
-                    Fail::Io(io::Error::other(
-                        "acknowledgement lost (ENOBUFS): outcome unknown",
-                    ))
-                });
-                return;
+                break;
             }
             Err(e) => {
                 conn.broken = true;
@@ -804,6 +842,26 @@ fn collect_acks(conn: &mut Conn, base: u32, slots: &mut [Option<Result<(), Fail>
             }
         }
     }
+    fill(slots, || {
+        Fail::Io(io::Error::other(
+            "acknowledgement lost (ENOBUFS): outcome unknown",
+        ))
+    });
+}
+
+/// The sequence number and status of an acknowledgement datagram (possibly
+/// truncated to its slot: the first 20 bytes hold all we need); `None` for
+/// anything else.
+fn ack_of(datagram: &[u8]) -> Option<(u32, i32)> {
+    let field = |at: usize| -> Option<[u8; 4]> { datagram.get(at..at + 4)?.try_into().ok() };
+    let kind = u16::from_ne_bytes(datagram.get(4..6)?.try_into().ok()?);
+    if kind != NLMSG_ERROR {
+        return None;
+    }
+    Some((
+        u32::from_ne_bytes(field(8)?),
+        i32::from_ne_bytes(field(16)?),
+    ))
 }
 
 fn fill(slots: &mut [Option<Result<(), Fail>>], fail: impl Fn() -> Fail) {
@@ -892,6 +950,22 @@ mod tests {
         assert_eq!(seen, vec![(7, NLMSG_ERROR, 0), (8, NLMSG_ERROR, 0)]);
         buf.extend_from_slice(&[40, 0, 0, 0, 2, 0]);
         assert!(for_each_message(&buf, |_, _, _| Ok(())).is_err());
+    }
+
+    #[test]
+    fn acks_are_read_from_truncated_datagrams() {
+        let mut ack = Vec::new();
+        ack.extend_from_slice(&36u32.to_ne_bytes());
+        ack.extend_from_slice(&NLMSG_ERROR.to_ne_bytes());
+        ack.extend_from_slice(&0u16.to_ne_bytes());
+        ack.extend_from_slice(&9u32.to_ne_bytes());
+        ack.extend_from_slice(&0u32.to_ne_bytes());
+        ack.extend_from_slice(&(-libc::EEXIST).to_ne_bytes());
+        assert_eq!(ack_of(&ack), Some((9, -libc::EEXIST)));
+        assert_eq!(ack_of(&ack[..19]), None);
+        ack[4] = 0x24;
+        assert_eq!(ack_of(&ack), None, "not an ack");
+        assert_eq!(ack_of(&[]), None);
     }
 
     #[test]
