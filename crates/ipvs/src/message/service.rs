@@ -180,9 +180,9 @@ pub fn netmask_bytes(netmask: &Netmask) -> [u8; 4] {
     }
 }
 
-/// The full attributes of a service (add and edit), in the order `ipvsadm`
-/// sends them. All flags are written (mask `0xffff_ffff`), so an edit sets
-/// exactly the given flags.
+/// The full attributes of a service (add and edit), in the kernel's order.
+/// All flags are written (mask `0xffff_ffff`), so an edit sets exactly the
+/// given flags.
 pub fn service_attrs(s: &Service) -> Vec<ServiceAttr> {
     let mut out = Vec::with_capacity(10);
     push_key(&mut out, &s.key);
@@ -191,7 +191,9 @@ pub fn service_attrs(s: &Service) -> Vec<ServiceAttr> {
         out.push(ServiceAttr::PeName(pe.clone()));
     }
     out.push(ServiceAttr::Flags {
-        flags: s.flags.bits(),
+        // Never the kernel's own `hashed` bit: on add, the kernel would
+        // take the service for hashed already and leave it out of its table.
+        flags: s.flags.bits() & !ServiceFlags::HASHED.bits(),
         mask: u32::MAX,
     });
     out.push(ServiceAttr::Timeout(s.timeout));

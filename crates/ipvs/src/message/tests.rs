@@ -92,6 +92,17 @@ fn golden_set_service_fwmark_v6_persistent_with_engine() {
 }
 
 #[test]
+fn the_hashed_flag_is_never_sent() {
+    let svc =
+        Service::new(tcp_web(), "rr").with_flags(ServiceFlags::HASHED | ServiceFlags::ONE_PACKET);
+    let attrs = service::service_attrs(&svc);
+    assert!(attrs.contains(&ServiceAttr::Flags {
+        flags: 0x4,
+        mask: u32::MAX
+    }));
+}
+
+#[test]
 fn golden_del_get_zero_service() {
     let key = hex(&format!(
         "
