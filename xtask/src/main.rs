@@ -170,12 +170,24 @@ struct KernelTest {
 /// the binaries (which the guest gets at their host paths, so
 /// `env!("CARGO_BIN_EXE_…")` works inside).
 fn build_for_lab(ws: &Path) -> Result<(Vec<KernelTest>, Vec<PathBuf>)> {
+    build(
+        ws,
+        &[
+            &["build", "--workspace", "--bins"],
+            &["test", "--workspace", "--no-run"],
+        ],
+    )
+}
+
+/// Builds only the workspace's binaries.
+fn build_bins(ws: &Path) -> Result<(Vec<KernelTest>, Vec<PathBuf>)> {
+    build(ws, &[&["build", "--workspace", "--bins"]])
+}
+
+fn build(ws: &Path, commands: &[&[&str]]) -> Result<(Vec<KernelTest>, Vec<PathBuf>)> {
     let mut tests = Vec::new();
     let mut bins = Vec::new();
-    for args in [
-        &["build", "--workspace", "--bins"][..],
-        &["test", "--workspace", "--no-run"][..],
-    ] {
+    for &args in commands {
         let out = Command::new(env!("CARGO"))
             .args(args)
             .arg("--message-format=json-render-diagnostics")
@@ -269,8 +281,19 @@ fn vm_test(ws: &Path, vm: &VmOpts, filter: Option<&str>) -> Result<i32> {
 
 fn demo(ws: &Path) -> Result<i32> {
     let lab = Lab::prepare(ws)?;
+    let (_, bins) = build_bins(ws)?;
+    let kipvs = bins
+        .iter()
+        .find(|b| b.file_name().is_some_and(|n| n == "kipvs"))
+        .context("cargo built no kipvs binary")?;
     let out = lab.run(&Job {
-        files: Vec::new(),
+        files: vec![
+            (PathBuf::from("/usr/local/bin/kipvs"), kipvs.clone()),
+            (
+                PathBuf::from("/payload/manifests/hostnames.yaml"),
+                ws.join("deploy/examples/hostnames.yaml"),
+            ),
+        ],
         script: include_str!("demo.sh").to_owned(),
         timeout: Duration::from_secs(300),
         memory_mib: 1024,

@@ -1,14 +1,32 @@
-//! `kipvs`: the one binary. `kipvs proxy` runs the agent, `kipvs list|save`
-//! inspect the kernel's IPVS table, `kipvs bench` measures rule updates.
+//! `kipvs`: the one binary, thin on purpose. `kipvs proxy` runs the agent
+//! (crates/proxy); the inspection and benchmark commands come with their
+//! issues. Errors become `kipvs: error: …` and exit code 1 here, at the edge.
 
-use clap::Parser;
+mod proxy;
+
+use clap::{Parser, Subcommand};
 
 /// IPVS-based Kubernetes service proxy.
 #[derive(Debug, Parser)]
 #[command(name = "kipvs", version, about, long_about = None)]
-struct Cli {}
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
 
-fn main() -> anyhow::Result<()> {
-    let _cli = Cli::parse();
-    Ok(())
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the agent: program IPVS from Services and EndpointSlices.
+    Proxy(Box<proxy::ProxyArgs>),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Proxy(args) => proxy::run(*args),
+    };
+    if let Err(e) = result {
+        eprintln!("kipvs: error: {e:#}");
+        std::process::exit(1);
+    }
 }

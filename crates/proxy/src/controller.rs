@@ -32,6 +32,12 @@ pub trait Dataplane {
     fn read_virtual_servers(&mut self) -> Result<Vec<ObservedVirtualServer>, DataplaneError>;
     /// The addresses bound on kube-ipvs0.
     fn read_addresses(&mut self) -> Result<BTreeSet<IpAddr>, DataplaneError>;
+    /// The real servers of one virtual server with their current connection
+    /// counts (one dump), for deciding how a removed one drains.
+    fn read_real_servers(
+        &mut self,
+        key: &VirtualServerKey,
+    ) -> Result<BTreeMap<std::net::SocketAddr, diff::ObservedRealServer>, DataplaneError>;
     /// Applies IPVS changes as one batch; one result per change, in order.
     fn apply(&mut self, changes: &[Change]) -> Vec<Result<(), DataplaneError>>;
     /// Binds and unbinds addresses on kube-ipvs0; one result per address.
@@ -397,10 +403,35 @@ impl<D: Dataplane> Engine<D> {
                 Some((*k, vs.clone()))
             })
             .collect();
-        let have: BTreeMap<VirtualServerKey, ObservedVirtualServer> = keys
+        let mut have: BTreeMap<VirtualServerKey, ObservedVirtualServer> = keys
             .iter()
             .filter_map(|k| self.kernel.get(k).map(|v| (*k, v.clone())))
             .collect();
+        // A real server leaving drains by its connections: read them fresh
+        // (the mirror's counts are from the last full read).
+        if !full {
+            for (key, vs) in have.iter_mut() {
+                let leaving = want.get(key).is_some_and(|w| {
+                    vs.real_servers
+                        .keys()
+                        .any(|a| !w.real_servers.contains_key(a))
+                });
+                if !leaving {
+                    continue;
+                }
+                match self.dataplane.read_real_servers(key) {
+                    Ok(rs) => {
+                        vs.real_servers = rs.clone();
+                        if let Some(m) = self.kernel.get_mut(key) {
+                            m.real_servers = rs;
+                        }
+                    }
+                    Err(e) => report
+                        .errors
+                        .push(format!("reading real servers of {key}: {e}")),
+                }
+            }
+        }
         let draining: Draining = self
             .draining
             .iter()

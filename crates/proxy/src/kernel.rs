@@ -57,9 +57,7 @@ pub fn model_key(key: &ipvs::ServiceKey) -> Option<VirtualServerKey> {
 /// A kernel table entry as the controller sees it. Settings kipvs never
 /// writes (a partial persistence netmask, one-packet scheduling, a
 /// persistence engine, a scheduler or flags it would not accept) make the
-/// scheduler `None`, so the virtual server is edited back; a destination
-/// that does not masquerade is reported with weight `u32::MAX`, so it is
-/// edited back too.
+/// scheduler `None`, so the virtual server is edited back.
 pub fn observe(entry: &ipvs::TableEntry) -> Option<ObservedVirtualServer> {
     let s = &entry.service.service;
     let key = model_key(&s.key)?;
@@ -80,31 +78,31 @@ pub fn observe(entry: &ipvs::TableEntry) -> Option<ObservedVirtualServer> {
         .then_some(Persistence {
             timeout_secs: s.timeout,
         });
-    let real_servers = entry
-        .destinations
-        .iter()
-        .map(|d| {
-            let weight = if d.destination.forward == ipvs::Forward::Masquerade {
-                d.destination.weight
-            } else {
-                u32::MAX
-            };
-            (
-                SocketAddr::new(d.destination.addr, d.destination.port),
-                ObservedRealServer {
-                    weight,
-                    active_conns: d.active_conns,
-                    inactive_conns: d.inactive_conns,
-                },
-            )
-        })
-        .collect();
+    let real_servers = entry.destinations.iter().map(observe_destination).collect();
     Some(ObservedVirtualServer {
         key,
         scheduler,
         persistence,
         real_servers,
     })
+}
+
+/// A kernel destination as the controller sees it; one that does not
+/// masquerade is reported with weight `u32::MAX`, so it is edited back.
+fn observe_destination(d: &ipvs::DestinationEntry) -> (SocketAddr, ObservedRealServer) {
+    let weight = if d.destination.forward == ipvs::Forward::Masquerade {
+        d.destination.weight
+    } else {
+        u32::MAX
+    };
+    (
+        SocketAddr::new(d.destination.addr, d.destination.port),
+        ObservedRealServer {
+            weight,
+            active_conns: d.active_conns,
+            inactive_conns: d.inactive_conns,
+        },
+    )
 }
 
 /// The IPVS operation of a change.
@@ -188,6 +186,18 @@ impl<B: Binder> Dataplane for KernelDataplane<B> {
         self.binder.addresses().map_err(DataplaneError::new)
     }
 
+    fn read_real_servers(
+        &mut self,
+        key: &VirtualServerKey,
+    ) -> Result<std::collections::BTreeMap<SocketAddr, ObservedRealServer>, DataplaneError> {
+        let dests = self
+            .ipvs
+            .destinations(&service_key(key))
+            .map_err(|e| DataplaneError::new(e.to_string()))?;
+        self.messages += 1;
+        Ok(dests.iter().map(observe_destination).collect())
+    }
+
     fn apply(&mut self, changes: &[Change]) -> Vec<Result<(), DataplaneError>> {
         let ops: Vec<ipvs::Op> = changes.iter().map(to_op).collect();
         self.messages += ops.len() as u64;
@@ -213,5 +223,70 @@ impl<B: Binder> Dataplane for KernelDataplane<B> {
 
     fn messages_sent(&self) -> u64 {
         self.messages + self.binder.messages()
+    }
+}
+
+/// kube-ipvs0 through crates/link.
+pub struct LinkBinder {
+    links: kipvs_link::Links,
+    name: String,
+    index: u32,
+}
+
+impl LinkBinder {
+    /// Ensures the dummy link exists and binds through it.
+    pub fn ensure(name: &str) -> Result<LinkBinder, kipvs_link::Error> {
+        let mut links = kipvs_link::Links::open()?;
+        let state = links.ensure_dummy(name)?;
+        if state.created {
+            tracing::info!(link = name, "created the dummy interface");
+        }
+        Ok(LinkBinder {
+            links,
+            name: name.to_owned(),
+            index: state.index,
+        })
+    }
+
+    /// The dummy link's index.
+    pub fn index(&self) -> u32 {
+        self.index
+    }
+
+    /// Every local address with its interface (the dummy's by its name).
+    pub fn local_addresses(&mut self) -> Result<Vec<(String, IpAddr)>, kipvs_link::Error> {
+        Ok(self
+            .links
+            .all_addresses()?
+            .into_iter()
+            .map(|(i, a)| {
+                (
+                    if i == self.index {
+                        self.name.clone()
+                    } else {
+                        format!("if{i}")
+                    },
+                    a,
+                )
+            })
+            .collect())
+    }
+}
+
+impl Binder for LinkBinder {
+    fn addresses(&mut self) -> Result<BTreeSet<IpAddr>, String> {
+        self.links.addresses(self.index).map_err(|e| e.to_string())
+    }
+
+    fn bind(&mut self, add: &[IpAddr], remove: &[IpAddr]) -> Vec<Result<(), String>> {
+        self.links
+            .change(&self.name, self.index, add, remove)
+            .into_iter()
+            .map(|r| r.map_err(|e| e.to_string()))
+            .collect()
+    }
+
+    fn messages(&self) -> u64 {
+        self.links.messages()
     }
 }

@@ -30,6 +30,7 @@ pub mod kernel;
 pub mod labels;
 pub mod manifest;
 pub mod model;
+pub mod run;
 pub mod source;
 
 #[cfg(feature = "fake-api")]

@@ -31,6 +31,18 @@ impl Dataplane for Memory {
         self.messages += 1;
         Ok(self.bound.clone())
     }
+    fn read_real_servers(
+        &mut self,
+        key: &VirtualServerKey,
+    ) -> Result<BTreeMap<std::net::SocketAddr, diff::ObservedRealServer>, DataplaneError> {
+        self.messages += 1;
+        Ok(self
+            .table
+            .get(key)
+            .map(|v| v.real_servers.clone())
+            .unwrap_or_default())
+    }
+
     fn apply(&mut self, changes: &[Change]) -> Vec<Result<(), DataplaneError>> {
         changes
             .iter()
@@ -155,8 +167,58 @@ fn one_endpoint_change_costs_one_message_per_change() {
         r.changes, 2,
         "add the new endpoint, delete the idle old one"
     );
-    assert_eq!(e.dataplane().messages - before, 2);
-    assert_eq!(r.messages, 2);
+    assert_eq!(
+        e.dataplane().messages - before,
+        3,
+        "one dump of s7's real servers for their connections, two changes"
+    );
+    assert_eq!(r.messages, 3);
+}
+
+#[test]
+fn a_removed_endpoint_with_connections_drains_by_fresh_counts() {
+    let mut e = loaded(3);
+    let leaving: std::net::SocketAddr = "10.244.1.1:8080".parse().unwrap();
+    // Connections arrived since the last full read.
+    let table = &mut e.dataplane_mut().table;
+    table
+        .get_mut(&vs(1))
+        .unwrap()
+        .real_servers
+        .get_mut(&leaving)
+        .unwrap()
+        .active_conns = 2;
+    e.input(Input::SliceApplied(Box::new(slice(
+        "s1-1",
+        "s1",
+        &["10.244.1.2", "10.244.1.3"],
+    ))));
+    let r = e.sync(10);
+    let drain = Change::EditRealServer {
+        vs: vs(1),
+        addr: leaving,
+        weight: 0,
+    };
+    assert_eq!(e.dataplane().log.last(), Some(&drain));
+    assert_eq!(r.changes, 1);
+    assert!(e.has_pending(), "draining");
+    // Connections gone: the next sync deletes it.
+    let table = &mut e.dataplane_mut().table;
+    table
+        .get_mut(&vs(1))
+        .unwrap()
+        .real_servers
+        .get_mut(&leaving)
+        .unwrap()
+        .active_conns = 0;
+    let r = e.sync(20);
+    assert_eq!(r.changes, 1);
+    let delete = Change::DeleteRealServer {
+        vs: vs(1),
+        addr: leaving,
+    };
+    assert_eq!(e.dataplane().log.last(), Some(&delete));
+    assert!(!e.has_pending());
 }
 
 #[test]

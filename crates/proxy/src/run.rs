@@ -1,0 +1,313 @@
+//! Starting the agent: node setup (sysctls, kube-ipvs0), the real data
+//! plane, the source, and the sync loop on its own thread. Flushes nothing,
+//! on start or on exit.
+
+use crate::agent::{self, Status, Timing};
+use crate::controller::{Engine, Ownership};
+use crate::desired::{self, Context, Family, NodePortFilter};
+use crate::diff::DiffConfig;
+use crate::kernel::{KernelDataplane, LinkBinder};
+use crate::labels;
+use crate::source::{self, SourceEvent};
+use k8s_openapi::api::core::v1::Node;
+use kipvs_sched::SchedulerConfig;
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Where Kubernetes objects come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// The API server, from a kubeconfig file or in-cluster configuration.
+    Api { kubeconfig: Option<PathBuf> },
+    /// A directory of manifests, re-read when a file changes.
+    Manifests(PathBuf),
+}
+
+/// Everything `kipvs proxy` is configured with.
+#[derive(Debug, Clone)]
+pub struct ProxyOptions {
+    pub source: Source,
+    pub node_name: String,
+    pub scheduler: SchedulerConfig,
+    pub timing: Timing,
+    pub families: BTreeSet<Family>,
+    pub nodeport_filter: NodePortFilter,
+    pub nodeport_range: std::ops::RangeInclusive<u16>,
+    pub exclude_cidrs: Vec<(IpAddr, u8)>,
+    pub strict_arp: bool,
+    pub drain_timeout: Duration,
+    pub local_fallback_to_cluster: bool,
+    pub service_proxy_name: Option<String>,
+    pub dummy: String,
+    /// Where the sysctls live (`/proc/sys`).
+    pub sysctl_root: PathBuf,
+}
+
+impl ProxyOptions {
+    /// kube-proxy's defaults for a node, reading `source`.
+    pub fn new(source: Source, node_name: String) -> Self {
+        ProxyOptions {
+            source,
+            node_name,
+            scheduler: SchedulerConfig::default(),
+            timing: Timing::default(),
+            families: [Family::V4, Family::V6].into(),
+            nodeport_filter: NodePortFilter::All,
+            nodeport_range: 30000..=32767,
+            exclude_cidrs: Vec::new(),
+            strict_arp: false,
+            drain_timeout: Duration::from_secs(15 * 60),
+            local_fallback_to_cluster: false,
+            service_proxy_name: None,
+            dummy: kipvs_link::DEFAULT_DUMMY.into(),
+            sysctl_root: PathBuf::from("/proc/sys"),
+        }
+    }
+}
+
+/// Why the agent could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Sysctl(#[from] kipvs_link::sysctl::SysctlError),
+    #[error(transparent)]
+    Link(#[from] kipvs_link::Error),
+    #[error(transparent)]
+    Ipvs(#[from] kipvs_ipvs::Error),
+    #[error("Kubernetes client: {0}")]
+    Kube(String),
+    #[error("the sync loop stopped unexpectedly")]
+    Stopped,
+}
+
+/// The node facts the desired state depends on, from the Node object and
+/// the local addresses.
+pub fn context(opts: &ProxyOptions, node: Option<&Node>, local: &[(String, IpAddr)]) -> Context {
+    let zone = node
+        .and_then(|n| n.metadata.labels.as_ref())
+        .and_then(|l| l.get(labels::ZONE))
+        .cloned();
+    let primary: Vec<IpAddr> = node
+        .and_then(|n| n.status.as_ref())
+        .and_then(|s| s.addresses.as_ref())
+        .into_iter()
+        .flatten()
+        .filter(|a| a.type_ == "InternalIP")
+        .filter_map(|a| a.address.parse().ok())
+        .collect();
+    let nodeport = desired::nodeport_addresses(local, &opts.dummy, &opts.nodeport_filter, &primary);
+    Context {
+        node_name: opts.node_name.clone(),
+        node_zone: zone,
+        families: opts.families.clone(),
+        nodeport_addresses: nodeport,
+        local_addresses: local
+            .iter()
+            .filter(|(i, _)| *i != opts.dummy)
+            .map(|(_, a)| *a)
+            .collect(),
+        default_scheduler: opts.scheduler.clone(),
+        local_fallback_to_cluster: opts.local_fallback_to_cluster,
+        service_proxy_name: opts.service_proxy_name.clone(),
+    }
+}
+
+/// Runs the agent until `shutdown` resolves. On return every rule stays in
+/// the kernel.
+pub async fn run(
+    opts: ProxyOptions,
+    status: Arc<Mutex<Status>>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), RunError> {
+    let kernel = kipvs_link::sysctl::KernelVersion::running()
+        .unwrap_or(kipvs_link::sysctl::KernelVersion(6, 1));
+    let wanted = kipvs_link::sysctl::required(
+        kipvs_link::sysctl::Options {
+            dual_stack: opts.families.contains(&Family::V6),
+            strict_arp: opts.strict_arp,
+        },
+        kernel,
+    );
+    for a in kipvs_link::sysctl::apply(&opts.sysctl_root, &wanted)? {
+        if a.changed() {
+            tracing::info!(sysctl = a.name, old = %a.old, new = %a.new, "set sysctl");
+        }
+    }
+    let mut binder = LinkBinder::ensure(&opts.dummy)?;
+    let ipvs = kipvs_ipvs::Client::new()?;
+    let local = binder.local_addresses()?;
+    let ctx = context(&opts, None, &local);
+    let ownership = Ownership {
+        nodeport_addresses: ctx.nodeport_addresses.iter().copied().collect(),
+        nodeport_range: opts.nodeport_range.clone(),
+        exclude: opts.exclude_cidrs.clone(),
+    };
+    let engine = Engine::new(
+        KernelDataplane::new(ipvs, binder),
+        ctx,
+        ownership,
+        DiffConfig {
+            drain_timeout_secs: opts.drain_timeout.as_secs(),
+        },
+    );
+
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<SourceEvent>(1024);
+    let (sync_tx, sync_rx) = std::sync::mpsc::channel::<SourceEvent>();
+    let source_task = match opts.source.clone() {
+        Source::Manifests(dir) => tokio::spawn(source::watch_manifests(
+            dir,
+            opts.node_name.clone(),
+            Duration::from_millis(500),
+            tx,
+        )),
+        Source::Api { kubeconfig } => {
+            let client = kube_client(kubeconfig).await?;
+            tokio::spawn(source::watch_api(
+                client,
+                opts.node_name.clone(),
+                opts.service_proxy_name.clone(),
+                tx,
+            ))
+        }
+    };
+    let forward = tokio::spawn(async move {
+        while let Some(ev) = rx.recv().await {
+            if sync_tx.send(ev).is_err() {
+                return;
+            }
+        }
+    });
+    let ctx_opts = opts.clone();
+    let context_fn: agent::ContextFn = Box::new(move |node| context(&ctx_opts, node, &local));
+    let timing = opts.timing;
+    let started = Instant::now();
+    let sync_thread = std::thread::Builder::new()
+        .name("kipvs-sync".into())
+        .spawn(move || {
+            agent::run(engine, sync_rx, context_fn, timing, status, move || {
+                started.elapsed().as_secs()
+            })
+        })
+        .expect("spawning the sync thread");
+    let mut stopped = Box::pin(tokio::task::spawn_blocking(move || sync_thread.join()));
+    tokio::select! {
+        _ = shutdown => {
+            tracing::info!("shutting down; the kernel keeps every rule");
+            source_task.abort();
+            forward.abort();
+            Ok(())
+        }
+        _ = &mut stopped => Err(RunError::Stopped),
+    }
+}
+
+async fn kube_client(kubeconfig: Option<PathBuf>) -> Result<kube::Client, RunError> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(&path)
+                .map_err(|e| RunError::Kube(format!("{}: {e}", path.display())))?;
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+                .await
+                .map_err(|e| RunError::Kube(format!("{}: {e}", path.display())))?
+        }
+        None => kube::Config::infer()
+            .await
+            .map_err(|e| RunError::Kube(e.to_string()))?,
+    };
+    kube::Client::try_from(config).map_err(|e| RunError::Kube(e.to_string()))
+}
+
+/// Parses a Go-style duration as kube-proxy's flags and configuration
+/// write them: `30s`, `1m30s`, `500ms`, `1h`, `0`.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    if s == "0" {
+        return Some(Duration::ZERO);
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = s;
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let num_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        if num_end == 0 {
+            return None;
+        }
+        let value: f64 = rest[..num_end].parse().ok()?;
+        rest = &rest[num_end..];
+        let unit_end = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let unit = match &rest[..unit_end] {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return None,
+        };
+        rest = &rest[unit_end..];
+        total += Duration::from_secs_f64(value * unit);
+    }
+    Some(total)
+}
+
+/// Parses `10.0.0.0/8` or a bare address (a host prefix).
+pub fn parse_cidr(s: &str) -> Option<(IpAddr, u8)> {
+    let s = s.trim();
+    match s.split_once('/') {
+        Some((a, l)) => {
+            let a: IpAddr = a.parse().ok()?;
+            let l: u8 = l.parse().ok()?;
+            (l <= if a.is_ipv4() { 32 } else { 128 }).then_some((a, l))
+        }
+        None => s
+            .parse::<IpAddr>()
+            .ok()
+            .map(|a| (a, if a.is_ipv4() { 32 } else { 128 })),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_durations() {
+        assert_eq!(parse_duration("30s"), Some(Duration::from_secs(30)));
+        assert_eq!(parse_duration("1m30s"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1h"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("0"), Some(Duration::ZERO));
+        assert_eq!(parse_duration("0s"), Some(Duration::ZERO));
+        assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1500)));
+        for bad in ["", "s", "10", "10x", "-1s", "1m-"] {
+            assert_eq!(parse_duration(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn cidrs() {
+        assert_eq!(
+            parse_cidr("10.0.0.0/8"),
+            Some(("10.0.0.0".parse().unwrap(), 8))
+        );
+        assert_eq!(
+            parse_cidr("fd00::/64"),
+            Some(("fd00::".parse().unwrap(), 64))
+        );
+        assert_eq!(
+            parse_cidr("10.1.2.3"),
+            Some(("10.1.2.3".parse().unwrap(), 32))
+        );
+        assert_eq!(parse_cidr("10.0.0.0/33"), None);
+        assert_eq!(parse_cidr("nope/8"), None);
+    }
+}
