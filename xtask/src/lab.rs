@@ -43,6 +43,7 @@ const HOST_TOOLS: &[(&str, &str)] = &[
     ("ip", "iproute2"),
     ("ss", "iproute2"),
     ("curl", "curl"),
+    ("update-ca-certificates", "ca-certificates"),
     ("bash", "bash"),
 ];
 
@@ -543,6 +544,12 @@ fn ensure_base(dir: &Path, kernel_root: &Path) -> Result<PathBuf> {
     a.bytes("etc/group", "root:x:0:\n", 0o644);
     a.bytes("etc/hosts", "127.0.0.1 localhost\n::1 localhost\n", 0o644);
     a.bytes("etc/nsswitch.conf", "hosts: files\n", 0o644);
+    // A node has CA certificates; kube's TLS client refuses to start
+    // without any, even for a plain-HTTP (test) API server.
+    let cas = Path::new("/etc/ssl/certs/ca-certificates.crt");
+    if cas.exists() {
+        a.file(cas, cas)?;
+    }
     let modules = module_closure(kernel_root)?;
     let boot_modules: Vec<&str> = BOOT_MODULES
         .iter()

@@ -1,0 +1,506 @@
+//! `kipvs proxy` end to end in the kernel lab, with real traffic: network
+//! namespace "pods" running busybox httpd that answer their own name, a
+//! client namespace, the real kernel's IPVS, cross-checked with ipvsadm.
+//! Run by `cargo xtask vm test`; ignored on the host.
+
+use kipvs_proxy::fake_api::{FakeApiServer, Kind};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Runs a bash command; panics with its stderr when it fails.
+fn sh(cmd: &str) -> String {
+    let out = Command::new("bash")
+        .args(["-c", cmd])
+        .output()
+        .expect("bash runs");
+    assert!(
+        out.status.success(),
+        "`{cmd}` failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+/// Runs a bash command; whether it succeeded and its stdout.
+fn try_sh(cmd: &str) -> (bool, String) {
+    let out = Command::new("bash")
+        .args(["-c", cmd])
+        .output()
+        .expect("bash runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ok() {
+        if start.elapsed() > timeout {
+            let (_, logs) = try_sh("tail -n 30 /tmp/*.log");
+            panic!(
+                "timed out after {timeout:?} waiting for {what}\nipvsadm:\n{}\nlogs:\n{logs}",
+                save()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A clean node: no kipvs, no IPVS services, no kube-ipvs0, no namespaces.
+fn reset() {
+    let _ = try_sh(
+        "pkill -9 -x kipvs; ipvsadm -C; ip link del kube-ipvs0 2>/dev/null; ip -all netns delete 2>/dev/null",
+    );
+    for link in ["h-pod-a", "h-pod-b", "h-pod-c", "h-client"] {
+        let _ = try_sh(&format!("ip link del {link} 2>/dev/null"));
+    }
+    sh("sysctl -qw net.ipv4.ip_forward=1");
+}
+
+/// A namespace with a veth to the root namespace: `10.244.N.2` inside,
+/// `10.244.N.1` outside (the client is N = 9).
+fn netns(name: &str, n: u8) {
+    sh(&format!(
+        "ip netns add {name} && ip link add h-{name} type veth peer name eth0 netns {name} && \
+         ip addr add 10.244.{n}.1/24 dev h-{name} && ip link set h-{name} up && \
+         ip -n {name} addr add 10.244.{n}.2/24 dev eth0 && ip -n {name} link set lo up && \
+         ip -n {name} link set eth0 up && ip -n {name} route add default via 10.244.{n}.1"
+    ));
+}
+
+/// A pod answering its own name over HTTP on 9376, and echoing on 9000.
+fn pod(name: &str, n: u8) {
+    netns(name, n);
+    sh(&format!(
+        "mkdir -p /tmp/www-{name} && echo {name} > /tmp/www-{name}/index.html && \
+         ip netns exec {name} busybox httpd -p 9376 -h /tmp/www-{name} && \
+         (ip netns exec {name} busybox nc -ll -p 9000 -e /usr/bin/cat </dev/null >/dev/null 2>&1 &)"
+    ));
+}
+
+/// One HTTP request from the client namespace; the answer or None.
+fn curl(url: &str) -> Option<String> {
+    let (ok, out) = try_sh(&format!("ip netns exec client curl -sS --max-time 3 {url}"));
+    ok.then(|| out.trim().to_owned())
+}
+
+fn curl_n(url: &str, n: usize) -> Vec<String> {
+    (0..n)
+        .map(|_| curl(url).unwrap_or_else(|| panic!("request to {url} failed")))
+        .collect()
+}
+
+/// A Service with one port 80 → 9376 (and 9000 → 9000 named `echo`).
+fn service(name: &str, vip: &str, extra_spec: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: default}}\n\
+         spec:\n  clusterIP: {vip}\n  selector: {{app: {name}}}\n{extra_spec}  ports:\n\
+         \x20 - {{name: http, port: 80, targetPort: 9376, protocol: TCP}}\n\
+         \x20 - {{name: echo, port: 9000, targetPort: 9000, protocol: TCP}}\n"
+    )
+}
+
+fn slice(service: &str, pods: &[u8]) -> String {
+    let eps: String = pods
+        .iter()
+        .map(|n| {
+            format!(
+                "  - {{addresses: [10.244.{n}.2], conditions: {{ready: true}}, nodeName: lab}}\n"
+            )
+        })
+        .collect();
+    format!(
+        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+         metadata: {{name: {service}-1, namespace: default, labels: {{kubernetes.io/service-name: {service}}}}}\n\
+         addressType: IPv4\nports:\n  - {{name: http, port: 9376, protocol: TCP}}\n  - {{name: echo, port: 9000, protocol: TCP}}\n\
+         endpoints:\n{eps}"
+    )
+}
+
+/// Writes a manifest file atomically (kipvs must never read half a file).
+fn write(dir: &Path, file: &str, text: &str) {
+    let tmp = dir.join(format!(".{file}.tmp"));
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(tmp, dir.join(file)).unwrap();
+}
+
+fn manifests(test: &str) -> PathBuf {
+    let dir = PathBuf::from(format!("/tmp/kipvs-test-{test}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A running agent; killed (SIGKILL) when dropped. Its log is kept.
+struct Agent {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Agent {
+    fn start(source: &[&str], extra: &[&str], log: &str) -> Agent {
+        let log = PathBuf::from(format!("/tmp/{log}.log"));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_kipvs"))
+            .arg("proxy")
+            .args(source)
+            .args(["--hostname-override", "lab", "--ip-families", "ipv4"])
+            .args(extra)
+            // Debug shows the syncs that change nothing too.
+            .env("RUST_LOG", "info,kipvs_proxy=debug")
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("kipvs starts");
+        Agent { child, log }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, as the kubelet stops a pod.
+    fn terminate(mut self) -> std::process::ExitStatus {
+        sh(&format!("kill -TERM {}", self.child.id()));
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn real_servers(vip: &str) -> Vec<String> {
+    let (_, out) = try_sh(&format!("ipvsadm -Ln -t {vip}"));
+    out.lines()
+        .filter(|l| l.trim_start().starts_with("->") && !l.contains("RemoteAddress"))
+        .map(|l| l.split_whitespace().collect::<Vec<_>>()[1..=3].join(" "))
+        .collect()
+}
+
+fn save() -> String {
+    sh("ipvsadm -S -n")
+}
+
+#[test]
+#[ignore = "needs the kernel lab"]
+fn cluster_ip_round_robins_and_a_scale_down_drains_without_failed_requests() {
+    reset();
+    for (name, n) in [("pod-a", 1), ("pod-b", 2), ("pod-c", 3)] {
+        pod(name, n);
+    }
+    netns("client", 9);
+    let dir = manifests("rr");
+    write(&dir, "svc.yaml", &service("web", "10.96.1.10", ""));
+    write(&dir, "slice.yaml", &slice("web", &[1, 2, 3]));
+    let agent = Agent::start(&["--manifests", dir.to_str().unwrap()], &[], "rr");
+    wait_until("three real servers", Duration::from_secs(20), || {
+        real_servers("10.96.1.10:80").len() == 3
+    });
+    assert_eq!(
+        sh("ip -o addr show dev kube-ipvs0 | awk '{print $4}'"),
+        "10.96.1.10/32\n"
+    );
+
+    let answers = curl_n("http://10.96.1.10/", 6);
+    let first: Vec<&String> = answers[..3].iter().collect();
+    let mut distinct = first.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 3, "all three pods answer: {answers:?}");
+    assert_eq!(answers[..3], answers[3..], "strict rotation: {answers:?}");
+
+    // Scale down while requests run: none may fail.
+    let during = std::thread::spawn(|| {
+        (0..20)
+            .map(|_| curl("http://10.96.1.10/"))
+            .collect::<Vec<_>>()
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    write(&dir, "slice.yaml", &slice("web", &[1, 2]));
+    let during = during.join().unwrap();
+    assert!(
+        during.iter().all(Option::is_some),
+        "no request failed during the scale-down: {during:?}"
+    );
+    // pod-c drains (weight 0 while it has connections) or is gone.
+    wait_until("pod-c out of rotation", Duration::from_secs(10), || {
+        real_servers("10.96.1.10:80")
+            .iter()
+            .all(|r| !r.starts_with("10.244.3.2") || r.ends_with(" 0"))
+    });
+    let after = curl_n("http://10.96.1.10/", 6);
+    assert!(after.iter().all(|a| a != "pod-c"), "{after:?}");
+    assert!(agent.log().contains("synced"), "{}", agent.log());
+}
+
+#[test]
+#[ignore = "needs the kernel lab"]
+fn node_port_from_a_client_namespace_and_client_ip_affinity() {
+    reset();
+    for (name, n) in [("pod-a", 1), ("pod-b", 2)] {
+        pod(name, n);
+    }
+    netns("client", 9);
+    let dir = manifests("np");
+    let np = "  type: NodePort\n  sessionAffinity: ClientIP\n";
+    let svc = service("np", "10.96.1.20", np).replace(
+        "targetPort: 9376, protocol: TCP}",
+        "targetPort: 9376, protocol: TCP, nodePort: 30080}",
+    );
+    write(&dir, "svc.yaml", &svc);
+    write(&dir, "slice.yaml", &slice("np", &[1, 2]));
+    let _agent = Agent::start(&["--manifests", dir.to_str().unwrap()], &[], "np");
+    // 10.244.9.1 is a node address (the client's veth peer): a NodePort there.
+    wait_until(
+        "the NodePort virtual server",
+        Duration::from_secs(20),
+        || real_servers("10.244.9.1:30080").len() == 2,
+    );
+    let line = sh("ipvsadm -S -n | grep -- '-A -t 10.244.9.1:30080'");
+    assert_eq!(line.trim(), "-A -t 10.244.9.1:30080 -s rr -p 10800");
+    let answers = curl_n("http://10.244.9.1:30080/", 8);
+    assert!(
+        answers.iter().all(|a| a == &answers[0]),
+        "affinity pins one pod: {answers:?}"
+    );
+    let cluster = curl_n("http://10.96.1.20/", 8);
+    assert!(
+        cluster.iter().all(|a| a == &cluster[0]),
+        "affinity on the ClusterIP too: {cluster:?}"
+    );
+    // NodePort addresses are not bound on kube-ipvs0.
+    assert!(!sh("ip -o addr show dev kube-ipvs0").contains("10.244.9.1"));
+}
+
+#[test]
+#[ignore = "needs the kernel lab"]
+fn a_hand_deleted_virtual_server_is_repaired_and_foreign_ones_survive() {
+    reset();
+    pod("pod-a", 1);
+    netns("client", 9);
+    sh("ipvsadm -A -t 192.0.2.1:80 -s wlc && ipvsadm -a -t 192.0.2.1:80 -r 192.0.2.7:80 -g");
+    let dir = manifests("repair");
+    write(&dir, "svc.yaml", &service("web", "10.96.1.30", ""));
+    write(&dir, "slice.yaml", &slice("web", &[1]));
+    let agent = Agent::start(
+        &["--manifests", dir.to_str().unwrap()],
+        &["--ipvs-sync-period", "2s"],
+        "repair",
+    );
+    wait_until("the virtual server", Duration::from_secs(20), || {
+        real_servers("10.96.1.30:80").len() == 1
+    });
+    sh("ipvsadm -A -u 198.51.100.9:53 -s rr");
+    sh("ipvsadm -D -t 10.96.1.30:80");
+    wait_until("repair at the next resync", Duration::from_secs(10), || {
+        real_servers("10.96.1.30:80").len() == 1
+    });
+    assert_eq!(curl("http://10.96.1.30/").as_deref(), Some("pod-a"));
+    // Delete the Service: its virtual server goes, the foreign ones stay.
+    std::fs::remove_file(dir.join("svc.yaml")).unwrap();
+    wait_until(
+        "the Service's virtual server removed",
+        Duration::from_secs(10),
+        || !save().contains("10.96.1.30"),
+    );
+    std::thread::sleep(Duration::from_secs(3)); // a resync later
+    let saved = save();
+    assert!(saved.contains("-A -t 192.0.2.1:80 -s wlc"), "{saved}");
+    assert!(
+        saved.contains("-a -t 192.0.2.1:80 -r 192.0.2.7:80 -g -w 1"),
+        "{saved}"
+    );
+    assert!(saved.contains("-A -u 198.51.100.9:53 -s rr"), "{saved}");
+    assert!(
+        !sh("ip -o addr show dev kube-ipvs0").contains("10.96.1.30"),
+        "unbound"
+    );
+    drop(agent);
+}
+
+#[test]
+#[ignore = "needs the kernel lab"]
+fn kill_9_and_restart_keeps_established_connections_and_flushes_nothing() {
+    reset();
+    for (name, n) in [("pod-a", 1), ("pod-b", 2)] {
+        pod(name, n);
+    }
+    netns("client", 9);
+    let dir = manifests("restart");
+    write(&dir, "svc.yaml", &service("web", "10.96.1.40", ""));
+    write(&dir, "slice.yaml", &slice("web", &[1, 2]));
+    let agent = Agent::start(&["--manifests", dir.to_str().unwrap()], &[], "restart-1");
+    wait_until("two echo real servers", Duration::from_secs(20), || {
+        real_servers("10.96.1.40:9000").len() == 2
+    });
+
+    // A long-lived TCP connection through the VIP to an echo server.
+    let _ = std::fs::remove_file("/tmp/go");
+    let conn = Command::new("ip")
+        .args(["netns", "exec", "client", "bash", "-c"])
+        .arg(
+            "exec 3<>/dev/tcp/10.96.1.40/9000 && echo one >&3 && read -t 5 a <&3 && echo \"got:$a\" && \
+             touch /tmp/connected && while [ ! -e /tmp/go ]; do sleep 0.1; done && \
+             echo two >&3 && read -t 5 b <&3 && echo \"got:$b\"",
+        )
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("the connection", Duration::from_secs(10), || {
+        Path::new("/tmp/connected").exists()
+    });
+    let before = save();
+
+    agent.kill9();
+    assert_eq!(save(), before, "nothing flushed by a crash");
+    let agent = Agent::start(&["--manifests", dir.to_str().unwrap()], &[], "restart-2");
+    wait_until(
+        "the restarted agent's first sync",
+        Duration::from_secs(20),
+        || agent.log().contains("synced"),
+    );
+    assert_eq!(save(), before, "the restart adopted the kernel as it was");
+    let log = agent.log();
+    assert!(
+        !log.contains("changes="),
+        "the restart changed nothing: {log}"
+    );
+
+    std::fs::write("/tmp/go", "").unwrap();
+    let out = conn.wait_with_output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "got:one\ngot:two\n",
+        "the connection survived"
+    );
+
+    // SIGTERM leaves every rule in place too.
+    assert!(agent.terminate().success());
+    assert_eq!(save(), before);
+    assert!(sh("ip -o addr show dev kube-ipvs0").contains("10.96.1.40/32"));
+}
+
+fn kubeconfig(server: &str) -> PathBuf {
+    let path = PathBuf::from("/tmp/kipvs-fake-kubeconfig.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: fake\n\
+             clusters: [{{name: fake, cluster: {{server: \"{server}\"}}}}]\n\
+             users: [{{name: fake, user: {{}}}}]\n\
+             contexts: [{{name: fake, context: {{cluster: fake, user: fake}}}}]\n"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn yaml<K: serde::de::DeserializeOwned>(text: &str) -> K {
+    serde_saphyr::from_str(text).unwrap()
+}
+
+#[test]
+#[ignore = "needs the kernel lab"]
+fn against_a_fake_api_server_create_update_delete_relist_and_reconnect() {
+    reset();
+    for (name, n) in [("pod-a", 1), ("pod-b", 2)] {
+        pod(name, n);
+    }
+    netns("client", 9);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let api = rt.block_on(FakeApiServer::start()).unwrap();
+    let _guard = rt.enter();
+    let kc = kubeconfig(&api.url());
+    let agent = Agent::start(
+        &["--kubeconfig", kc.to_str().unwrap()],
+        &["--ipvs-sync-period", "3s"],
+        "fake-api",
+    );
+
+    // Create.
+    api.apply(&yaml::<k8s_openapi::api::core::v1::Service>(&service(
+        "web",
+        "10.96.1.50",
+        "",
+    )));
+    api.apply(&yaml::<k8s_openapi::api::discovery::v1::EndpointSlice>(
+        &slice("web", &[1]),
+    ));
+    wait_until(
+        "the virtual server from the API",
+        Duration::from_secs(20),
+        || real_servers("10.96.1.50:80").len() == 1,
+    );
+    assert_eq!(curl("http://10.96.1.50/").as_deref(), Some("pod-a"));
+
+    // Update: a second endpoint.
+    api.apply(&yaml::<k8s_openapi::api::discovery::v1::EndpointSlice>(
+        &slice("web", &[1, 2]),
+    ));
+    wait_until("the new endpoint", Duration::from_secs(10), || {
+        real_servers("10.96.1.50:80").len() == 2
+    });
+
+    // 410 Gone: the agent relists and changes nothing.
+    let before = save();
+    let syncs_before = agent.log().matches("changes=").count();
+    api.compact();
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(save(), before);
+    assert_eq!(
+        agent.log().matches("changes=").count(),
+        syncs_before,
+        "a relist flaps nothing"
+    );
+
+    // Cut the watches, then change something: it arrives after reconnecting.
+    api.disconnect_watches();
+    api.apply(&yaml::<k8s_openapi::api::discovery::v1::EndpointSlice>(
+        &slice("web", &[2]),
+    ));
+    wait_until(
+        "the change after reconnect",
+        Duration::from_secs(15),
+        || {
+            let rs = real_servers("10.96.1.50:80");
+            rs.iter()
+                .all(|r| !r.starts_with("10.244.1.2") || r.ends_with(" 0"))
+        },
+    );
+
+    // API down: the kernel stays as it is.
+    api.set_available(false);
+    let down = save();
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(
+        save(),
+        down,
+        "nothing changes while the API server is unreachable"
+    );
+    api.set_available(true);
+
+    // Delete.
+    assert!(api.delete(Kind::Service, "default", "web"));
+    wait_until(
+        "the virtual server removed",
+        Duration::from_secs(15),
+        || !save().contains("10.96.1.50"),
+    );
+    drop(agent);
+}
