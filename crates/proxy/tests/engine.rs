@@ -115,29 +115,32 @@ fn slice(name: &str, svc: &str, ips: &[&str]) -> EndpointSlice {
     .unwrap()
 }
 
-/// An engine synced with `n` Services of 3 endpoints each.
-fn loaded(n: u8) -> Engine<Memory> {
-    let mut e = Engine::new(Memory::default(), ctx(), ownership(), DiffConfig::default());
+/// Gives the engine `n` Services of 3 endpoints each.
+fn feed(e: &mut Engine<Memory>, n: u8) {
     e.replace_services(
         (0..n)
             .map(|i| service(&format!("s{i}"), &format!("10.96.0.{i}")))
             .collect(),
     );
+    let ips = |i: u8| [1, 2, 3].map(|j| format!("10.244.{i}.{j}"));
     e.replace_slices(
         (0..n)
             .map(|i| {
+                let ips = ips(i);
                 slice(
                     &format!("s{i}-1"),
                     &format!("s{i}"),
-                    &[
-                        &format!("10.244.{i}.1"),
-                        &format!("10.244.{i}.2"),
-                        &format!("10.244.{i}.3"),
-                    ],
+                    &[&ips[0], &ips[1], &ips[2]],
                 )
             })
             .collect(),
     );
+}
+
+/// An engine synced with `n` Services of 3 endpoints each.
+fn loaded(n: u8) -> Engine<Memory> {
+    let mut e = Engine::new(Memory::default(), ctx(), ownership(), DiffConfig::default());
+    feed(&mut e, n);
     let r = e.resync(0);
     assert!(r.errors.is_empty(), "{:?}", r.errors);
     assert_eq!(e.dataplane().table.len(), n as usize);
@@ -287,26 +290,7 @@ fn adoption_after_restart_changes_only_the_difference() {
     // While kipvs was down, one endpoint of s2 changed.
     m.table.get_mut(&vs(2)).unwrap().real_servers.clear();
     let mut e = Engine::new(m, ctx(), ownership(), DiffConfig::default());
-    e.replace_services(
-        (0..10)
-            .map(|i| service(&format!("s{i}"), &format!("10.96.0.{i}")))
-            .collect(),
-    );
-    e.replace_slices(
-        (0..10)
-            .map(|i| {
-                slice(
-                    &format!("s{i}-1"),
-                    &format!("s{i}"),
-                    &[
-                        &format!("10.244.{i}.1"),
-                        &format!("10.244.{i}.2"),
-                        &format!("10.244.{i}.3"),
-                    ],
-                )
-            })
-            .collect(),
-    );
+    feed(&mut e, 10);
     let r = e.resync(0);
     assert_eq!(r.changes, 3, "only s2's three real servers are re-added");
     assert!(
