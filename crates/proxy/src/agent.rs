@@ -60,7 +60,8 @@ pub struct Status {
     pub node: Option<Box<Node>>,
 }
 
-/// Derives the node-dependent part of the context (its zone) from the Node.
+/// Derives the node-dependent part of the context from the Node (its zone,
+/// primary addresses) and the node's current local addresses.
 pub type ContextFn = Box<dyn Fn(Option<&Node>) -> Context + Send>;
 
 /// Runs the sync loop until `events` closes. Blocking: call it on a
@@ -143,6 +144,9 @@ pub fn run<D: Dataplane>(
         let now = Instant::now();
         let report = if stale || last_resync.is_none_or(|r| now >= r + timing.sync_period) {
             last_resync = Some(now);
+            // Node addresses change (DHCP, new interfaces): re-read them.
+            let node = status.lock().unwrap().node.clone();
+            engine.set_context(context(node.as_deref()));
             let r = engine.resync(clock());
             status.lock().unwrap().resyncs += 1;
             Some(r)

@@ -288,6 +288,7 @@ impl<D: Dataplane> Engine<D> {
     /// is recomputed.
     pub fn set_context(&mut self, ctx: Context) {
         if self.ctx != ctx {
+            self.ownership.nodeport_addresses = ctx.nodeport_addresses.iter().copied().collect();
             self.ctx = ctx;
             self.dirty.extend(self.services.keys().cloned());
             self.dirty.extend(self.applied.keys().cloned());

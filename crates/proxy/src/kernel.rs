@@ -226,6 +226,29 @@ impl<B: Binder> Dataplane for KernelDataplane<B> {
     }
 }
 
+/// Every local address with its interface: the dummy's by its name, the
+/// others as `ifN` (only the dummy's name matters to the desired state).
+pub fn local_addresses(
+    links: &mut kipvs_link::Links,
+    dummy: &str,
+) -> Result<Vec<(String, IpAddr)>, kipvs_link::Error> {
+    let dummy_index = links.find(dummy)?.map(|(i, _)| i);
+    Ok(links
+        .all_addresses()?
+        .into_iter()
+        .map(|(i, a)| {
+            (
+                if Some(i) == dummy_index {
+                    dummy.to_owned()
+                } else {
+                    format!("if{i}")
+                },
+                a,
+            )
+        })
+        .collect())
+}
+
 /// kube-ipvs0 through crates/link.
 pub struct LinkBinder {
     links: kipvs_link::Links,
@@ -253,23 +276,9 @@ impl LinkBinder {
         self.index
     }
 
-    /// Every local address with its interface (the dummy's by its name).
+    /// Every local address with its interface (see [`local_addresses`]).
     pub fn local_addresses(&mut self) -> Result<Vec<(String, IpAddr)>, kipvs_link::Error> {
-        Ok(self
-            .links
-            .all_addresses()?
-            .into_iter()
-            .map(|(i, a)| {
-                (
-                    if i == self.index {
-                        self.name.clone()
-                    } else {
-                        format!("if{i}")
-                    },
-                    a,
-                )
-            })
-            .collect())
+        local_addresses(&mut self.links, &self.name)
     }
 }
 

@@ -181,7 +181,18 @@ pub async fn run(
         }
     });
     let ctx_opts = opts.clone();
-    let context_fn: agent::ContextFn = Box::new(move |node| context(&ctx_opts, node, &local));
+    let context_fn: agent::ContextFn = Box::new(move |node| {
+        // One address dump; on failure keep the addresses from the start.
+        let fresh = kipvs_link::Links::open()
+            .and_then(|mut l| crate::kernel::local_addresses(&mut l, &ctx_opts.dummy));
+        match fresh {
+            Ok(now) => context(&ctx_opts, node, &now),
+            Err(e) => {
+                tracing::warn!(error = %e, "reading local addresses");
+                context(&ctx_opts, node, &local)
+            }
+        }
+    });
     let timing = opts.timing;
     let started = Instant::now();
     let sync_thread = std::thread::Builder::new()
