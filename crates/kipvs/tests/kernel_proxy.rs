@@ -51,14 +51,17 @@ fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
 
 /// A clean node: no kipvs, no IPVS services, no kube-ipvs0, no namespaces.
 fn reset() {
-    let _ = try_sh(
-        "pkill -9 -x kipvs; ipvsadm -C; ip link del kube-ipvs0 2>/dev/null; ip -all netns delete 2>/dev/null",
-    );
-    for link in ["h-pod-a", "h-pod-b", "h-pod-c", "h-client"] {
-        let _ = try_sh(&format!("ip link del {link} 2>/dev/null"));
-    }
+    let _ = try_sh("pkill -9 -x kipvs; ipvsadm -C; ip link del kube-ipvs0 2>/dev/null");
+    sh(CLEAN_NETNS);
     sh("sysctl -qw net.ipv4.ip_forward=1");
 }
+
+/// Removes every network namespace with the processes that keep it alive
+/// (`ip netns delete` alone leaves a namespace, and its veths, while a
+/// process still runs in it), and every `h-*` veth end left behind.
+const CLEAN_NETNS: &str = "for ns in $(ip netns list | cut -d' ' -f1); do \
+    ip netns pids $ns | xargs -r kill -9; done; ip -all netns delete 2>/dev/null; \
+    for l in $(ip -o link show | cut -d: -f2 | cut -d@ -f1 | grep '^ h-'); do ip link del $l; done; true";
 
 /// A namespace with a veth to the root namespace: `10.244.N.2` inside,
 /// `10.244.N.1` outside (the client is N = 9).
