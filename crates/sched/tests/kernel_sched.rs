@@ -417,6 +417,24 @@ fn request(from: Ipv4Addr) -> Result<String, (String, Duration)> {
     }
 }
 
+/// The client namespace's `Icmp: InDestUnreachs` counter.
+fn client_icmp_dest_unreachs() -> u64 {
+    let snmp = sh(&format!("ip netns exec {CLIENT} cat /proc/net/snmp"));
+    let icmp: Vec<Vec<&str>> = snmp
+        .lines()
+        .filter(|l| l.starts_with("Icmp: "))
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    let [names, values] = &icmp[..] else {
+        panic!("no Icmp lines in /proc/net/snmp:\n{snmp}")
+    };
+    let at = names
+        .iter()
+        .position(|n| *n == "InDestUnreachs")
+        .expect("InDestUnreachs");
+    values[at].parse().expect("a counter")
+}
+
 /// `n` requests from `from`, each of which must be answered.
 fn answers(lab: &Lab, from: Ipv4Addr, n: usize) -> Vec<String> {
     (0..n)
@@ -522,6 +540,7 @@ fn sh_without_fallback_strands_the_clients_of_a_weight_0_server() {
     let cfg: SchedulerConfig = "sh".parse().unwrap();
     assert_eq!(cfg.drain(), Drain::RemoveNow);
     let mut s = strand(&cfg);
+    let unreachables = client_icmp_dest_unreachs();
     for attempt in 0..3 {
         match request(s.client) {
             Ok(answer) => panic!(
@@ -537,6 +556,15 @@ fn sh_without_fallback_strands_the_clients_of_a_weight_0_server() {
             }
         }
     }
+    // How the kernel refuses: IPVS finds no server and answers each SYN
+    // with an ICMP destination unreachable (ip_vs_leave), so curl fails at
+    // once instead of timing out.
+    let refusals = client_icmp_dest_unreachs() - unreachables;
+    println!(
+        "ICMP destination unreachable received by the client: {refusals}; kernel log: {:?}",
+        sh("dmesg | grep -i 'no destination available' | tail -n 1").trim()
+    );
+    assert_eq!(refusals, 3, "one ICMP refusal per connection attempt");
     // Clients hashing elsewhere are still served.
     let mut others = 0;
     for from in &CLIENT_ADDRS[1..] {
