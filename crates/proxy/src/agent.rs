@@ -150,9 +150,10 @@ pub fn run<D: Dataplane>(
             let r = engine.resync(clock());
             status.lock().unwrap().resyncs += 1;
             Some(r)
-        } else if (engine.pending() > 0
-            && last_sync.is_none_or(|l| now >= l + timing.min_sync_period))
-            || (engine.has_pending() && now >= last_drain_check + timing.drain_check)
+        } else if engine.has_pending() && now >= last_drain_check + timing.drain_check {
+            Some(engine.check_drains(clock()))
+        } else if engine.pending() > 0
+            && last_sync.is_none_or(|l| now >= l + timing.min_sync_period)
         {
             Some(engine.sync(clock()))
         } else {

@@ -22,7 +22,22 @@ use crate::model::*;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+
+/// The least socket address (`0.0.0.0:0`), to range over one virtual
+/// server's entries in a map keyed by (virtual server, address).
+const MIN_ADDR: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0));
+
+/// Which connection counts a sync reads from the kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Counts {
+    /// None: the mirror's counts are stale.
+    Stale,
+    /// Those of virtual servers with a draining real server.
+    ReadDraining,
+    /// All of them (the kernel was just read in full).
+    Read,
+}
 
 /// What the engine needs of the kernel. The real one is IPVS plus
 /// kube-ipvs0 (`crate::kernel`).
@@ -318,7 +333,7 @@ impl<D: Dataplane> Engine<D> {
         }
         self.dirty.extend(self.services.keys().cloned());
         self.dirty.extend(self.applied.keys().cloned());
-        let mut r = self.sync_with(now_secs, true);
+        let mut r = self.sync_with(now_secs, Counts::Read);
         report.errors.append(&mut r.errors);
         SyncReport {
             errors: report.errors,
@@ -326,12 +341,23 @@ impl<D: Dataplane> Engine<D> {
         }
     }
 
-    /// Applies what changed since the last sync.
+    /// Applies what changed since the last sync, reading nothing: a real
+    /// server that leaves gets weight 0 (for schedulers that drain) and
+    /// waits for [`Engine::check_drains`]. One changed endpoint costs one
+    /// or two netlink messages.
     pub fn sync(&mut self, now_secs: u64) -> SyncReport {
-        self.sync_with(now_secs, false)
+        self.sync_with(now_secs, Counts::Stale)
     }
 
-    fn sync_with(&mut self, now_secs: u64, full: bool) -> SyncReport {
+    /// [`Engine::sync`], and also reads the connection counts of every
+    /// virtual server with a draining real server (one dump each), deleting
+    /// those that are idle or past the drain timeout.
+    pub fn check_drains(&mut self, now_secs: u64) -> SyncReport {
+        self.sync_with(now_secs, Counts::ReadDraining)
+    }
+
+    fn sync_with(&mut self, now_secs: u64, counts: Counts) -> SyncReport {
+        let full = counts == Counts::Read;
         let messages_before = self.dataplane.messages_sent();
         let mut report = SyncReport::default();
         let dirty: Vec<ObjectRef> = std::mem::take(&mut self.dirty).into_iter().collect();
@@ -408,21 +434,20 @@ impl<D: Dataplane> Engine<D> {
             .iter()
             .filter_map(|k| self.kernel.get(k).map(|v| (*k, v.clone())))
             .collect();
-        // A real server leaving drains by its connections: read them fresh
-        // (the mirror's counts are from the last full read).
+        // The mirror's connection counts are from the last full read: stale
+        // unless read again here. Draining real servers are re-read on a
+        // drain check; a real server just leaving starts with weight 0.
         if !full {
             for (key, vs) in have.iter_mut() {
-                let leaving = want.get(key).is_some_and(|w| {
-                    vs.real_servers
-                        .keys()
-                        .any(|a| !w.real_servers.contains_key(a))
-                });
-                if !leaving {
+                vs.counts_fresh = false;
+                let draining = self.draining.range((*key, MIN_ADDR)..).next();
+                if counts != Counts::ReadDraining || draining.is_none_or(|((k, _), _)| k != key) {
                     continue;
                 }
                 match self.dataplane.read_real_servers(key) {
                     Ok(rs) => {
                         vs.real_servers = rs.clone();
+                        vs.counts_fresh = true;
                         if let Some(m) = self.kernel.get_mut(key) {
                             m.real_servers = rs;
                         }

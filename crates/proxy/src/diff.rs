@@ -10,6 +10,11 @@
 //! so are those of schedulers for which weight 0 does not drain (`sh`/`mh`
 //! without their fallback flag: see [`kipvs_sched`]). A draining real server
 //! whose endpoint comes back returns to its weight.
+//!
+//! Connection counts are trusted only when fresh
+//! ([`ObservedVirtualServer::counts_fresh`]): an incremental sync does not
+//! read them, so a leaving real server first gets weight 0 (one message)
+//! and the next drain check, which reads them, deletes it once idle.
 
 use crate::model::*;
 use kipvs_sched::{Drain, SchedulerConfig};
@@ -33,6 +38,11 @@ pub struct ObservedVirtualServer {
     pub scheduler: Option<SchedulerConfig>,
     pub persistence: Option<Persistence>,
     pub real_servers: BTreeMap<SocketAddr, ObservedRealServer>,
+    /// The real servers' connection counts were read from the kernel just
+    /// now. Counts carried over from an earlier read may be stale, and
+    /// stale zeros never justify deleting a real server that could drain:
+    /// it gets weight 0 instead, and a later fresh read decides.
+    pub counts_fresh: bool,
 }
 
 /// One change to the kernel.
@@ -155,7 +165,7 @@ fn real_server_changes(
         if want.real_servers.contains_key(addr) {
             continue;
         }
-        let idle = cur.active_conns == 0 && cur.inactive_conns == 0;
+        let idle = have.counts_fresh && cur.active_conns == 0 && cur.inactive_conns == 0;
         let since = draining.get(&(vs, *addr)).copied().unwrap_or(now);
         let expired = now.saturating_sub(since) >= cfg.drain_timeout_secs;
         if !drains || idle || expired {
@@ -201,6 +211,7 @@ pub fn apply_one(model: &mut BTreeMap<VirtualServerKey, ObservedVirtualServer>, 
                     scheduler: None,
                     persistence: None,
                     real_servers: BTreeMap::new(),
+                    counts_fresh: true,
                 });
             entry.scheduler = Some(vs.scheduler.clone());
             entry.persistence = vs.persistence;
@@ -280,6 +291,7 @@ mod tests {
                     )
                 })
                 .collect(),
+            counts_fresh: true,
         }
     }
 
@@ -322,6 +334,29 @@ mod tests {
             ]
         );
         assert!(d.is_empty());
+    }
+
+    #[test]
+    fn stale_zero_counts_drain_instead_of_deleting() {
+        let k = key(Protocol::Tcp, 1);
+        let mut have = observed(&vs(k, "rr", &[5, 6]), &[]);
+        have.counts_fresh = false;
+        let (c, d) = diff(
+            &one_obs(have),
+            &one(vs(k, "rr", &[5])),
+            &Draining::new(),
+            7,
+            CFG,
+        );
+        assert_eq!(
+            c,
+            [Change::EditRealServer {
+                vs: k,
+                addr: addr(6),
+                weight: 0
+            }]
+        );
+        assert_eq!(d.get(&(k, addr(6))), Some(&7));
     }
 
     #[test]

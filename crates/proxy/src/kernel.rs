@@ -84,6 +84,7 @@ pub fn observe(entry: &ipvs::TableEntry) -> Option<ObservedVirtualServer> {
         scheduler,
         persistence,
         real_servers,
+        counts_fresh: true,
     })
 }
 

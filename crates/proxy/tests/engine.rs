@@ -168,18 +168,20 @@ fn one_endpoint_change_costs_one_message_per_change() {
     assert_eq!(r.services, 1);
     assert_eq!(
         r.changes, 2,
-        "add the new endpoint, delete the idle old one"
+        "add the new endpoint, weight 0 on the old one (its counts are stale)"
     );
-    assert_eq!(
-        e.dataplane().messages - before,
-        3,
-        "one dump of s7's real servers for their connections, two changes"
-    );
-    assert_eq!(r.messages, 3);
+    assert_eq!(e.dataplane().messages - before, 2, "two changes, no read");
+    assert_eq!(r.messages, 2);
+    // The drain check reads s7's real servers (one dump) and deletes the
+    // idle one: two more messages, off the latency path.
+    let r = e.check_drains(15);
+    assert_eq!(r.changes, 1);
+    assert_eq!(r.messages, 2);
+    assert!(!e.has_pending());
 }
 
 #[test]
-fn a_removed_endpoint_with_connections_drains_by_fresh_counts() {
+fn a_removed_endpoint_with_connections_drains_until_a_drain_check_reads_it_idle() {
     let mut e = loaded(3);
     let leaving: std::net::SocketAddr = "10.244.1.1:8080".parse().unwrap();
     // Connections arrived since the last full read.
@@ -205,7 +207,12 @@ fn a_removed_endpoint_with_connections_drains_by_fresh_counts() {
     assert_eq!(e.dataplane().log.last(), Some(&drain));
     assert_eq!(r.changes, 1);
     assert!(e.has_pending(), "draining");
-    // Connections gone: the next sync deletes it.
+    // Still connected at the drain check: nothing changes.
+    let r = e.check_drains(15);
+    assert_eq!(r.changes, 0);
+    assert_eq!(r.messages, 1, "one dump of s1's real servers");
+    assert!(e.has_pending(), "draining");
+    // An ordinary sync reads nothing and deletes nothing.
     let table = &mut e.dataplane_mut().table;
     table
         .get_mut(&vs(1))
@@ -214,7 +221,17 @@ fn a_removed_endpoint_with_connections_drains_by_fresh_counts() {
         .get_mut(&leaving)
         .unwrap()
         .active_conns = 0;
-    let r = e.sync(20);
+    assert_eq!(e.sync(16).changes, 0);
+    // Connections gone: the next drain check deletes it.
+    let table = &mut e.dataplane_mut().table;
+    table
+        .get_mut(&vs(1))
+        .unwrap()
+        .real_servers
+        .get_mut(&leaving)
+        .unwrap()
+        .active_conns = 0;
+    let r = e.check_drains(20);
     assert_eq!(r.changes, 1);
     let delete = Change::DeleteRealServer {
         vs: vs(1),
@@ -266,6 +283,7 @@ fn a_foreign_virtual_server_is_never_touched() {
         scheduler: Some("wlc".parse().unwrap()),
         persistence: None,
         real_servers: BTreeMap::new(),
+        counts_fresh: true,
     };
     m.table.insert(foreign.key, foreign.clone());
     let mut e = Engine::new(m, ctx(), ownership(), DiffConfig::default());
