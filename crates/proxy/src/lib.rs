@@ -26,6 +26,7 @@ pub mod agent;
 pub mod controller;
 pub mod desired;
 pub mod diff;
+pub mod dirwatch;
 pub mod kernel;
 pub mod labels;
 pub mod manifest;

@@ -288,22 +288,84 @@ pub fn mirror(ep: &Endpoints) -> Vec<EndpointSlice> {
 /// Reads every `*.yaml`, `*.yml` and `*.json` file directly in `dir`, in
 /// name order.
 pub fn load_dir(dir: &Path) -> std::io::Result<(Manifests, Vec<ManifestError>)> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.extension()
-                .is_some_and(|x| x == "yaml" || x == "yml" || x == "json")
-        })
-        .collect();
-    files.sort();
-    let mut m = Manifests::default();
-    let mut errors = Vec::new();
-    for f in files {
-        let text = std::fs::read_to_string(&f)?;
-        errors.extend(m.parse(&f.display().to_string(), &text));
+    let mut cache = ManifestDir::default();
+    cache.refresh(dir)?;
+    Ok(cache.merged())
+}
+
+/// A manifest directory read incrementally: [`ManifestDir::refresh`]
+/// re-parses only the files whose modification time or size changed (a
+/// symbolic link is followed, as in a mounted ConfigMap), so one edited
+/// file among thousands costs one parse.
+#[derive(Debug, Default)]
+pub struct ManifestDir {
+    files: BTreeMap<PathBuf, ParsedFile>,
+}
+
+#[derive(Debug)]
+struct ParsedFile {
+    stamp: (std::time::SystemTime, u64),
+    manifests: Manifests,
+    errors: Vec<ManifestError>,
+}
+
+impl ManifestDir {
+    /// Re-reads what changed in `dir`; returns whether anything did (a file
+    /// added, removed or modified).
+    pub fn refresh(&mut self, dir: &Path) -> std::io::Result<bool> {
+        let mut seen = BTreeMap::new();
+        for entry in std::fs::read_dir(dir)? {
+            let path = entry?.path();
+            let is_manifest = path
+                .extension()
+                .is_some_and(|x| x == "yaml" || x == "yml" || x == "json");
+            // `fs::metadata` follows links; a dangling one is skipped.
+            let Ok(meta) = std::fs::metadata(&path) else {
+                continue;
+            };
+            if is_manifest && meta.is_file() {
+                seen.insert(path, (meta.modified()?, meta.len()));
+            }
+        }
+        let before = self.files.len();
+        self.files.retain(|p, _| seen.contains_key(p));
+        let mut changed = self.files.len() != before;
+        for (path, stamp) in seen {
+            if self.files.get(&path).is_some_and(|f| f.stamp == stamp) {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path)?;
+            let mut manifests = Manifests::default();
+            let errors = manifests.parse(&path.display().to_string(), &text);
+            self.files.insert(
+                path,
+                ParsedFile {
+                    stamp,
+                    manifests,
+                    errors,
+                },
+            );
+            changed = true;
+        }
+        Ok(changed)
     }
-    m.default_namespaces();
-    Ok((m, errors))
+
+    /// Every file's objects together (files in name order, namespaces
+    /// defaulted) and every file's errors.
+    pub fn merged(&self) -> (Manifests, Vec<ManifestError>) {
+        let mut m = Manifests::default();
+        let mut errors = Vec::new();
+        for f in self.files.values() {
+            m.services.extend(f.manifests.services.iter().cloned());
+            m.endpoint_slices
+                .extend(f.manifests.endpoint_slices.iter().cloned());
+            m.endpoints.extend(f.manifests.endpoints.iter().cloned());
+            m.nodes.extend(f.manifests.nodes.iter().cloned());
+            errors.extend(f.errors.iter().cloned());
+        }
+        m.default_namespaces();
+        (m, errors)
+    }
 }
 
 #[cfg(test)]
@@ -318,6 +380,42 @@ mod tests {
             docs,
             vec![(1, "a: 1\n"), (5, "b: 2\nc: 3\n"), (8, "d: 4\n")]
         );
+    }
+
+    #[test]
+    fn a_manifest_dir_rereads_only_what_changed_and_follows_links() {
+        let dir = std::env::temp_dir().join(format!("kipvs-manifest-dir-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("..data")).unwrap();
+        let svc = |name: &str| {
+            format!(
+                "kind: Service\napiVersion: v1\nmetadata: {{name: {name}}}\nspec: {{clusterIP: 10.96.0.1, ports: [{{port: 80}}]}}\n"
+            )
+        };
+        std::fs::write(dir.join("a.yaml"), svc("a")).unwrap();
+        std::fs::write(dir.join("..data/b.yaml"), svc("b")).unwrap();
+        std::os::unix::fs::symlink("..data/b.yaml", dir.join("b.yaml")).unwrap();
+        std::fs::write(dir.join("notes.txt"), "not a manifest").unwrap();
+        let mut m = ManifestDir::default();
+        assert!(m.refresh(&dir).unwrap());
+        let names = |m: &ManifestDir| -> Vec<String> {
+            let (all, errors) = m.merged();
+            assert_eq!(errors, vec![]);
+            all.services
+                .iter()
+                .map(|s| s.metadata.name.clone().unwrap())
+                .collect()
+        };
+        assert_eq!(names(&m), ["a", "b"]);
+        assert!(!m.refresh(&dir).unwrap(), "nothing changed");
+        // The link's target changes (a ConfigMap update): seen through it.
+        std::fs::write(dir.join("..data/b.yaml"), svc("b2") + "# longer\n").unwrap();
+        assert!(m.refresh(&dir).unwrap());
+        assert_eq!(names(&m), ["a", "b2"]);
+        std::fs::remove_file(dir.join("a.yaml")).unwrap();
+        assert!(m.refresh(&dir).unwrap());
+        assert_eq!(names(&m), ["b2"]);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -16,7 +16,7 @@ use kube::Api;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// One change from a source.
@@ -116,60 +116,73 @@ async fn pump<K, S>(
     }
 }
 
-/// Manifest mode: reads `dir` now and again whenever a file in it changes
-/// (checked every `poll`), sending the full sets each time. Bad documents
-/// are reported with file and line, the rest still applied.
+/// Manifest mode: reads `dir` now and again whenever a file in it changes,
+/// sending the full sets each time (the engine finds what differs). Changes
+/// are noticed by inotify at once, with a re-check every `poll` as well
+/// (every `poll` only, where inotify is unavailable); only changed files
+/// are parsed again. Bad documents are reported with file and line, the
+/// rest still applied.
 pub async fn watch_manifests(
     dir: PathBuf,
     node_name: String,
     poll: Duration,
     tx: mpsc::Sender<SourceEvent>,
 ) {
-    let mut last: Option<Vec<(PathBuf, SystemTime, u64)>> = None;
+    let watch = match crate::dirwatch::DirWatch::new(&dir) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            let msg = format!("watching {}: {e}; polling every {poll:?}", dir.display());
+            if tx.send(SourceEvent::Error(msg)).await.is_err() {
+                return;
+            }
+            None
+        }
+    };
+    let mut cache = manifest::ManifestDir::default();
+    let mut first = true;
     loop {
-        let stamp = dir_stamp(&dir);
-        if last.as_ref() != Some(&stamp) {
-            last = Some(stamp);
-            let events = match manifest::load_dir(&dir) {
-                Ok((m, errors)) => {
-                    let mut ev: Vec<SourceEvent> = errors
-                        .into_iter()
-                        .map(|e| SourceEvent::Error(format!("manifest {e}")))
-                        .collect();
-                    let node = m
-                        .nodes
-                        .iter()
-                        .find(|n| n.metadata.name.as_deref() == Some(node_name.as_str()));
-                    ev.push(SourceEvent::Node(node.cloned().map(Box::new)));
-                    ev.push(SourceEvent::ReplaceSlices(m.all_slices()));
-                    ev.push(SourceEvent::ReplaceServices(m.services));
-                    ev
-                }
-                Err(e) => vec![SourceEvent::Error(format!(
-                    "reading manifests in {}: {e}",
-                    dir.display()
-                ))],
-            };
-            for e in events {
-                if tx.send(e).await.is_err() {
-                    return;
-                }
+        let events = match cache.refresh(&dir) {
+            Ok(changed) if changed || first => {
+                first = false;
+                let (m, errors) = cache.merged();
+                let mut ev: Vec<SourceEvent> = errors
+                    .into_iter()
+                    .map(|e| SourceEvent::Error(format!("manifest {e}")))
+                    .collect();
+                let node = m
+                    .nodes
+                    .iter()
+                    .find(|n| n.metadata.name.as_deref() == Some(node_name.as_str()));
+                ev.push(SourceEvent::Node(node.cloned().map(Box::new)));
+                ev.push(SourceEvent::ReplaceSlices(m.all_slices()));
+                ev.push(SourceEvent::ReplaceServices(m.services));
+                ev
+            }
+            Ok(_) => Vec::new(),
+            Err(e) => vec![SourceEvent::Error(format!(
+                "reading manifests in {}: {e}",
+                dir.display()
+            ))],
+        };
+        for e in events {
+            if tx.send(e).await.is_err() {
+                return;
             }
         }
-        tokio::time::sleep(poll).await;
+        match &watch {
+            Some(w) => {
+                tokio::select! {
+                    r = w.changed() => if let Err(e) = r {
+                        let msg = format!("watching {}: {e}", dir.display());
+                        if tx.send(SourceEvent::Error(msg)).await.is_err() {
+                            return;
+                        }
+                        tokio::time::sleep(poll).await;
+                    },
+                    _ = tokio::time::sleep(poll) => {}
+                }
+            }
+            None => tokio::time::sleep(poll).await,
+        }
     }
-}
-
-fn dir_stamp(dir: &std::path::Path) -> Vec<(PathBuf, SystemTime, u64)> {
-    let mut out: Vec<(PathBuf, SystemTime, u64)> = std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            let m = e.metadata().ok()?;
-            Some((e.path(), m.modified().ok()?, m.len()))
-        })
-        .collect();
-    out.sort();
-    out
 }
