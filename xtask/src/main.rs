@@ -5,11 +5,14 @@
 //! - `cargo xtask vm test [FILTER]` builds every `tests/kernel_*.rs` test of
 //!   the workspace and runs them all (with `--ignored`) in one VM boot;
 //! - `cargo xtask demo` shows IPVS round-robin between two namespace "pods";
-//! - `cargo xtask ci` runs what CI runs: fmt, clippy, tests, kernel tests.
+//! - `cargo xtask fuzz` fuzzes the IPVS decoder for a bounded time;
+//! - `cargo xtask ci` runs what CI runs: fmt, clippy, tests, fuzzing, kernel
+//!   tests.
 //!
 //! The lab itself is described in [`lab`].
 
 mod cpio;
+mod fuzz;
 mod lab;
 
 use anyhow::{Context, Result, bail};
@@ -35,7 +38,13 @@ enum Cmd {
     },
     /// Boot the lab and show IPVS balancing real HTTP requests.
     Demo,
-    /// Everything CI checks: fmt, clippy, host tests, kernel tests in the lab.
+    /// Fuzz the IPVS decoder (cargo fuzz, stable, no sanitizer).
+    Fuzz {
+        /// How long to fuzz each target, in seconds.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
+    /// Everything CI checks: fmt, clippy, host tests, fuzzing, kernel tests.
     Ci,
 }
 
@@ -133,6 +142,7 @@ fn run(cli: Cli) -> Result<i32> {
             command: VmCmd::Test { vm, filter },
         } => vm_test(&ws, &vm, filter.as_deref()),
         Cmd::Demo => demo(&ws),
+        Cmd::Fuzz { seconds } => fuzz::run(&ws, seconds).map(|()| 0),
         Cmd::Ci => ci(&ws),
     }
 }
@@ -306,7 +316,7 @@ fn demo(ws: &Path) -> Result<i32> {
 
 fn ci(ws: &Path) -> Result<i32> {
     let cargo = env!("CARGO");
-    let stages: [(&str, Vec<&str>); 4] = [
+    let stages: [(&str, Vec<&str>); 5] = [
         ("fmt", vec![cargo, "fmt", "--all", "--check"]),
         (
             "clippy",
@@ -321,6 +331,7 @@ fn ci(ws: &Path) -> Result<i32> {
             ],
         ),
         ("test", vec![cargo, "test", "--workspace"]),
+        ("fuzz", vec![]),
         ("kernel tests", vec![]),
     ];
     let mut timings = Vec::new();
@@ -328,7 +339,9 @@ fn ci(ws: &Path) -> Result<i32> {
     for (name, argv) in stages {
         eprintln!("\n==> ci: {name}");
         let start = Instant::now();
-        let ok = if argv.is_empty() {
+        let ok = if name == "fuzz" {
+            fuzz::run(ws, 60).map(|()| true)
+        } else if argv.is_empty() {
             vm_test(
                 ws,
                 &VmOpts {
