@@ -4,9 +4,36 @@
 //!   diff at 10k and 50k Services, on the host — pure code, no kernel.
 //! - [`synthetic`]: N Services × E endpoints, shaped like a real cluster's
 //!   ClusterIP Services, shared by the micro-benchmarks and the lab benches.
+//! - [`ipvs_load`]: an empty IPVS table loaded three ways (kipvs pipelined,
+//!   kipvs one request per round trip, `ipvsadm -R`) and read back.
+//! - [`agent_sync`]: `kipvs proxy --manifests` converging on a cluster and
+//!   applying single endpoint changes, against `ipvsadm -R` + `ip -batch`.
 //!
-//! Kernel-side benchmarks (rule-update latency against ipvsadm, iptables and
-//! nftables) run in the kernel lab and publish their results under
-//! `benches/results/`.
+//! The kernel-side benchmarks run inside the kernel lab (`kipvs bench …`,
+//! driven by `cargo xtask bench …`, a fresh VM per measurement) and publish
+//! their results under `benches/results/`.
 
+pub mod agent_sync;
+pub mod ipvs_load;
 pub mod synthetic;
+
+use std::time::Instant;
+
+/// Why a measurement did not produce a number.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error(transparent)]
+    Ipvs(#[from] kipvs_ipvs::Error),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// The backend did not end up holding what it should, or a step failed.
+    #[error("{0}")]
+    Failed(String),
+    /// A step took longer than the measurement's limit.
+    #[error("timeout: {0}")]
+    Timeout(String),
+}
+
+pub(crate) fn seconds_since(start: Instant) -> f64 {
+    start.elapsed().as_secs_f64()
+}

@@ -156,6 +156,8 @@ pub struct Outcome {
     pub boot: Duration,
     /// From QEMU's start to the command starting (modules loaded).
     pub ready: Duration,
+    /// Everything the command wrote to stdout (also streamed to ours).
+    pub stdout: String,
 }
 
 impl Lab {
@@ -289,6 +291,7 @@ impl Lab {
                 exit_code: code,
                 boot: boot.unwrap_or_default(),
                 ready: ready.unwrap_or_default(),
+                stdout: String::from_utf8_lossy(&fs::read(&stdout)?).into_owned(),
             }),
             _ if timed_out => Err(anyhow!(
                 "the guest command timed out: it was still running after {:?} \

@@ -5,12 +5,14 @@
 //! - `cargo xtask vm test [FILTER]` builds every `tests/kernel_*.rs` test of
 //!   the workspace and runs them all (with `--ignored`) in one VM boot;
 //! - `cargo xtask demo` shows IPVS round-robin between two namespace "pods";
+//! - `cargo xtask bench ipvs|agent` runs the lab benchmarks (see [`bench`]);
 //! - `cargo xtask fuzz` fuzzes the IPVS decoder for a bounded time;
 //! - `cargo xtask ci` runs what CI runs: fmt, clippy, tests, fuzzing, kernel
 //!   tests.
 //!
 //! The lab itself is described in [`lab`].
 
+mod bench;
 mod cpio;
 mod fuzz;
 mod lab;
@@ -38,6 +40,9 @@ enum Cmd {
     },
     /// Boot the lab and show IPVS balancing real HTTP requests.
     Demo,
+    /// Run a benchmark in the lab, a fresh VM per measurement; write
+    /// benches/results/.
+    Bench(bench::BenchOpts),
     /// Fuzz the IPVS decoder (cargo fuzz, stable, no sanitizer).
     Fuzz {
         /// How long to fuzz each target, in seconds.
@@ -142,6 +147,7 @@ fn run(cli: Cli) -> Result<i32> {
             command: VmCmd::Test { vm, filter },
         } => vm_test(&ws, &vm, filter.as_deref()),
         Cmd::Demo => demo(&ws),
+        Cmd::Bench(opts) => bench::run(&ws, opts).map(|()| 0),
         Cmd::Fuzz { seconds } => fuzz::run(&ws, seconds).map(|()| 0),
         Cmd::Ci => ci(&ws),
     }

@@ -2,6 +2,7 @@
 //! (crates/proxy); the inspection and benchmark commands come with their
 //! issues. Errors become `kipvs: error: …` and exit code 1 here, at the edge.
 
+mod bench;
 mod proxy;
 
 use clap::{Parser, Subcommand};
@@ -18,12 +19,17 @@ struct Cli {
 enum Command {
     /// Run the agent: program IPVS from Services and EndpointSlices.
     Proxy(Box<proxy::ProxyArgs>),
+    /// Benchmarks against this machine's kernel (run them in the kernel
+    /// lab: `cargo xtask bench`). Each prints one JSON line.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
 }
 
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Proxy(args) => proxy::run(*args),
+        Command::Bench(cmd) => bench::run(cmd),
     };
     if let Err(e) = result {
         eprintln!("kipvs: error: {e:#}");

@@ -1,0 +1,353 @@
+//! The agent end to end (issue #6's benchmark; run it in the kernel lab
+//! with `cargo xtask bench agent`): `kipvs proxy --manifests DIR` started on
+//! N Services × E endpoints, then single endpoint changes written to disk.
+//!
+//! Measured:
+//! - **converge**: from starting the agent to its first sync's log line
+//!   (manifests parsed, `kube-ipvs0` created and given N addresses, N
+//!   virtual servers and N × E real servers added), then verified by
+//!   reading the kernel;
+//! - **one endpoint change**: from renaming the rewritten manifest file
+//!   into place to the agent's log line for the sync that applied it (the
+//!   line is written after the kernel acknowledged every change), with the
+//!   netlink messages that sync sent; each change is verified in the kernel;
+//! - the agent's resident memory after converging (VmRSS and VmHWM).
+//!
+//! The baseline, [`baseline`], builds the same kernel state with
+//! `ipvsadm -R` and `ip -batch` (what a shell script or kube-proxy's
+//! restore-style sync would do), and changes one endpoint with two
+//! `ipvsadm` commands.
+
+use crate::ipvs_load::{restore_rules, run_with_stdin, service_key};
+use crate::synthetic::{cluster_ip, endpoint_ip};
+use crate::{BenchError, seconds_since};
+use kipvs_ipvs::Client;
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader};
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::time::{Duration, Instant};
+
+/// Services per manifest file.
+pub const SERVICES_PER_FILE: u32 = 100;
+
+/// What one agent run measured.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentRun {
+    pub converge_secs: f64,
+    /// Netlink messages of the converging sync.
+    pub converge_messages: u64,
+    /// One entry per endpoint change: (seconds, netlink messages).
+    pub changes: Vec<(f64, u64)>,
+    pub rss_kib: u64,
+    pub hwm_kib: u64,
+}
+
+/// The address endpoint `j` of Service `i` moves to when it is "changed".
+pub fn moved_ip(i: u32, j: u32, e: u32) -> Ipv4Addr {
+    let [_, b, c, d] = endpoint_ip(i, j, e).octets();
+    Ipv4Addr::new(11, b, c, d)
+}
+
+/// One manifest file: Services `first..first + count`, each with its
+/// EndpointSlice; `moved` names the Services whose endpoint 0 moved.
+pub fn manifest_file(first: u32, count: u32, e: u32, moved: &dyn Fn(u32) -> bool) -> String {
+    let mut s = String::new();
+    for i in first..first + count {
+        let ip = cluster_ip(i);
+        let _ = write!(
+            s,
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: svc-{i}, namespace: bench}}\n\
+             spec:\n  clusterIP: {ip}\n  clusterIPs: [{ip}]\n  \
+             ports: [{{name: http, protocol: TCP, port: 80, targetPort: 8080}}]\n---\n\
+             apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+             metadata:\n  name: svc-{i}-0\n  namespace: bench\n  \
+             labels: {{kubernetes.io/service-name: svc-{i}}}\naddressType: IPv4\n\
+             ports: [{{name: http, protocol: TCP, port: 8080}}]\nendpoints:\n"
+        );
+        for j in 0..e {
+            let addr = if j == 0 && moved(i) {
+                moved_ip(i, j, e)
+            } else {
+                endpoint_ip(i, j, e)
+            };
+            let _ = writeln!(s, "- addresses: [{addr}]\n  conditions: {{ready: true}}");
+        }
+        s.push_str("---\n");
+    }
+    s
+}
+
+fn file_of(dir: &Path, i: u32) -> (PathBuf, u32) {
+    let first = i / SERVICES_PER_FILE * SERVICES_PER_FILE;
+    (dir.join(format!("svc-{first:06}.yaml")), first)
+}
+
+/// Writes the cluster as manifests into `dir` (created if missing).
+pub fn write_manifests(dir: &Path, n: u32, e: u32) -> Result<(), BenchError> {
+    std::fs::create_dir_all(dir)?;
+    for first in (0..n).step_by(SERVICES_PER_FILE as usize) {
+        let count = SERVICES_PER_FILE.min(n - first);
+        let (path, _) = file_of(dir, first);
+        std::fs::write(path, manifest_file(first, count, e, &|_| false))?;
+    }
+    Ok(())
+}
+
+/// A "synced" log line of the agent: when it was read, and its messages.
+struct Synced {
+    at: Instant,
+    messages: u64,
+}
+
+/// Starts `kipvs proxy` on the manifests in `dir`, waits for it to
+/// converge, makes `changes` single endpoint changes, and stops it.
+pub fn run_agent(
+    kipvs: &Path,
+    dir: &Path,
+    n: u32,
+    e: u32,
+    changes: u32,
+    timeout: Duration,
+) -> Result<AgentRun, BenchError> {
+    let start = Instant::now();
+    let mut child = Command::new(kipvs)
+        .args(["proxy", "--log-format", "json", "--ipvs-sync-period", "1h"])
+        .args(["--hostname-override", "bench-node", "--manifests"])
+        .arg(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|err| BenchError::Failed(format!("starting {}: {err}", kipvs.display())))?;
+    let synced = follow_log(&mut child);
+    let result = measure(&child, &synced, start, dir, n, e, changes, timeout);
+    let _ = child.kill();
+    let _ = child.wait();
+    result
+}
+
+#[allow(clippy::too_many_arguments)]
+fn measure(
+    child: &Child,
+    synced: &Receiver<Synced>,
+    start: Instant,
+    dir: &Path,
+    n: u32,
+    e: u32,
+    changes: u32,
+    timeout: Duration,
+) -> Result<AgentRun, BenchError> {
+    let first = wait_synced(synced, timeout, "the first sync")?;
+    let converge_secs = first.at.duration_since(start).as_secs_f64();
+    crate::ipvs_load::verify(n, e)?;
+    let (rss_kib, hwm_kib) = memory_kib(child.id())?;
+    let mut ipvs = Client::new()?;
+    let mut moved = std::collections::BTreeSet::new();
+    let mut out = Vec::new();
+    for k in 0..changes {
+        // Spread the changes over the table; each one flips endpoint 0 of
+        // one Service between its two addresses.
+        let i = (k * 7919 + 13) % n;
+        let now_moved = moved.insert(i);
+        if !now_moved {
+            moved.remove(&i);
+        }
+        let (path, first) = file_of(dir, i);
+        let count = SERVICES_PER_FILE.min(n - first);
+        let text = manifest_file(first, count, e, &|s| moved.contains(&s));
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, text)?;
+        let t0 = Instant::now();
+        std::fs::rename(&tmp, &path)?;
+        let (new, old) = if now_moved {
+            (moved_ip(i, 0, e), endpoint_ip(i, 0, e))
+        } else {
+            (endpoint_ip(i, 0, e), moved_ip(i, 0, e))
+        };
+        // The first sync after which the kernel shows the change is the one
+        // that applied it (an earlier line may be the drain check of the
+        // previous change).
+        loop {
+            let s = wait_synced(synced, timeout, "the sync of an endpoint change")?;
+            match check_change(&mut ipvs, i, new.into(), old.into()) {
+                Ok(()) => {
+                    out.push((s.at.duration_since(t0).as_secs_f64(), s.messages));
+                    break;
+                }
+                Err(_) if s.at.duration_since(t0) < timeout => continue,
+                Err(err) => return Err(err),
+            }
+        }
+    }
+    Ok(AgentRun {
+        converge_secs,
+        converge_messages: first.messages,
+        changes: out,
+        rss_kib,
+        hwm_kib,
+    })
+}
+
+/// The new address serves with weight 1; the old one is gone or drains
+/// with weight 0.
+fn check_change(ipvs: &mut Client, i: u32, new: IpAddr, old: IpAddr) -> Result<(), BenchError> {
+    let dests = ipvs.destinations(&service_key(i))?;
+    let weight = |a: IpAddr| {
+        dests
+            .iter()
+            .find(|d| d.destination.addr == a)
+            .map(|d| d.destination.weight)
+    };
+    if weight(new) != Some(1) || weight(old).is_some_and(|w| w != 0) {
+        return Err(BenchError::Failed(format!(
+            "svc-{i}: after the change the kernel has {new} at weight {:?} and {old} at {:?}",
+            weight(new),
+            weight(old)
+        )));
+    }
+    Ok(())
+}
+
+fn wait_synced(rx: &Receiver<Synced>, timeout: Duration, what: &str) -> Result<Synced, BenchError> {
+    match rx.recv_timeout(timeout) {
+        Ok(s) => Ok(s),
+        Err(RecvTimeoutError::Timeout) => Err(BenchError::Timeout(format!(
+            "{what}: no sync within {timeout:?}"
+        ))),
+        Err(RecvTimeoutError::Disconnected) => {
+            Err(BenchError::Failed(format!("{what}: the agent exited")))
+        }
+    }
+}
+
+/// Reads the agent's JSON log lines on a thread; sends each "synced" one.
+/// Errors the agent logs are echoed to our stderr.
+fn follow_log(child: &mut Child) -> Receiver<Synced> {
+    let (tx, rx) = channel();
+    let stderr = child.stderr.take().expect("piped stderr");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { return };
+            let at = Instant::now();
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+                eprintln!("agent: {line}");
+                continue;
+            };
+            let fields = &v["fields"];
+            if fields["message"] == "synced" {
+                let messages = fields["messages"].as_u64().unwrap_or(0);
+                if tx.send(Synced { at, messages }).is_err() {
+                    return;
+                }
+            } else if v["level"] == "ERROR" || v["level"] == "WARN" {
+                eprintln!("agent: {line}");
+            }
+        }
+    });
+    rx
+}
+
+/// VmRSS and VmHWM of a process, in KiB.
+pub fn memory_kib(pid: u32) -> Result<(u64, u64), BenchError> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    };
+    Ok((field("VmRSS:"), field("VmHWM:")))
+}
+
+/// What the baseline measured.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BaselineRun {
+    /// `ipvsadm -R` of the table plus `ip -batch` of the addresses.
+    pub load_secs: f64,
+    pub restore_secs: f64,
+    pub addresses_secs: f64,
+    /// One endpoint change: `ipvsadm -a` of the new address and
+    /// `ipvsadm -e -w 0` of the old one.
+    pub change_secs: f64,
+}
+
+/// Builds the same kernel state with `ipvsadm -R` and `ip -batch` on a
+/// fresh `kube-ipvs0`, then changes one endpoint with two commands.
+pub fn baseline(n: u32, e: u32) -> Result<BaselineRun, BenchError> {
+    let status = Command::new("ip")
+        .args(["link", "add", "kube-ipvs0", "type", "dummy"])
+        .status()?;
+    if !status.success() {
+        return Err(BenchError::Failed("ip link add kube-ipvs0 failed".into()));
+    }
+    let rules = restore_rules(n, e);
+    let mut batch = String::new();
+    for i in 0..n {
+        let _ = writeln!(batch, "address add {}/32 dev kube-ipvs0", cluster_ip(i));
+    }
+    let start = Instant::now();
+    run_with_stdin(Command::new("ipvsadm").arg("-R"), rules.as_bytes())?;
+    let restore_secs = seconds_since(start);
+    let t = Instant::now();
+    run_with_stdin(Command::new("ip").args(["-batch", "-"]), batch.as_bytes())?;
+    let addresses_secs = seconds_since(t);
+    let load_secs = seconds_since(start);
+    crate::ipvs_load::verify(n, e)?;
+    let i = n / 2;
+    let vip = format!("{}:80", cluster_ip(i));
+    let t = Instant::now();
+    run(Command::new("ipvsadm")
+        .args(["-a", "-t", &vip, "-r"])
+        .arg(format!("{}:8080", moved_ip(i, 0, e)))
+        .args(["-m", "-w", "1"]))?;
+    run(Command::new("ipvsadm")
+        .args(["-e", "-t", &vip, "-r"])
+        .arg(format!("{}:8080", endpoint_ip(i, 0, e)))
+        .args(["-m", "-w", "0"]))?;
+    let change_secs = seconds_since(t);
+    let mut ipvs = Client::new()?;
+    check_change(
+        &mut ipvs,
+        i,
+        moved_ip(i, 0, e).into(),
+        endpoint_ip(i, 0, e).into(),
+    )?;
+    Ok(BaselineRun {
+        load_secs,
+        restore_secs,
+        addresses_secs,
+        change_secs,
+    })
+}
+
+fn run(cmd: &mut Command) -> Result<(), BenchError> {
+    run_with_stdin(cmd, b"")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kipvs_proxy::manifest::Manifests;
+
+    #[test]
+    fn the_manifests_parse_into_the_synthetic_cluster() {
+        let text = manifest_file(100, 3, 4, &|i| i == 101);
+        let mut m = Manifests::default();
+        assert_eq!(m.parse("bench.yaml", &text), vec![]);
+        assert_eq!(m.services.len(), 3);
+        assert_eq!(m.endpoint_slices.len(), 3);
+        let (s, slice) = (&m.services[1], &m.endpoint_slices[1]);
+        assert_eq!(s.metadata.name.as_deref(), Some("svc-101"));
+        assert_eq!(
+            s.spec.as_ref().unwrap().cluster_ip.as_deref(),
+            Some("10.96.0.102")
+        );
+        let first = &slice.endpoints[0].addresses[0];
+        assert_eq!(first, &moved_ip(101, 0, 4).to_string());
+        assert_eq!(slice.endpoints.len(), 4);
+    }
+}

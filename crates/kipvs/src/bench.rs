@@ -1,0 +1,113 @@
+//! `kipvs bench`: the benchmark harness's command line. The measurements
+//! live in the `kipvs-benches` crate; each command here runs one of them
+//! on this machine's kernel (normally inside the kernel lab, driven by
+//! `cargo xtask bench`) and prints its result as one JSON line on stdout.
+
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+use kipvs_benches::{agent_sync, ipvs_load};
+use serde_json::json;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Load an empty IPVS table with N services × E destinations one way,
+    /// verify it, and optionally time reading it back.
+    IpvsLoad {
+        #[arg(long, value_enum)]
+        method: ipvs_load::Method,
+        #[command(flatten)]
+        size: Size,
+        /// Also time reading the whole table back, on 1 and on 4 sockets.
+        #[arg(long)]
+        dump: bool,
+    },
+    /// Start `kipvs proxy --manifests` on a synthetic cluster, time its
+    /// convergence and single endpoint changes, and read its memory.
+    Agent {
+        #[command(flatten)]
+        size: Size,
+        /// How many single endpoint changes to time.
+        #[arg(long, default_value_t = 10)]
+        changes: u32,
+        /// Where to write the manifests.
+        #[arg(long, default_value = "/tmp/kipvs-bench-manifests")]
+        manifests: PathBuf,
+        /// Limit for each step, in seconds.
+        #[arg(long, default_value_t = 1800)]
+        timeout: u64,
+    },
+    /// The agent benchmark's baseline: the same state with `ipvsadm -R`
+    /// and `ip -batch`, and one endpoint change with two `ipvsadm` commands.
+    AgentBaseline {
+        #[command(flatten)]
+        size: Size,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct Size {
+    /// Number of Services (virtual servers).
+    #[arg(long, default_value_t = 1000)]
+    services: u32,
+    /// Endpoints (real servers) per Service.
+    #[arg(long, default_value_t = 10)]
+    endpoints: u32,
+}
+
+pub fn run(cmd: BenchCommand) -> Result<()> {
+    let line = match cmd {
+        BenchCommand::IpvsLoad { method, size, dump } => {
+            let (n, e) = (size.services, size.endpoints);
+            let seconds = ipvs_load::load(method, n, e)
+                .with_context(|| format!("loading {n} × {e} with {}", method.name()))?;
+            let mut v = json!({
+                "bench": "ipvs-load", "method": method.name(), "services": n,
+                "endpoints": e, "seconds": seconds,
+            });
+            if dump {
+                v["dump_1_socket_seconds"] = json!(ipvs_load::dump(n, e, 1)?);
+                v["dump_4_sockets_seconds"] = json!(ipvs_load::dump(n, e, 4)?);
+            }
+            v
+        }
+        BenchCommand::Agent {
+            size,
+            changes,
+            manifests,
+            timeout,
+        } => {
+            let (n, e) = (size.services, size.endpoints);
+            agent_sync::write_manifests(&manifests, n, e)
+                .with_context(|| format!("writing manifests to {}", manifests.display()))?;
+            let exe = std::env::current_exe().context("finding the kipvs executable")?;
+            let r = agent_sync::run_agent(
+                &exe,
+                &manifests,
+                n,
+                e,
+                changes,
+                Duration::from_secs(timeout),
+            )?;
+            json!({
+                "bench": "agent", "services": n, "endpoints": e,
+                "converge_seconds": r.converge_secs, "converge_messages": r.converge_messages,
+                "change_seconds": r.changes.iter().map(|c| c.0).collect::<Vec<_>>(),
+                "change_messages": r.changes.iter().map(|c| c.1).collect::<Vec<_>>(),
+                "rss_kib": r.rss_kib, "hwm_kib": r.hwm_kib,
+            })
+        }
+        BenchCommand::AgentBaseline { size } => {
+            let (n, e) = (size.services, size.endpoints);
+            let r = agent_sync::baseline(n, e)?;
+            json!({
+                "bench": "agent-baseline", "services": n, "endpoints": e,
+                "load_seconds": r.load_secs, "restore_seconds": r.restore_secs,
+                "addresses_seconds": r.addresses_secs, "change_seconds": r.change_secs,
+            })
+        }
+    };
+    println!("{line}");
+    Ok(())
+}

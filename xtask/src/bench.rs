@@ -1,0 +1,366 @@
+//! `cargo xtask bench`: runs `kipvs bench` measurements in the kernel lab,
+//! a fresh VM for every measurement (reloading a table right after
+//! flushing it is markedly slower than loading a fresh kernel), and writes
+//! the tables under `benches/results/`.
+//!
+//! - `cargo xtask bench ipvs`: N services × E destinations loaded three
+//!   ways (kipvs pipelined, kipvs one request per round trip, `ipvsadm -R`)
+//!   and read back (issue #4);
+//! - `cargo xtask bench agent`: `kipvs proxy --manifests` converging and
+//!   applying single endpoint changes, against `ipvsadm -R` + `ip -batch`
+//!   (issue #6).
+//!
+//! The binary is built in release mode. A measurement that fails or runs
+//! out of time is reported as such, never as a number.
+
+use crate::lab::{Job, Lab};
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Suite {
+    Ipvs,
+    Agent,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BenchOpts {
+    /// Which benchmark.
+    #[arg(value_enum)]
+    suite: Suite,
+    /// Numbers of Services, comma-separated (default: ipvs 1000,5000,10000;
+    /// agent 10000).
+    #[arg(long, value_delimiter = ',')]
+    sizes: Vec<u32>,
+    /// Endpoints per Service.
+    #[arg(long, default_value_t = 10)]
+    endpoints: u32,
+    /// Repetitions of each measurement (each in its own VM); the median
+    /// is reported with min–max.
+    #[arg(long, default_value_t = 1)]
+    repeat: u32,
+    /// agent: single endpoint changes timed per run.
+    #[arg(long, default_value_t = 10)]
+    changes: u32,
+    /// agent: extra sizes at which only convergence and memory are measured.
+    #[arg(long, value_delimiter = ',', default_value = "50000")]
+    memory_sizes: Vec<u32>,
+    /// Limit per VM, in seconds.
+    #[arg(long, default_value_t = 1800)]
+    timeout: u64,
+}
+
+pub fn run(ws: &Path, mut opts: BenchOpts) -> Result<()> {
+    if opts.sizes.is_empty() {
+        opts.sizes = match opts.suite {
+            Suite::Ipvs => vec![1000, 5000, 10000],
+            Suite::Agent => vec![10000],
+        };
+    }
+    let lab = Lab::prepare(ws)?;
+    let kipvs = build_release(ws)?;
+    let machine = machine();
+    let results = ws.join("benches/results");
+    std::fs::create_dir_all(&results)?;
+    let (name, table) = match opts.suite {
+        Suite::Ipvs => ("ipvs-load", ipvs(&lab, &kipvs, &opts)?),
+        Suite::Agent => ("agent", agent(&lab, &kipvs, &opts)?),
+    };
+    let md = format!(
+        "{}\n\nMachine: {machine}; guest kernel {} under QEMU TCG (2 vCPUs, no KVM). \
+         One fresh VM per measurement; median of {} run(s), min–max in brackets \
+         when repeated. Reproduce: `cargo xtask bench {name_arg} --sizes {} --repeat {}`.\n",
+        table.markdown,
+        crate::lab::KERNEL_VERSION,
+        opts.repeat,
+        opts.sizes
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(","),
+        opts.repeat,
+        name_arg = match opts.suite {
+            Suite::Ipvs => "ipvs",
+            Suite::Agent => "agent",
+        },
+    );
+    std::fs::write(results.join(format!("{name}.md")), &md)?;
+    std::fs::write(results.join(format!("{name}.csv")), &table.csv)?;
+    println!("\n{md}");
+    eprintln!("xtask: wrote benches/results/{name}.md and .csv");
+    Ok(())
+}
+
+struct Table {
+    markdown: String,
+    csv: String,
+}
+
+fn build_release(ws: &Path) -> Result<PathBuf> {
+    let (_, bins) = crate::build(ws, &[&["build", "--release", "-p", "kipvs"]])?;
+    bins.into_iter()
+        .find(|b| b.file_name().is_some_and(|n| n == "kipvs"))
+        .context("cargo built no kipvs binary")
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    format!("host {cpu}, {cores} cores")
+}
+
+/// Runs `kipvs bench ARGS` in a fresh VM; its JSON line, or why not.
+fn measure(
+    lab: &Lab,
+    kipvs: &Path,
+    args: &str,
+    timeout: u64,
+    memory: u32,
+) -> Result<Value, String> {
+    eprintln!("\n==> bench: kipvs bench {args}");
+    let job = Job {
+        files: vec![(PathBuf::from("/usr/local/bin/kipvs"), kipvs.to_path_buf())],
+        script: format!("exec kipvs bench {args}\n"),
+        timeout: Duration::from_secs(timeout),
+        memory_mib: memory,
+    };
+    match lab.run(&job) {
+        Ok(out) if out.exit_code == 0 => out
+            .stdout
+            .lines()
+            .rev()
+            .find_map(|l| serde_json::from_str::<Value>(l.trim()).ok())
+            .ok_or_else(|| "no result line".to_owned()),
+        Ok(out) => Err(format!("failed (exit {})", out.exit_code)),
+        Err(e) if e.to_string().contains("timed out") => Err(format!("> {timeout} s")),
+        Err(e) => Err(format!("failed: {e:#}")),
+    }
+}
+
+/// Median and range of a sample, formatted with `unit` (None: empty).
+fn summary(xs: &[f64], fmt: impl Fn(f64) -> String) -> Option<String> {
+    let mut v: Vec<f64> = xs.to_vec();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let mid = median(&v);
+    Some(if v.len() > 1 {
+        format!("{} [{}–{}]", fmt(mid), fmt(v[0]), fmt(v[v.len() - 1]))
+    } else {
+        fmt(mid)
+    })
+}
+
+fn median(sorted: &[f64]) -> f64 {
+    let n = sorted.len();
+    if n % 2 == 1 {
+        sorted[n / 2]
+    } else {
+        (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
+    }
+}
+
+fn med(xs: &[f64]) -> Option<f64> {
+    let mut v = xs.to_vec();
+    v.sort_by(f64::total_cmp);
+    (!v.is_empty()).then(|| median(&v))
+}
+
+fn secs(x: f64) -> String {
+    if x < 1.0 {
+        format!("{:.1} ms", x * 1000.0)
+    } else {
+        format!("{x:.2} s")
+    }
+}
+
+fn ratio(a: Option<f64>, b: Option<f64>) -> String {
+    match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}×", a / b),
+        _ => "–".into(),
+    }
+}
+
+/// A cell: the summary, or the failure.
+fn cell(xs: &[f64], failure: &Option<String>) -> String {
+    summary(xs, secs).unwrap_or_else(|| failure.clone().unwrap_or_else(|| "–".into()))
+}
+
+fn ipvs(lab: &Lab, kipvs: &Path, o: &BenchOpts) -> Result<Table> {
+    let methods = ["pipelined", "serial", "restore"];
+    let mut md = String::from(
+        "| services × destinations | kipvs pipelined | kipvs one per round trip | ipvsadm -R \
+         | pipelined / ipvsadm -R | one per round trip / ipvsadm -R \
+         | read back, 1 socket | read back, 4 sockets |\n|---|---|---|---|---|---|---|---|\n",
+    );
+    let mut csv =
+        String::from("services,endpoints,method,run,seconds,dump_1_socket,dump_4_sockets\n");
+    for &n in &o.sizes {
+        let mut times: Vec<Vec<f64>> = vec![Vec::new(); 3];
+        let mut failures: Vec<Option<String>> = vec![None; 3];
+        let (mut d1, mut d4) = (Vec::new(), Vec::new());
+        for run in 0..o.repeat {
+            for (m, method) in methods.iter().enumerate() {
+                let dump = if *method == "pipelined" {
+                    " --dump"
+                } else {
+                    ""
+                };
+                let args = format!(
+                    "ipvs-load --method {method} --services {n} --endpoints {}{dump}",
+                    o.endpoints
+                );
+                match measure(lab, kipvs, &args, o.timeout, 2048) {
+                    Ok(v) => {
+                        let s = v["seconds"].as_f64().unwrap_or(f64::NAN);
+                        times[m].push(s);
+                        let a = v["dump_1_socket_seconds"].as_f64();
+                        let b = v["dump_4_sockets_seconds"].as_f64();
+                        d1.extend(a);
+                        d4.extend(b);
+                        let _ = writeln!(
+                            csv,
+                            "{n},{},{method},{run},{s},{},{}",
+                            o.endpoints,
+                            a.map_or(String::new(), |x| x.to_string()),
+                            b.map_or(String::new(), |x| x.to_string())
+                        );
+                    }
+                    Err(e) => {
+                        eprintln!("bench: {args}: {e}");
+                        failures[m] = Some(e);
+                    }
+                }
+            }
+        }
+        let _ = writeln!(
+            md,
+            "| {n} × {} | {} | {} | {} | {} | {} | {} | {} |",
+            o.endpoints,
+            cell(&times[0], &failures[0]),
+            cell(&times[1], &failures[1]),
+            cell(&times[2], &failures[2]),
+            ratio(med(&times[0]), med(&times[2])),
+            ratio(med(&times[1]), med(&times[2])),
+            cell(&d1, &None),
+            cell(&d4, &None),
+        );
+    }
+    Ok(Table { markdown: md, csv })
+}
+
+fn agent(lab: &Lab, kipvs: &Path, o: &BenchOpts) -> Result<Table> {
+    let mut md = String::from(
+        "| services × endpoints | kipvs proxy: start → converged | ipvsadm -R + ip -batch \
+         | converge / restore | one endpoint change (kipvs, file → kernel) \
+         | netlink messages per change | one endpoint change (2 × ipvsadm) | agent RSS (peak) |\n\
+         |---|---|---|---|---|---|---|---|\n",
+    );
+    let mut csv = String::from("services,endpoints,what,run,seconds,messages,rss_kib,hwm_kib\n");
+    let sizes: Vec<(u32, bool)> = o
+        .sizes
+        .iter()
+        .map(|&n| (n, true))
+        .chain(o.memory_sizes.iter().map(|&n| (n, false)))
+        .collect();
+    for (n, full) in sizes {
+        let e = o.endpoints;
+        let changes = if full { o.changes } else { 0 };
+        let (mut conv, mut base, mut change, mut base_change) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut messages: Vec<u64> = Vec::new();
+        let (mut rss, mut hwm) = (Vec::new(), Vec::new());
+        let (mut fail_a, mut fail_b) = (None, None);
+        for run in 0..o.repeat {
+            let args = format!("agent --services {n} --endpoints {e} --changes {changes}");
+            match measure(lab, kipvs, &args, o.timeout, 4096) {
+                Ok(v) => {
+                    let c = v["converge_seconds"].as_f64().unwrap_or(f64::NAN);
+                    conv.push(c);
+                    rss.push(v["rss_kib"].as_f64().unwrap_or(0.0));
+                    hwm.push(v["hwm_kib"].as_f64().unwrap_or(0.0));
+                    let _ = writeln!(
+                        csv,
+                        "{n},{e},converge,{run},{c},{},{},{}",
+                        v["converge_messages"], v["rss_kib"], v["hwm_kib"]
+                    );
+                    let secs_list = v["change_seconds"].as_array().cloned().unwrap_or_default();
+                    let msgs = v["change_messages"].as_array().cloned().unwrap_or_default();
+                    for (s, m) in secs_list.iter().zip(&msgs) {
+                        let (s, m) = (s.as_f64().unwrap_or(f64::NAN), m.as_u64().unwrap_or(0));
+                        change.push(s);
+                        messages.push(m);
+                        let _ = writeln!(csv, "{n},{e},change,{run},{s},{m},,");
+                    }
+                }
+                Err(err) => {
+                    eprintln!("bench: {args}: {err}");
+                    fail_a = Some(err);
+                }
+            }
+            if !full {
+                continue;
+            }
+            let args = format!("agent-baseline --services {n} --endpoints {e}");
+            match measure(lab, kipvs, &args, o.timeout, 4096) {
+                Ok(v) => {
+                    let l = v["load_seconds"].as_f64().unwrap_or(f64::NAN);
+                    let c = v["change_seconds"].as_f64().unwrap_or(f64::NAN);
+                    base.push(l);
+                    base_change.push(c);
+                    let _ = writeln!(csv, "{n},{e},restore,{run},{l},,,");
+                    let _ = writeln!(csv, "{n},{e},restore-change,{run},{c},,,");
+                }
+                Err(err) => {
+                    eprintln!("bench: {args}: {err}");
+                    fail_b = Some(err);
+                }
+            }
+        }
+        let mib = |k: f64| format!("{:.0} MiB", k / 1024.0);
+        let msg_cell = match (messages.iter().min(), messages.iter().max()) {
+            (Some(a), Some(b)) if a == b => a.to_string(),
+            (Some(a), Some(b)) => format!("{a}–{b}"),
+            _ => "–".into(),
+        };
+        let _ = writeln!(
+            md,
+            "| {n} × {e} | {} | {} | {} | {} | {} | {} | {} ({}) |",
+            cell(&conv, &fail_a),
+            if full {
+                cell(&base, &fail_b)
+            } else {
+                "not run".into()
+            },
+            ratio(med(&conv), med(&base)),
+            if full {
+                cell(&change, &None)
+            } else {
+                "not run".into()
+            },
+            msg_cell,
+            if full {
+                cell(&base_change, &None)
+            } else {
+                "not run".into()
+            },
+            summary(&rss, mib).unwrap_or_else(|| "–".into()),
+            summary(&hwm, mib).unwrap_or_else(|| "–".into()),
+        );
+    }
+    if o.sizes.is_empty() {
+        bail!("no sizes");
+    }
+    Ok(Table { markdown: md, csv })
+}
