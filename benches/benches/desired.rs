@@ -68,6 +68,7 @@ fn bench(c: &mut Criterion) {
                         scheduler: Some(vs.scheduler.clone()),
                         persistence: None,
                         real_servers: rs,
+                        counts_fresh: true,
                     },
                 )
             })

@@ -7,6 +7,7 @@
 //! directory is the one I/O function here.
 
 use crate::labels;
+use crate::model::ObjectRef;
 use k8s_openapi::api::core::v1::{Endpoints, Node, Service};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -66,13 +67,31 @@ impl Manifests {
         struct HeadMeta {
             name: Option<String>,
         }
-        let head: Option<Head> =
-            serde_saphyr::from_str(doc).map_err(|e| yaml_error(&e, "invalid YAML"))?;
-        let Some(head) = head else { return Ok(()) }; // an empty document
-        let kind = head.kind.unwrap_or_default();
-        let name = head.metadata.and_then(|m| m.name).unwrap_or_default();
-        let what = format!("{kind} {name:?}");
-        let typed = |e: serde_saphyr::Error| yaml_error(&e, &what);
+        // The usual block-style document names its kind on a line of its
+        // own: parse it once, straight into its type. Otherwise (or to name
+        // the object in an error) read the head first.
+        let head = || -> Result<Option<Head>, (usize, String)> {
+            serde_saphyr::from_str(doc).map_err(|e| yaml_error(&e, "invalid YAML"))
+        };
+        let kind = match top_level_kind(doc) {
+            Some(kind) => kind.to_owned(),
+            None => match head()? {
+                None => return Ok(()), // an empty document
+                Some(h) => h.kind.unwrap_or_default(),
+            },
+        };
+        // A typed parse failed: a syntax error is reported as such, a wrong
+        // field with the object's kind and name.
+        let typed = |e: serde_saphyr::Error| match head() {
+            Err(syntax) => syntax,
+            Ok(h) => {
+                let name = h
+                    .and_then(|h| h.metadata)
+                    .and_then(|m| m.name)
+                    .unwrap_or_default();
+                yaml_error(&e, &format!("{kind} {name:?}"))
+            }
+        };
         match kind.as_str() {
             "Service" => self
                 .services
@@ -167,6 +186,20 @@ impl Manifests {
         }
         out
     }
+}
+
+/// The value of a `kind: Word` line at column 0 of a block-style document
+/// (such a line can only be a top-level key: nested keys and block scalar
+/// text are indented).
+fn top_level_kind(doc: &str) -> Option<&str> {
+    if doc.trim_start().starts_with(['{', '[']) {
+        return None;
+    }
+    doc.lines().find_map(|l| {
+        let v = l.strip_prefix("kind:")?.trim();
+        let v = v.split(" #").next()?.trim();
+        (!v.is_empty() && v.bytes().all(|b| b.is_ascii_alphanumeric())).then_some(v)
+    })
 }
 
 /// A YAML error as (line within the document, "what: message").
@@ -295,8 +328,11 @@ pub fn load_dir(dir: &Path) -> std::io::Result<(Manifests, Vec<ManifestError>)> 
 
 /// A manifest directory read incrementally: [`ManifestDir::refresh`]
 /// re-parses only the files whose modification time or size changed (a
-/// symbolic link is followed, as in a mounted ConfigMap), so one edited
-/// file among thousands costs one parse.
+/// symbolic link is followed, as in a mounted ConfigMap; changed files are
+/// parsed on several threads) and says which objects may have changed, so
+/// one edited file among thousands costs one parse and a few events.
+///
+/// An object defined in two files is taken from the later file by name.
 #[derive(Debug, Default)]
 pub struct ManifestDir {
     files: BTreeMap<PathBuf, ParsedFile>,
@@ -305,14 +341,87 @@ pub struct ManifestDir {
 #[derive(Debug)]
 struct ParsedFile {
     stamp: (std::time::SystemTime, u64),
-    manifests: Manifests,
+    objects: Objects,
     errors: Vec<ManifestError>,
 }
 
+/// One file's objects by name (namespaces defaulted).
+#[derive(Debug, Default)]
+struct Objects {
+    services: BTreeMap<ObjectRef, Service>,
+    slices: BTreeMap<ObjectRef, EndpointSlice>,
+    endpoints: BTreeMap<ObjectRef, Endpoints>,
+    nodes: BTreeMap<String, Node>,
+}
+
+impl Objects {
+    fn from_manifests(mut m: Manifests) -> Objects {
+        m.default_namespaces();
+        let r = |meta: &ObjectMeta| {
+            ObjectRef::new(namespace(meta), meta.name.clone().unwrap_or_default())
+        };
+        Objects {
+            services: m
+                .services
+                .into_iter()
+                .map(|s| (r(&s.metadata), s))
+                .collect(),
+            slices: m
+                .endpoint_slices
+                .into_iter()
+                .map(|s| (r(&s.metadata), s))
+                .collect(),
+            endpoints: m
+                .endpoints
+                .into_iter()
+                .map(|s| (r(&s.metadata), s))
+                .collect(),
+            nodes: m
+                .nodes
+                .into_iter()
+                .map(|n| (n.metadata.name.clone().unwrap_or_default(), n))
+                .collect(),
+        }
+    }
+}
+
+/// The objects a refresh may have changed (added, modified or removed),
+/// and the errors of the files it parsed.
+#[derive(Debug, Default, PartialEq)]
+pub struct Touched {
+    pub services: BTreeSet<ObjectRef>,
+    pub slices: BTreeSet<ObjectRef>,
+    pub endpoints: BTreeSet<ObjectRef>,
+    pub nodes: BTreeSet<String>,
+    pub errors: Vec<ManifestError>,
+    /// A file was added, removed or modified.
+    pub files_changed: bool,
+}
+
+impl Touched {
+    /// Every object that differs between a file's old and new objects.
+    fn add(&mut self, old: &Objects, new: &Objects) {
+        fn differ<K: Ord + Clone, V: PartialEq>(
+            out: &mut BTreeSet<K>,
+            a: &BTreeMap<K, V>,
+            b: &BTreeMap<K, V>,
+        ) {
+            for k in a.keys().chain(b.keys()) {
+                if a.get(k) != b.get(k) {
+                    out.insert(k.clone());
+                }
+            }
+        }
+        differ(&mut self.services, &old.services, &new.services);
+        differ(&mut self.slices, &old.slices, &new.slices);
+        differ(&mut self.endpoints, &old.endpoints, &new.endpoints);
+        differ(&mut self.nodes, &old.nodes, &new.nodes);
+    }
+}
+
 impl ManifestDir {
-    /// Re-reads what changed in `dir`; returns whether anything did (a file
-    /// added, removed or modified).
-    pub fn refresh(&mut self, dir: &Path) -> std::io::Result<bool> {
+    /// Re-reads what changed in `dir`.
+    pub fn refresh(&mut self, dir: &Path) -> std::io::Result<Touched> {
         let mut seen = BTreeMap::new();
         for entry in std::fs::read_dir(dir)? {
             let path = entry?.path();
@@ -327,45 +436,140 @@ impl ManifestDir {
                 seen.insert(path, (meta.modified()?, meta.len()));
             }
         }
-        let before = self.files.len();
-        self.files.retain(|p, _| seen.contains_key(p));
-        let mut changed = self.files.len() != before;
-        for (path, stamp) in seen {
-            if self.files.get(&path).is_some_and(|f| f.stamp == stamp) {
-                continue;
+        let mut touched = Touched::default();
+        let gone: Vec<PathBuf> = self
+            .files
+            .keys()
+            .filter(|p| !seen.contains_key(*p))
+            .cloned()
+            .collect();
+        for p in gone {
+            if let Some(f) = self.files.remove(&p) {
+                touched.add(&f.objects, &Objects::default());
+                touched.files_changed = true;
             }
-            let text = std::fs::read_to_string(&path)?;
-            let mut manifests = Manifests::default();
-            let errors = manifests.parse(&path.display().to_string(), &text);
+        }
+        let changed: Vec<(PathBuf, (std::time::SystemTime, u64))> = seen
+            .into_iter()
+            .filter(|(p, stamp)| self.files.get(p).is_none_or(|f| f.stamp != *stamp))
+            .collect();
+        for (path, stamp, parsed) in parse_files(changed) {
+            let (objects, errors) = parsed?;
+            let empty = Objects::default();
+            let old = self.files.get(&path).map_or(&empty, |f| &f.objects);
+            touched.add(old, &objects);
+            touched.errors.extend(errors.iter().cloned());
+            touched.files_changed = true;
             self.files.insert(
                 path,
                 ParsedFile {
                     stamp,
-                    manifests,
+                    objects,
                     errors,
                 },
             );
-            changed = true;
         }
-        Ok(changed)
+        Ok(touched)
     }
 
-    /// Every file's objects together (files in name order, namespaces
-    /// defaulted) and every file's errors.
+    fn last<'a, T>(&'a self, get: impl Fn(&'a Objects) -> Option<&'a T>) -> Option<&'a T> {
+        self.files.values().rev().find_map(|f| get(&f.objects))
+    }
+
+    /// The Service of that name, if any file defines it.
+    pub fn service(&self, r: &ObjectRef) -> Option<&Service> {
+        self.last(|o| o.services.get(r))
+    }
+
+    /// The EndpointSlice of that name, if any file defines it.
+    pub fn slice(&self, r: &ObjectRef) -> Option<&EndpointSlice> {
+        self.last(|o| o.slices.get(r))
+    }
+
+    /// The Node of that name, if any file defines it.
+    pub fn node(&self, name: &str) -> Option<&Node> {
+        self.last(|o| o.nodes.get(name))
+    }
+
+    /// The slices mirrored from the Endpoints named `r`: none unless its
+    /// Service exists and has no selector.
+    pub fn mirrored_slices(&self, r: &ObjectRef) -> Vec<EndpointSlice> {
+        let selectorless = self.service(r).is_some_and(|s| {
+            s.spec
+                .as_ref()
+                .and_then(|s| s.selector.as_ref())
+                .is_none_or(|sel| sel.is_empty())
+        });
+        match self.last(|o| o.endpoints.get(r)) {
+            Some(ep) if selectorless => mirror(ep),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Every file's objects together (an object in several files once, from
+    /// the last), and every file's errors.
     pub fn merged(&self) -> (Manifests, Vec<ManifestError>) {
-        let mut m = Manifests::default();
+        let mut services = BTreeMap::new();
+        let mut slices = BTreeMap::new();
+        let mut endpoints = BTreeMap::new();
+        let mut nodes = BTreeMap::new();
         let mut errors = Vec::new();
         for f in self.files.values() {
-            m.services.extend(f.manifests.services.iter().cloned());
-            m.endpoint_slices
-                .extend(f.manifests.endpoint_slices.iter().cloned());
-            m.endpoints.extend(f.manifests.endpoints.iter().cloned());
-            m.nodes.extend(f.manifests.nodes.iter().cloned());
+            services.extend(f.objects.services.iter());
+            slices.extend(f.objects.slices.iter());
+            endpoints.extend(f.objects.endpoints.iter());
+            nodes.extend(f.objects.nodes.iter());
             errors.extend(f.errors.iter().cloned());
         }
-        m.default_namespaces();
+        let m = Manifests {
+            services: services.into_values().cloned().collect(),
+            endpoint_slices: slices.into_values().cloned().collect(),
+            endpoints: endpoints.into_values().cloned().collect(),
+            nodes: nodes.into_values().cloned().collect(),
+        };
         (m, errors)
     }
+}
+
+type Parsed = std::io::Result<(Objects, Vec<ManifestError>)>;
+
+/// Parses files on up to one thread per core.
+fn parse_files(
+    files: Vec<(PathBuf, (std::time::SystemTime, u64))>,
+) -> Vec<(PathBuf, (std::time::SystemTime, u64), Parsed)> {
+    let parse = |path: &Path| -> Parsed {
+        let text = std::fs::read_to_string(path)?;
+        let mut m = Manifests::default();
+        let errors = m.parse(&path.display().to_string(), &text);
+        Ok((Objects::from_manifests(m), errors))
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if files.len() < 2 || threads < 2 {
+        return files
+            .into_iter()
+            .map(|(p, s)| {
+                let r = parse(&p);
+                (p, s, r)
+            })
+            .collect();
+    }
+    let chunk = files.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = files
+            .chunks(chunk)
+            .map(|part| {
+                scope.spawn(move || {
+                    part.iter()
+                        .map(|(p, s)| (p.clone(), *s, parse(p)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("parsing does not panic"))
+            .collect()
+    })
 }
 
 #[cfg(test)]
@@ -397,7 +601,9 @@ mod tests {
         std::os::unix::fs::symlink("..data/b.yaml", dir.join("b.yaml")).unwrap();
         std::fs::write(dir.join("notes.txt"), "not a manifest").unwrap();
         let mut m = ManifestDir::default();
-        assert!(m.refresh(&dir).unwrap());
+        let refs =
+            |t: &Touched| -> Vec<String> { t.services.iter().map(|r| r.name.clone()).collect() };
+        assert_eq!(refs(&m.refresh(&dir).unwrap()), ["a", "b"]);
         let names = |m: &ManifestDir| -> Vec<String> {
             let (all, errors) = m.merged();
             assert_eq!(errors, vec![]);
@@ -407,13 +613,22 @@ mod tests {
                 .collect()
         };
         assert_eq!(names(&m), ["a", "b"]);
-        assert!(!m.refresh(&dir).unwrap(), "nothing changed");
+        assert_eq!(
+            m.refresh(&dir).unwrap(),
+            Touched::default(),
+            "nothing changed"
+        );
         // The link's target changes (a ConfigMap update): seen through it.
         std::fs::write(dir.join("..data/b.yaml"), svc("b2") + "# longer\n").unwrap();
-        assert!(m.refresh(&dir).unwrap());
+        assert_eq!(refs(&m.refresh(&dir).unwrap()), ["b", "b2"]);
         assert_eq!(names(&m), ["a", "b2"]);
+        assert!(m.service(&ObjectRef::new("default", "b")).is_none());
+        // Rewritten with one object changed: only that one is touched.
+        std::fs::write(dir.join("a.yaml"), svc("a") + "# same objects\n").unwrap();
+        let t = m.refresh(&dir).unwrap();
+        assert!(t.files_changed && t.services.is_empty());
         std::fs::remove_file(dir.join("a.yaml")).unwrap();
-        assert!(m.refresh(&dir).unwrap());
+        assert_eq!(refs(&m.refresh(&dir).unwrap()), ["a"]);
         assert_eq!(names(&m), ["b2"]);
         std::fs::remove_dir_all(&dir).unwrap();
     }

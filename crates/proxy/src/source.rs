@@ -9,12 +9,14 @@ use crate::controller::{Input, slice_ref};
 use crate::desired;
 use crate::labels;
 use crate::manifest;
+use crate::model::ObjectRef;
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Api;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -116,8 +118,8 @@ async fn pump<K, S>(
     }
 }
 
-/// Manifest mode: reads `dir` now and again whenever a file in it changes,
-/// sending the full sets each time (the engine finds what differs). Changes
+/// Manifest mode: reads `dir` now and again whenever a file in it changes:
+/// the full sets first, then one event per object that may have changed. Changes
 /// are noticed by inotify at once, with a re-check every `poll` as well
 /// (every `poll` only, where inotify is unavailable); only changed files
 /// are parsed again. Bad documents are reported with file and line, the
@@ -139,26 +141,33 @@ pub async fn watch_manifests(
         }
     };
     let mut cache = manifest::ManifestDir::default();
+    // Slices mirrored from each Endpoints (by the Endpoints' name).
+    let mut mirrored: BTreeMap<ObjectRef, BTreeSet<ObjectRef>> = BTreeMap::new();
     let mut first = true;
     loop {
         let events = match cache.refresh(&dir) {
-            Ok(changed) if changed || first => {
+            Ok(_) if first => {
                 first = false;
                 let (m, errors) = cache.merged();
                 let mut ev: Vec<SourceEvent> = errors
                     .into_iter()
                     .map(|e| SourceEvent::Error(format!("manifest {e}")))
                     .collect();
-                let node = m
-                    .nodes
-                    .iter()
-                    .find(|n| n.metadata.name.as_deref() == Some(node_name.as_str()));
-                ev.push(SourceEvent::Node(node.cloned().map(Box::new)));
-                ev.push(SourceEvent::ReplaceSlices(m.all_slices()));
+                let mut slices = m.endpoint_slices;
+                for ep in &m.endpoints {
+                    let r = object_ref(&ep.metadata);
+                    let mine = cache.mirrored_slices(&r);
+                    mirrored.insert(r, mine.iter().map(slice_ref).collect());
+                    slices.extend(mine);
+                }
+                ev.push(SourceEvent::Node(
+                    cache.node(&node_name).cloned().map(Box::new),
+                ));
+                ev.push(SourceEvent::ReplaceSlices(slices));
                 ev.push(SourceEvent::ReplaceServices(m.services));
                 ev
             }
-            Ok(_) => Vec::new(),
+            Ok(touched) => manifest_changes(&cache, touched, &node_name, &mut mirrored),
             Err(e) => vec![SourceEvent::Error(format!(
                 "reading manifests in {}: {e}",
                 dir.display()
@@ -184,5 +193,137 @@ pub async fn watch_manifests(
             }
             None => tokio::time::sleep(poll).await,
         }
+    }
+}
+
+fn object_ref(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> ObjectRef {
+    ObjectRef::new(
+        meta.namespace.clone().unwrap_or_else(|| "default".into()),
+        meta.name.clone().unwrap_or_default(),
+    )
+}
+
+/// The events for what a manifest refresh touched: each touched Service
+/// and EndpointSlice as it is now (or deleted), the mirrored slices of
+/// touched Endpoints and of Services whose selector may have changed, and
+/// this node's Node if it was touched.
+fn manifest_changes(
+    cache: &manifest::ManifestDir,
+    touched: manifest::Touched,
+    node_name: &str,
+    mirrored: &mut BTreeMap<ObjectRef, BTreeSet<ObjectRef>>,
+) -> Vec<SourceEvent> {
+    let mut ev: Vec<SourceEvent> = touched
+        .errors
+        .iter()
+        .map(|e| SourceEvent::Error(format!("manifest {e}")))
+        .collect();
+    if touched.nodes.contains(node_name) {
+        ev.push(SourceEvent::Node(
+            cache.node(node_name).cloned().map(Box::new),
+        ));
+    }
+    for r in &touched.slices {
+        ev.push(match cache.slice(r) {
+            Some(s) => SourceEvent::Input(Input::SliceApplied(Box::new(s.clone()))),
+            None => SourceEvent::Input(Input::SliceDeleted(r.clone())),
+        });
+    }
+    for r in touched.endpoints.iter().chain(&touched.services) {
+        let now = cache.mirrored_slices(r);
+        let now_refs: BTreeSet<ObjectRef> = now.iter().map(slice_ref).collect();
+        let before = mirrored.remove(r).unwrap_or_default();
+        for gone in before.difference(&now_refs) {
+            ev.push(SourceEvent::Input(Input::SliceDeleted(gone.clone())));
+        }
+        for s in now {
+            ev.push(SourceEvent::Input(Input::SliceApplied(Box::new(s))));
+        }
+        if !now_refs.is_empty() {
+            mirrored.insert(r.clone(), now_refs);
+        }
+    }
+    for r in &touched.services {
+        ev.push(match cache.service(r) {
+            Some(s) => SourceEvent::Input(Input::ServiceApplied(Box::new(s.clone()))),
+            None => SourceEvent::Input(Input::ServiceDeleted(r.clone())),
+        });
+    }
+    ev
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(ev: &[SourceEvent]) -> Vec<String> {
+        ev.iter()
+            .map(|e| match e {
+                SourceEvent::Input(Input::ServiceApplied(s)) => {
+                    format!("service {}", s.metadata.name.as_deref().unwrap_or(""))
+                }
+                SourceEvent::Input(Input::ServiceDeleted(r)) => format!("service- {}", r.name),
+                SourceEvent::Input(Input::SliceApplied(s)) => {
+                    format!("slice {}", s.metadata.name.as_deref().unwrap_or(""))
+                }
+                SourceEvent::Input(Input::SliceDeleted(r)) => format!("slice- {}", r.name),
+                SourceEvent::Node(n) => format!("node {}", n.is_some()),
+                other => format!("{other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn manifest_changes_are_per_object_and_follow_mirroring() {
+        let dir = std::env::temp_dir().join(format!("kipvs-source-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let svc = |selector: &str| {
+            format!(
+                "kind: Service\nmetadata: {{name: db}}\nspec:\n  clusterIP: 10.96.0.9\n  \
+                 ports: [{{port: 5432}}]\n{selector}---\n\
+                 kind: Service\nmetadata: {{name: web}}\nspec: {{clusterIP: 10.96.0.8, ports: [{{port: 80}}]}}\n"
+            )
+        };
+        let eps = |ip: &str| {
+            format!(
+                "kind: Endpoints\nmetadata: {{name: db}}\n\
+                 subsets: [{{addresses: [{{ip: {ip}}}], ports: [{{port: 5432}}]}}]\n"
+            )
+        };
+        std::fs::write(dir.join("svc.yaml"), svc("")).unwrap();
+        std::fs::write(dir.join("eps.yaml"), eps("10.1.0.1")).unwrap();
+        let mut cache = manifest::ManifestDir::default();
+        cache.refresh(&dir).unwrap();
+        let mut mirrored = BTreeMap::from([(
+            ObjectRef::new("default", "db"),
+            BTreeSet::from([ObjectRef::new("default", "db-mirror-0-ipv4")]),
+        )]);
+
+        // One address changes: the mirrored slice, nothing else.
+        std::fs::write(dir.join("eps.yaml"), eps("10.1.0.2")).unwrap();
+        let t = cache.refresh(&dir).unwrap();
+        let ev = manifest_changes(&cache, t, "node-1", &mut mirrored);
+        assert_eq!(names(&ev), ["slice db-mirror-0-ipv4"]);
+
+        // The Service gains a selector: its mirrored slice goes; the other
+        // Service in the file is not touched.
+        std::fs::write(dir.join("svc.yaml"), svc("  selector: {app: db}\n")).unwrap();
+        let t = cache.refresh(&dir).unwrap();
+        let ev = manifest_changes(&cache, t, "node-1", &mut mirrored);
+        assert_eq!(names(&ev), ["slice- db-mirror-0-ipv4", "service db"]);
+        assert!(mirrored.is_empty());
+
+        // This node's Node appears; a file goes.
+        std::fs::write(
+            dir.join("node.yaml"),
+            "kind: Node\nmetadata: {name: node-1}\n",
+        )
+        .unwrap();
+        std::fs::remove_file(dir.join("svc.yaml")).unwrap();
+        let t = cache.refresh(&dir).unwrap();
+        let ev = manifest_changes(&cache, t, "node-1", &mut mirrored);
+        assert_eq!(names(&ev), ["node true", "service- db", "service- web"]);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
