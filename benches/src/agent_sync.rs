@@ -1,6 +1,8 @@
 //! The agent end to end (issue #6's benchmark; run it in the kernel lab
-//! with `cargo xtask bench agent`): `kipvs proxy --manifests DIR` started on
-//! N Services × E endpoints, then single endpoint changes written to disk.
+//! with `cargo xtask bench agent`): `kipvs proxy` started on N Services × E
+//! endpoints read from manifests or from an in-process fake API server
+//! (real HTTP list/watch), then single endpoint changes, written to disk or
+//! applied to the API.
 //!
 //! Measured:
 //! - **converge**: from starting the agent to its first sync's log line
@@ -8,7 +10,8 @@
 //!   virtual servers and N × E real servers added), then verified by
 //!   reading the kernel;
 //! - **one endpoint change**: from renaming the rewritten manifest file
-//!   into place to the agent's log line for the sync that applied it (the
+//!   into place (or from the API server accepting the new EndpointSlice,
+//!   which the agent then gets as a watch event) to the agent's log line for the sync that applied it (the
 //!   line is written after the kernel acknowledged every change), with the
 //!   netlink messages that sync sent; each change is verified in the kernel;
 //! - the agent's resident memory after converging (VmRSS and VmHWM).
@@ -19,9 +22,11 @@
 //! `ipvsadm` commands.
 
 use crate::ipvs_load::{restore_rules, run_with_stdin, service_key};
-use crate::synthetic::{cluster_ip, endpoint_ip};
+use crate::synthetic::{self, cluster_ip, endpoint_ip};
 use crate::{BenchError, seconds_since};
 use kipvs_ipvs::Client;
+use kipvs_proxy::fake_api::FakeApiServer;
+use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, Ipv4Addr};
@@ -102,50 +107,115 @@ struct Synced {
     messages: u64,
 }
 
-/// Starts `kipvs proxy` on the manifests in `dir`, waits for it to
-/// converge, makes `changes` single endpoint changes, and stops it.
+/// Where the agent reads the cluster from, and how a change is made.
+pub enum Source<'a> {
+    /// `--manifests DIR` (already written by [`write_manifests`]); a change
+    /// rewrites one file and renames it into place.
+    Manifests(&'a Path),
+    /// `--kubeconfig` pointing at an in-process fake API server speaking
+    /// real HTTP list/watch, loaded with the cluster; a change replaces one
+    /// EndpointSlice in it (a watch event).
+    Api,
+}
+
+/// Starts `kipvs proxy` on the cluster, waits for it to converge, makes
+/// `changes` single endpoint changes, and stops it.
 pub fn run_agent(
     kipvs: &Path,
-    dir: &Path,
+    source: Source<'_>,
     n: u32,
     e: u32,
     changes: u32,
     timeout: Duration,
 ) -> Result<AgentRun, BenchError> {
+    let rt = tokio::runtime::Runtime::new()?;
+    let _guard = rt.enter();
+    let mut api = None;
+    let mut args: Vec<std::ffi::OsString> = Vec::new();
+    match source {
+        Source::Manifests(dir) => {
+            args.push("--manifests".into());
+            args.push(dir.into());
+        }
+        Source::Api => {
+            let server = rt.block_on(FakeApiServer::start())?;
+            for i in 0..n {
+                server.apply(&synthetic::service(i));
+                server.apply(&synthetic::slice(i, e, None));
+            }
+            let kubeconfig = std::env::temp_dir().join("kipvs-bench-kubeconfig.yaml");
+            std::fs::write(&kubeconfig, kubeconfig_text(&server.url()))?;
+            args.push("--kubeconfig".into());
+            args.push(kubeconfig.into());
+            api = Some(server);
+        }
+    }
     let start = Instant::now();
     let mut child = Command::new(kipvs)
         .args(["proxy", "--log-format", "json", "--ipvs-sync-period", "1h"])
-        .args(["--hostname-override", "bench-node", "--manifests"])
-        .arg(dir)
+        .args(["--hostname-override", "bench-node"])
+        .args(&args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|err| BenchError::Failed(format!("starting {}: {err}", kipvs.display())))?;
     let synced = follow_log(&mut child);
-    let result = measure(&child, &synced, start, dir, n, e, changes, timeout);
+    let mut change = |i: u32, moved: &BTreeSet<u32>| -> Result<Instant, BenchError> {
+        match (&source, &api) {
+            (Source::Manifests(dir), _) => {
+                let (path, first) = file_of(dir, i);
+                let count = SERVICES_PER_FILE.min(n - first);
+                let text = manifest_file(first, count, e, &|s| moved.contains(&s));
+                let tmp = path.with_extension("tmp");
+                std::fs::write(&tmp, text)?;
+                let t0 = Instant::now();
+                std::fs::rename(&tmp, &path)?;
+                Ok(t0)
+            }
+            (Source::Api, Some(server)) => {
+                let slice = synthetic::slice(i, e, moved.contains(&i).then_some(0));
+                let t0 = Instant::now();
+                server.apply(&slice);
+                Ok(t0)
+            }
+            (Source::Api, None) => unreachable!("the server was started above"),
+        }
+    };
+    let result = measure(&child, &synced, start, n, e, changes, timeout, &mut change);
     let _ = child.kill();
     let _ = child.wait();
     result
 }
+
+fn kubeconfig_text(server: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Config\ncurrent-context: bench\n\
+         clusters: [{{name: bench, cluster: {{server: \"{server}\"}}}}]\n\
+         users: [{{name: bench, user: {{}}}}]\n\
+         contexts: [{{name: bench, context: {{cluster: bench, user: bench}}}}]\n"
+    )
+}
+
+type ChangeFn<'a> = dyn FnMut(u32, &BTreeSet<u32>) -> Result<Instant, BenchError> + 'a;
 
 #[allow(clippy::too_many_arguments)]
 fn measure(
     child: &Child,
     synced: &Receiver<Synced>,
     start: Instant,
-    dir: &Path,
     n: u32,
     e: u32,
     changes: u32,
     timeout: Duration,
+    change: &mut ChangeFn<'_>,
 ) -> Result<AgentRun, BenchError> {
     let first = wait_synced(synced, timeout, "the first sync")?;
     let converge_secs = first.at.duration_since(start).as_secs_f64();
     crate::ipvs_load::verify(n, e)?;
     let (rss_kib, hwm_kib) = memory_kib(child.id())?;
     let mut ipvs = Client::new()?;
-    let mut moved = std::collections::BTreeSet::new();
+    let mut moved = BTreeSet::new();
     let mut out = Vec::new();
     for k in 0..changes {
         // Spread the changes over the table; each one flips endpoint 0 of
@@ -155,13 +225,7 @@ fn measure(
         if !now_moved {
             moved.remove(&i);
         }
-        let (path, first) = file_of(dir, i);
-        let count = SERVICES_PER_FILE.min(n - first);
-        let text = manifest_file(first, count, e, &|s| moved.contains(&s));
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, text)?;
-        let t0 = Instant::now();
-        std::fs::rename(&tmp, &path)?;
+        let t0 = change(i, &moved)?;
         let (new, old) = if now_moved {
             (moved_ip(i, 0, e), endpoint_ip(i, 0, e))
         } else {

@@ -14,7 +14,7 @@
 //! out of time is reported as such, never as a number.
 
 use crate::lab::{Job, Lab};
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use serde_json::Value;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -260,14 +260,65 @@ fn ipvs(lab: &Lab, kipvs: &Path, o: &BenchOpts) -> Result<Table> {
     Ok(Table { markdown: md, csv })
 }
 
+/// One agent run's numbers, gathered over repeats.
+#[derive(Default)]
+struct AgentSamples {
+    converge: Vec<f64>,
+    change: Vec<f64>,
+    messages: Vec<u64>,
+    rss: Vec<f64>,
+    hwm: Vec<f64>,
+    failure: Option<String>,
+}
+
+impl AgentSamples {
+    fn record(&mut self, v: &Value, csv: &mut String, prefix: &str, run: u32) {
+        let c = v["converge_seconds"].as_f64().unwrap_or(f64::NAN);
+        self.converge.push(c);
+        self.rss.push(v["rss_kib"].as_f64().unwrap_or(0.0));
+        self.hwm.push(v["hwm_kib"].as_f64().unwrap_or(0.0));
+        let _ = writeln!(
+            csv,
+            "{prefix},converge,{run},{c},{},{},{}",
+            v["converge_messages"], v["rss_kib"], v["hwm_kib"]
+        );
+        let secs_list = v["change_seconds"].as_array().cloned().unwrap_or_default();
+        let msgs = v["change_messages"].as_array().cloned().unwrap_or_default();
+        for (s, m) in secs_list.iter().zip(&msgs) {
+            let (s, m) = (s.as_f64().unwrap_or(f64::NAN), m.as_u64().unwrap_or(0));
+            self.change.push(s);
+            self.messages.push(m);
+            let _ = writeln!(csv, "{prefix},change,{run},{s},{m},,");
+        }
+    }
+
+    fn messages_cell(&self) -> String {
+        match (self.messages.iter().min(), self.messages.iter().max()) {
+            (Some(a), Some(b)) if a == b => a.to_string(),
+            (Some(a), Some(b)) => format!("{a}–{b}"),
+            _ => "–".into(),
+        }
+    }
+
+    fn memory_cell(&self) -> String {
+        let mib = |k: f64| format!("{:.0} MiB", k / 1024.0);
+        match (summary(&self.rss, mib), summary(&self.hwm, mib)) {
+            (Some(r), Some(h)) => format!("{r} (peak {h})"),
+            _ => self.failure.clone().unwrap_or_else(|| "–".into()),
+        }
+    }
+}
+
 fn agent(lab: &Lab, kipvs: &Path, o: &BenchOpts) -> Result<Table> {
     let mut md = String::from(
-        "| services × endpoints | kipvs proxy: start → converged | ipvsadm -R + ip -batch \
-         | converge / restore | one endpoint change (kipvs, file → kernel) \
-         | netlink messages per change | one endpoint change (2 × ipvsadm) | agent RSS (peak) |\n\
-         |---|---|---|---|---|---|---|---|\n",
+        "| services × endpoints | start → converged, manifests | start → converged, API \
+         | ipvsadm -R + ip -batch | converged / restore (manifests, API) \
+         | one endpoint change, file → kernel | one endpoint change, API → kernel \
+         | one endpoint change, 2 × ipvsadm | netlink messages per change | agent memory (API) |\n\
+         |---|---|---|---|---|---|---|---|---|---|\n",
     );
-    let mut csv = String::from("services,endpoints,what,run,seconds,messages,rss_kib,hwm_kib\n");
+    let mut csv =
+        String::from("services,endpoints,source,what,run,seconds,messages,rss_kib,hwm_kib\n");
     let sizes: Vec<(u32, bool)> = o
         .sizes
         .iter()
@@ -276,37 +327,29 @@ fn agent(lab: &Lab, kipvs: &Path, o: &BenchOpts) -> Result<Table> {
         .collect();
     for (n, full) in sizes {
         let e = o.endpoints;
-        let changes = if full { o.changes } else { 0 };
-        let (mut conv, mut base, mut change, mut base_change) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        let mut messages: Vec<u64> = Vec::new();
-        let (mut rss, mut hwm) = (Vec::new(), Vec::new());
-        let (mut fail_a, mut fail_b) = (None, None);
+        let (mut files, mut api) = (AgentSamples::default(), AgentSamples::default());
+        let (mut base, mut base_change, mut base_fail) = (Vec::new(), Vec::new(), None);
         for run in 0..o.repeat {
-            let args = format!("agent --services {n} --endpoints {e} --changes {changes}");
-            match measure(lab, kipvs, &args, o.timeout, 4096) {
-                Ok(v) => {
-                    let c = v["converge_seconds"].as_f64().unwrap_or(f64::NAN);
-                    conv.push(c);
-                    rss.push(v["rss_kib"].as_f64().unwrap_or(0.0));
-                    hwm.push(v["hwm_kib"].as_f64().unwrap_or(0.0));
-                    let _ = writeln!(
-                        csv,
-                        "{n},{e},converge,{run},{c},{},{},{}",
-                        v["converge_messages"], v["rss_kib"], v["hwm_kib"]
-                    );
-                    let secs_list = v["change_seconds"].as_array().cloned().unwrap_or_default();
-                    let msgs = v["change_messages"].as_array().cloned().unwrap_or_default();
-                    for (s, m) in secs_list.iter().zip(&msgs) {
-                        let (s, m) = (s.as_f64().unwrap_or(f64::NAN), m.as_u64().unwrap_or(0));
-                        change.push(s);
-                        messages.push(m);
-                        let _ = writeln!(csv, "{n},{e},change,{run},{s},{m},,");
+            let plan: Vec<(&str, u32)> = if full {
+                vec![("manifests", o.changes), ("api", o.changes)]
+            } else {
+                vec![("api", 3)]
+            };
+            for (source, changes) in plan {
+                let args = format!(
+                    "agent --source {source} --services {n} --endpoints {e} --changes {changes}"
+                );
+                let samples = if source == "api" {
+                    &mut api
+                } else {
+                    &mut files
+                };
+                match measure(lab, kipvs, &args, o.timeout, 4096) {
+                    Ok(v) => samples.record(&v, &mut csv, &format!("{n},{e},{source}"), run),
+                    Err(err) => {
+                        eprintln!("bench: {args}: {err}");
+                        samples.failure = Some(err);
                     }
-                }
-                Err(err) => {
-                    eprintln!("bench: {args}: {err}");
-                    fail_a = Some(err);
                 }
             }
             if !full {
@@ -319,48 +362,52 @@ fn agent(lab: &Lab, kipvs: &Path, o: &BenchOpts) -> Result<Table> {
                     let c = v["change_seconds"].as_f64().unwrap_or(f64::NAN);
                     base.push(l);
                     base_change.push(c);
-                    let _ = writeln!(csv, "{n},{e},restore,{run},{l},,,");
-                    let _ = writeln!(csv, "{n},{e},restore-change,{run},{c},,,");
+                    let _ = writeln!(csv, "{n},{e},ipvsadm,restore,{run},{l},,,");
+                    let _ = writeln!(csv, "{n},{e},ipvsadm,change,{run},{c},,,");
                 }
                 Err(err) => {
                     eprintln!("bench: {args}: {err}");
-                    fail_b = Some(err);
+                    base_fail = Some(err);
                 }
             }
         }
-        let mib = |k: f64| format!("{:.0} MiB", k / 1024.0);
-        let msg_cell = match (messages.iter().min(), messages.iter().max()) {
-            (Some(a), Some(b)) if a == b => a.to_string(),
-            (Some(a), Some(b)) => format!("{a}–{b}"),
-            _ => "–".into(),
+        let not_run = || "not run".to_owned();
+        let mut messages = files.messages.clone();
+        messages.extend(&api.messages);
+        let all = AgentSamples {
+            messages,
+            ..Default::default()
         };
         let _ = writeln!(
             md,
-            "| {n} × {e} | {} | {} | {} | {} | {} | {} | {} ({}) |",
-            cell(&conv, &fail_a),
+            "| {n} × {e} | {} | {} | {} | {}, {} | {} | {} | {} | {} | {} |",
             if full {
-                cell(&base, &fail_b)
+                cell(&files.converge, &files.failure)
             } else {
-                "not run".into()
+                not_run()
             },
-            ratio(med(&conv), med(&base)),
+            cell(&api.converge, &api.failure),
             if full {
-                cell(&change, &None)
+                cell(&base, &base_fail)
             } else {
-                "not run".into()
+                not_run()
             },
-            msg_cell,
+            ratio(med(&files.converge), med(&base)),
+            ratio(med(&api.converge), med(&base)),
             if full {
-                cell(&base_change, &None)
+                cell(&files.change, &files.failure)
             } else {
-                "not run".into()
+                not_run()
             },
-            summary(&rss, mib).unwrap_or_else(|| "–".into()),
-            summary(&hwm, mib).unwrap_or_else(|| "–".into()),
+            cell(&api.change, &api.failure),
+            if full {
+                cell(&base_change, &base_fail)
+            } else {
+                not_run()
+            },
+            all.messages_cell(),
+            api.memory_cell(),
         );
-    }
-    if o.sizes.is_empty() {
-        bail!("no sizes");
     }
     Ok(Table { markdown: md, csv })
 }

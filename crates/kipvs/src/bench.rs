@@ -31,6 +31,10 @@ pub enum BenchCommand {
         /// How many single endpoint changes to time.
         #[arg(long, default_value_t = 10)]
         changes: u32,
+        /// Where the agent reads the cluster: manifest files, or an
+        /// in-process fake API server (real HTTP list/watch).
+        #[arg(long, value_enum, default_value = "manifests")]
+        source: SourceKind,
         /// Where to write the manifests.
         #[arg(long, default_value = "/tmp/kipvs-bench-manifests")]
         manifests: PathBuf,
@@ -44,6 +48,12 @@ pub enum BenchCommand {
         #[command(flatten)]
         size: Size,
     },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SourceKind {
+    Manifests,
+    Api,
 }
 
 #[derive(Debug, Args)]
@@ -75,23 +85,25 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Agent {
             size,
             changes,
+            source,
             manifests,
             timeout,
         } => {
             let (n, e) = (size.services, size.endpoints);
-            agent_sync::write_manifests(&manifests, n, e)
-                .with_context(|| format!("writing manifests to {}", manifests.display()))?;
+            let src = match source {
+                SourceKind::Manifests => {
+                    agent_sync::write_manifests(&manifests, n, e)
+                        .with_context(|| format!("writing manifests to {}", manifests.display()))?;
+                    agent_sync::Source::Manifests(&manifests)
+                }
+                SourceKind::Api => agent_sync::Source::Api,
+            };
             let exe = std::env::current_exe().context("finding the kipvs executable")?;
-            let r = agent_sync::run_agent(
-                &exe,
-                &manifests,
-                n,
-                e,
-                changes,
-                Duration::from_secs(timeout),
-            )?;
+            let timeout = Duration::from_secs(timeout);
+            let r = agent_sync::run_agent(&exe, src, n, e, changes, timeout)?;
             json!({
                 "bench": "agent", "services": n, "endpoints": e,
+                "source": format!("{source:?}").to_lowercase(),
                 "converge_seconds": r.converge_secs, "converge_messages": r.converge_messages,
                 "change_seconds": r.changes.iter().map(|c| c.0).collect::<Vec<_>>(),
                 "change_messages": r.changes.iter().map(|c| c.1).collect::<Vec<_>>(),
