@@ -60,9 +60,25 @@ pub struct ProxyArgs {
     /// The dummy interface virtual-server addresses are bound on.
     #[arg(long, default_value = "kube-ipvs0", value_name = "NAME")]
     dummy_interface: String,
+    /// Where /healthz and /livez are served (empty: not served).
+    #[arg(long, default_value = "0.0.0.0:10256", value_name = "IP:PORT")]
+    healthz_bind_address: String,
+    /// Where the local endpoints are served: /healthz and the read-only
+    /// inspection API `kipvs list` and `kipvs explain` use (empty: not served).
+    #[arg(long, default_value = "127.0.0.1:10249", value_name = "IP:PORT")]
+    metrics_bind_address: String,
     /// Log format.
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
+}
+
+fn bind_address(flag: &str, v: &str) -> Result<Option<std::net::SocketAddr>> {
+    if v.is_empty() {
+        return Ok(None);
+    }
+    v.parse()
+        .map(Some)
+        .with_context(|| format!("--{flag}: `{v}` is not IP:PORT"))
 }
 
 fn duration(flag: &str, v: &str) -> Result<std::time::Duration> {
@@ -122,6 +138,8 @@ fn options(a: ProxyArgs) -> Result<ProxyOptions> {
     o.local_fallback_to_cluster = a.local_fallback_to_cluster;
     o.service_proxy_name = a.service_proxy_name;
     o.dummy = a.dummy_interface;
+    o.healthz_bind = bind_address("healthz-bind-address", &a.healthz_bind_address)?;
+    o.metrics_bind = bind_address("metrics-bind-address", &a.metrics_bind_address)?;
     Ok(o)
 }
 

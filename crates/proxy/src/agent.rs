@@ -11,6 +11,7 @@
 
 use crate::controller::{Dataplane, Engine, SyncReport};
 use crate::desired::Context;
+use crate::model::ObjectRef;
 use crate::source::SourceEvent;
 use k8s_openapi::api::core::v1::Node;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
@@ -58,6 +59,56 @@ pub struct Status {
     pub ready: bool,
     /// This node's Node object, when known.
     pub node: Option<Box<Node>>,
+}
+
+/// A question for the sync thread, with where to send the answer.
+#[derive(Debug)]
+pub enum Query {
+    /// Every virtual server kipvs programs, with its Service port.
+    VirtualServers(tokio::sync::oneshot::Sender<Vec<VirtualServerInfo>>),
+    /// [`Engine::explain`] of one Service.
+    Explain(
+        ObjectRef,
+        tokio::sync::oneshot::Sender<Option<crate::controller::AgentExplanation>>,
+    ),
+}
+
+/// A virtual server and the Service port it serves (the inspection API's
+/// `/kipvs/v1/virtual-servers`; a stable schema).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct VirtualServerInfo {
+    /// `TCP`, `UDP` or `SCTP`.
+    pub protocol: String,
+    pub address: std::net::IpAddr,
+    pub port: u16,
+    /// `namespace/name`.
+    pub service: String,
+    /// The Service port's name (empty for an unnamed single port).
+    pub port_name: String,
+    /// `ClusterIP`, `externalIP`, `LoadBalancer` or `NodePort`.
+    pub kind: String,
+}
+
+fn answer<D: Dataplane>(engine: &Engine<D>, q: Query) {
+    match q {
+        Query::VirtualServers(tx) => {
+            let list = engine
+                .owners()
+                .map(|(k, o)| VirtualServerInfo {
+                    protocol: k.protocol.to_string(),
+                    address: k.address,
+                    port: k.port,
+                    service: o.service.to_string(),
+                    port_name: o.port_name.clone(),
+                    kind: crate::desired::explain::kind_name(o.kind).to_owned(),
+                })
+                .collect();
+            let _ = tx.send(list);
+        }
+        Query::Explain(id, tx) => {
+            let _ = tx.send(engine.explain(&id));
+        }
+    }
 }
 
 /// Derives the node-dependent part of the context from the Node (its zone,
@@ -125,6 +176,7 @@ pub fn run<D: Dataplane>(
                     engine.set_context(ctx);
                     status.lock().unwrap().node = n;
                 }
+                SourceEvent::Query(q) => answer(&engine, q),
                 SourceEvent::Error(e) => {
                     tracing::warn!(error = %e, "source");
                     let mut s = status.lock().unwrap();

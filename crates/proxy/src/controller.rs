@@ -108,6 +108,48 @@ impl Ownership {
     }
 }
 
+/// [`Engine::explain`]'s answer.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AgentExplanation {
+    #[serde(flatten)]
+    pub explanation: desired::explain::Explanation,
+    /// Real servers kept with weight 0 until their connections end.
+    pub draining: Vec<DrainingRealServer>,
+    /// The Service's current sync error, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl std::fmt::Display for AgentExplanation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.explanation)?;
+        for d in &self.draining {
+            writeln!(
+                f,
+                "  draining {} -> {}: weight 0 until its connections end \
+                 ({} active, {} inactive at the last read)",
+                d.virtual_server, d.real_server, d.active_conns, d.inactive_conns
+            )?;
+        }
+        if let Some(e) = &self.error {
+            writeln!(f, "  error: {e}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A real server draining (weight 0) in the kernel.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DrainingRealServer {
+    pub virtual_server: String,
+    pub real_server: String,
+    /// Connection counts at the last read.
+    pub active_conns: u32,
+    pub inactive_conns: u32,
+    /// When draining started, in seconds of the agent's clock.
+    pub draining_since_secs: u64,
+}
+
 /// An input change.
 #[derive(Debug, Clone)]
 pub enum Input {
@@ -189,6 +231,49 @@ impl<D: Dataplane> Engine<D> {
     /// The current errors, one per Service at most.
     pub fn errors(&self) -> impl Iterator<Item = &ServiceError> {
         self.errors.values()
+    }
+
+    /// Every virtual server kipvs programs, with the Service port it serves
+    /// (for `kipvs list`).
+    pub fn owners(&self) -> impl Iterator<Item = (&VirtualServerKey, &ServicePortRef)> {
+        self.applied
+            .values()
+            .flat_map(|s| s.virtual_servers.iter().map(|(k, (_, owner))| (k, owner)))
+    }
+
+    /// Why each endpoint of a Service is or is not a real server, and which
+    /// of its real servers are draining in the kernel (for `kipvs explain`).
+    /// `None` if the Service is unknown.
+    pub fn explain(&self, id: &ObjectRef) -> Option<AgentExplanation> {
+        let svc = self.services.get(id)?;
+        let slices: Vec<&EndpointSlice> = self
+            .slices_of
+            .get(id)
+            .into_iter()
+            .flatten()
+            .filter_map(|s| self.slices.get(s))
+            .collect();
+        let explanation = desired::explain::explain(svc, &slices, &self.ctx);
+        let draining = self
+            .draining
+            .iter()
+            .filter(|((k, _), _)| self.owner_of.get(k) == Some(id))
+            .map(|((k, addr), since)| {
+                let rs = self.kernel.get(k).and_then(|v| v.real_servers.get(addr));
+                DrainingRealServer {
+                    virtual_server: k.to_string(),
+                    real_server: addr.to_string(),
+                    active_conns: rs.map_or(0, |r| r.active_conns),
+                    inactive_conns: rs.map_or(0, |r| r.inactive_conns),
+                    draining_since_secs: *since,
+                }
+            })
+            .collect();
+        Some(AgentExplanation {
+            explanation,
+            draining,
+            error: self.errors.get(id).map(|e| e.to_string()),
+        })
     }
 
     /// Which Service owns a virtual server (for `list` and `explain`).

@@ -13,6 +13,8 @@ use kipvs_sched::SchedulerConfig;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 
+pub mod explain;
+
 /// Session affinity timeout when the Service does not set one (3 hours).
 pub const DEFAULT_AFFINITY_TIMEOUT_SECS: u32 = 10800;
 

@@ -27,6 +27,7 @@ pub mod controller;
 pub mod desired;
 pub mod diff;
 pub mod dirwatch;
+pub mod http;
 pub mod kernel;
 pub mod labels;
 pub mod manifest;

@@ -12,7 +12,7 @@ use crate::source::{self, SourceEvent};
 use k8s_openapi::api::core::v1::Node;
 use kipvs_sched::SchedulerConfig;
 use std::collections::BTreeSet;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -44,6 +44,10 @@ pub struct ProxyOptions {
     pub dummy: String,
     /// Where the sysctls live (`/proc/sys`).
     pub sysctl_root: PathBuf,
+    /// The health server (`/healthz`, `/livez`); `None`: not served.
+    pub healthz_bind: Option<SocketAddr>,
+    /// The local server (health and the inspection API the CLI uses).
+    pub metrics_bind: Option<SocketAddr>,
 }
 
 impl ProxyOptions {
@@ -64,6 +68,8 @@ impl ProxyOptions {
             service_proxy_name: None,
             dummy: kipvs_link::DEFAULT_DUMMY.into(),
             sysctl_root: PathBuf::from("/proc/sys"),
+            healthz_bind: Some(SocketAddr::from(([0, 0, 0, 0], 10256))),
+            metrics_bind: Some(SocketAddr::from(([127, 0, 0, 1], 10249))),
         }
     }
 }
@@ -173,6 +179,21 @@ pub async fn run(
             ))
         }
     };
+    let mut servers = Vec::new();
+    for (addr, local) in [(opts.healthz_bind, false), (opts.metrics_bind, true)] {
+        let Some(addr) = addr else { continue };
+        let (status, queries, period) = (status.clone(), sync_tx.clone(), opts.timing.sync_period);
+        servers.push(tokio::spawn(async move {
+            let served = if local {
+                crate::http::serve_local(addr, status, queries, period).await
+            } else {
+                crate::http::serve_health(addr, status, queries, period).await
+            };
+            if let Err(e) = served {
+                tracing::error!(%addr, error = %e, "serving HTTP");
+            }
+        }));
+    }
     let forward = tokio::spawn(async move {
         while let Some(ev) = rx.recv().await {
             if sync_tx.send(ev).is_err() {
@@ -209,6 +230,7 @@ pub async fn run(
             tracing::info!("shutting down; the kernel keeps every rule");
             source_task.abort();
             forward.abort();
+            servers.iter().for_each(|s| s.abort());
             Ok(())
         }
         _ = &mut stopped => Err(RunError::Stopped),

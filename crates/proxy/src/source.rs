@@ -22,7 +22,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// One change from a source.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub enum SourceEvent {
     /// One object changed.
     Input(Input),
@@ -34,6 +34,9 @@ pub enum SourceEvent {
     Node(Option<Box<Node>>),
     /// A source error worth reporting (the source keeps retrying).
     Error(String),
+    /// Not a change: a question for the sync thread from the local HTTP
+    /// endpoints (`kipvs list`, `kipvs explain`), answered on its channel.
+    Query(crate::agent::Query),
 }
 
 /// Watches Services, EndpointSlices and this node's Node with kube's
