@@ -254,6 +254,58 @@ fn cluster_ip_round_robins_and_a_scale_down_drains_without_failed_requests() {
 
 #[test]
 #[ignore = "needs the kernel lab"]
+fn health_and_explain_answer_from_the_running_agent() {
+    reset();
+    pod("pod-a", 1);
+    let dir = manifests("explain");
+    write(&dir, "svc.yaml", &service("web", "10.96.1.20", ""));
+    let mut one_not_ready = slice("web", &[1]);
+    one_not_ready
+        .push_str("  - {addresses: [10.244.7.2], conditions: {ready: false}, nodeName: lab}\n");
+    write(&dir, "slice.yaml", &one_not_ready);
+    let agent = Agent::start(&["--manifests", dir.to_str().unwrap()], &[], "explain");
+    wait_until("the virtual server", Duration::from_secs(20), || {
+        real_servers("10.96.1.20:80").len() == 1
+    });
+    let kipvs = env!("CARGO_BIN_EXE_kipvs");
+    wait_until("/healthz", Duration::from_secs(10), || {
+        try_sh("curl -sf http://127.0.0.1:10256/healthz").0
+    });
+    let health = sh("curl -sf http://127.0.0.1:10256/healthz");
+    assert!(health.contains("\"nodeEligible\":true"), "{health}");
+    assert!(sh("curl -sf http://127.0.0.1:10249/livez").contains("lastUpdated"));
+    assert_eq!(sh("curl -sf http://127.0.0.1:10249/proxyMode"), "ipvs");
+
+    // By name and by VIP, with each endpoint's reason.
+    let text = sh(&format!("{kipvs} explain default/web:http"));
+    assert!(
+        text.contains("virtual server TCP 10.96.1.20:80 (ClusterIP)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("10.244.1.2:9376") && text.contains("real server (ready)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("10.244.7.2:9376") && text.contains("not a real server: not ready"),
+        "{text}"
+    );
+    assert!(!text.contains("port echo"), "only the asked port: {text}");
+    let by_vip = sh(&format!("{kipvs} explain 10.96.1.20:80"));
+    assert_eq!(by_vip, text);
+    let json = sh(&format!("{kipvs} explain --json default/web"));
+    assert!(json.contains("\"verdict\": \"not-ready\""), "{json}");
+    let (ok, _) = try_sh(&format!("{kipvs} explain default/nope"));
+    assert!(!ok);
+    let vs = sh("curl -sf http://127.0.0.1:10249/kipvs/v1/virtual-servers");
+    assert!(vs.contains("\"service\":\"default/web\""), "{vs}");
+    drop(agent);
+    let (ok, _) = try_sh(&format!("{kipvs} explain default/web"));
+    assert!(!ok, "no agent, a clear error");
+}
+
+#[test]
+#[ignore = "needs the kernel lab"]
 fn node_port_from_a_client_namespace_and_client_ip_affinity() {
     reset();
     for (name, n) in [("pod-a", 1), ("pod-b", 2)] {

@@ -231,6 +231,16 @@ fn a_removed_endpoint_with_connections_drains_until_a_drain_check_reads_it_idle(
         .get_mut(&leaving)
         .unwrap()
         .active_conns = 0;
+    // `kipvs explain` shows it draining, with its connections at the last read.
+    let x = e.explain(&ObjectRef::new("default", "s1")).unwrap();
+    assert_eq!(x.draining.len(), 1);
+    assert_eq!(x.draining[0].real_server, "10.244.1.1:8080");
+    assert_eq!(x.draining[0].active_conns, 2);
+    assert!(
+        x.to_string()
+            .contains("draining TCP 10.96.0.1:80 -> 10.244.1.1:8080"),
+        "{x}"
+    );
     let r = e.check_drains(20);
     assert_eq!(r.changes, 1);
     let delete = Change::DeleteRealServer {
@@ -239,6 +249,15 @@ fn a_removed_endpoint_with_connections_drains_until_a_drain_check_reads_it_idle(
     };
     assert_eq!(e.dataplane().log.last(), Some(&delete));
     assert!(!e.has_pending());
+    let x = e.explain(&ObjectRef::new("default", "s1")).unwrap();
+    assert!(x.draining.is_empty());
+    assert_eq!(x.explanation.ports[0].endpoints.len(), 2);
+    assert!(e.explain(&ObjectRef::new("default", "nope")).is_none());
+    let owners: Vec<String> = e.owners().map(|(k, o)| format!("{k} {o}")).collect();
+    assert!(
+        owners.contains(&"TCP 10.96.0.1:80 default/s1".to_owned()),
+        "{owners:?}"
+    );
 }
 
 #[test]
