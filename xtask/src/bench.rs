@@ -51,6 +51,11 @@ pub struct BenchOpts {
     /// Limit per VM, in seconds.
     #[arg(long, default_value_t = 1800)]
     timeout: u64,
+    /// Guest memory for the agent benchmark's memory sizes, in MiB (the
+    /// guest's root file system is in RAM, and the fake API server holds the
+    /// whole cluster too).
+    #[arg(long, default_value_t = 12288)]
+    memory_size_mib: u32,
 }
 
 pub fn run(ws: &Path, mut opts: BenchOpts) -> Result<()> {
@@ -344,7 +349,8 @@ fn agent(lab: &Lab, kipvs: &Path, o: &BenchOpts) -> Result<Table> {
                 } else {
                     &mut files
                 };
-                match measure(lab, kipvs, &args, o.timeout, 4096) {
+                let memory = if full { 4096 } else { o.memory_size_mib };
+                match measure(lab, kipvs, &args, o.timeout, memory) {
                     Ok(v) => samples.record(&v, &mut csv, &format!("{n},{e},{source}"), run),
                     Err(err) => {
                         eprintln!("bench: {args}: {err}");
