@@ -539,6 +539,14 @@ fn against_a_fake_api_server_create_update_delete_relist_and_reconnect() {
         },
     );
 
+    // The idle echo endpoint went to weight 0 with the change and is deleted
+    // at the next drain check, which reads its connections.
+    wait_until(
+        "the idle endpoint deleted by the drain check",
+        Duration::from_secs(15),
+        || !save().contains("10.244.1.2:9000"),
+    );
+
     // API down: the kernel stays as it is.
     api.set_available(false);
     let down = save();

@@ -59,6 +59,19 @@ pub trait Dataplane {
     fn bind(&mut self, add: &[IpAddr], remove: &[IpAddr]) -> Vec<Result<(), DataplaneError>>;
     /// Netlink messages sent so far (for the per-sync count).
     fn messages_sent(&self) -> u64;
+    /// Binds `add` and applies `changes`: independent kernel work, which a
+    /// data plane may do at the same time (both results in order).
+    #[allow(clippy::type_complexity)]
+    fn bind_and_apply(
+        &mut self,
+        add: &[IpAddr],
+        changes: &[Change],
+    ) -> (
+        Vec<Result<(), DataplaneError>>,
+        Vec<Result<(), DataplaneError>>,
+    ) {
+        (self.bind(add, &[]), self.apply(changes))
+    }
 }
 
 /// A data-plane failure, as text naming the object (the concrete errors
@@ -195,6 +208,9 @@ pub struct Engine<D> {
     kernel: BTreeMap<VirtualServerKey, ObservedVirtualServer>,
     /// What kube-ipvs0 holds.
     bound: BTreeSet<IpAddr>,
+    /// How many applied Services need each address on kube-ipvs0, so a
+    /// sync looks only at the addresses of the Services it recomputed.
+    address_users: BTreeMap<IpAddr, usize>,
     draining: Draining,
     dirty: BTreeSet<ObjectRef>,
     errors: BTreeMap<ObjectRef, ServiceError>,
@@ -214,6 +230,7 @@ impl<D: Dataplane> Engine<D> {
             owner_of: BTreeMap::new(),
             kernel: BTreeMap::new(),
             bound: BTreeSet::new(),
+            address_users: BTreeMap::new(),
             draining: Draining::new(),
             dirty: BTreeSet::new(),
             errors: BTreeMap::new(),
@@ -233,6 +250,16 @@ impl<D: Dataplane> Engine<D> {
         self.errors.values()
     }
 
+    /// The EndpointSlices of a Service.
+    fn slices_of_service(&self, id: &ObjectRef) -> Vec<&EndpointSlice> {
+        self.slices_of
+            .get(id)
+            .into_iter()
+            .flatten()
+            .filter_map(|s| self.slices.get(s))
+            .collect()
+    }
+
     /// Every virtual server kipvs programs, with the Service port it serves
     /// (for `kipvs list`).
     pub fn owners(&self) -> impl Iterator<Item = (&VirtualServerKey, &ServicePortRef)> {
@@ -246,13 +273,7 @@ impl<D: Dataplane> Engine<D> {
     /// `None` if the Service is unknown.
     pub fn explain(&self, id: &ObjectRef) -> Option<AgentExplanation> {
         let svc = self.services.get(id)?;
-        let slices: Vec<&EndpointSlice> = self
-            .slices_of
-            .get(id)
-            .into_iter()
-            .flatten()
-            .filter_map(|s| self.slices.get(s))
-            .collect();
+        let slices = self.slices_of_service(id);
         let explanation = desired::explain::explain(svc, &slices, &self.ctx);
         let draining = self
             .draining
@@ -450,6 +471,7 @@ impl<D: Dataplane> Engine<D> {
 
         // 1. Recompute the dirty Services (pure).
         let mut keys: BTreeSet<VirtualServerKey> = BTreeSet::new();
+        let mut touched_addresses: BTreeSet<IpAddr> = BTreeSet::new();
         for id in &dirty {
             if let Some(old) = self.applied.get(id) {
                 keys.extend(old.virtual_servers.keys().copied());
@@ -457,13 +479,7 @@ impl<D: Dataplane> Engine<D> {
             let new = match self.services.get(id) {
                 None => ServiceState::default(),
                 Some(svc) => {
-                    let slices: Vec<&EndpointSlice> = self
-                        .slices_of
-                        .get(id)
-                        .into_iter()
-                        .flatten()
-                        .filter_map(|s| self.slices.get(s))
-                        .collect();
+                    let slices = self.slices_of_service(id);
                     match desired::service_state(svc, &slices, &self.ctx)
                         .and_then(|s| self.check_conflicts(id, s))
                     {
@@ -493,6 +509,20 @@ impl<D: Dataplane> Engine<D> {
             }
             for k in new.virtual_servers.keys() {
                 self.owner_of.insert(*k, id.clone());
+            }
+            let old_addresses = self.applied.get(id).map(|s| &s.addresses);
+            for a in old_addresses.into_iter().flatten() {
+                if let Some(n) = self.address_users.get_mut(a) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.address_users.remove(a);
+                    }
+                }
+                touched_addresses.insert(*a);
+            }
+            for a in &new.addresses {
+                *self.address_users.entry(*a).or_default() += 1;
+                touched_addresses.insert(*a);
             }
             if new.virtual_servers.is_empty() && new.addresses.is_empty() {
                 self.applied.remove(id);
@@ -555,15 +585,31 @@ impl<D: Dataplane> Engine<D> {
         self.draining.extend(still_draining);
 
         // 3. Bind new addresses, apply, then unbind old ones.
-        let want_bound: BTreeSet<IpAddr> = self
-            .applied
-            .values()
-            .flat_map(|s| s.addresses.iter().copied())
+        // A full sync compares every address (the kernel was just read);
+        // an incremental one only those of the Services it recomputed.
+        let candidates: BTreeSet<IpAddr> = if full {
+            self.address_users
+                .keys()
+                .chain(&self.bound)
+                .copied()
+                .collect()
+        } else {
+            touched_addresses
+        };
+        let wanted = |a: &IpAddr| self.address_users.contains_key(a);
+        let add: Vec<IpAddr> = candidates
+            .iter()
+            .filter(|a| wanted(a) && !self.bound.contains(a))
+            .copied()
             .collect();
-        let add: Vec<IpAddr> = want_bound.difference(&self.bound).copied().collect();
-        let remove: Vec<IpAddr> = self.bound.difference(&want_bound).copied().collect();
+        let remove: Vec<IpAddr> = candidates
+            .iter()
+            .filter(|a| !wanted(a) && self.bound.contains(a))
+            .copied()
+            .collect();
+        let (bound, applied) = self.dataplane.bind_and_apply(&add, &changes);
         if !add.is_empty() {
-            for (addr, r) in add.iter().zip(self.dataplane.bind(&add, &[])) {
+            for (addr, r) in add.iter().zip(bound) {
                 match r {
                     Ok(()) => {
                         self.bound.insert(*addr);
@@ -577,8 +623,7 @@ impl<D: Dataplane> Engine<D> {
         }
         if !changes.is_empty() {
             report.changes = changes.len();
-            let results = self.dataplane.apply(&changes);
-            for (change, r) in changes.iter().zip(results) {
+            for (change, r) in changes.iter().zip(applied) {
                 match r {
                     Ok(()) => diff::apply_one(&mut self.kernel, change),
                     Err(e) => {

@@ -288,17 +288,12 @@ pub fn service_state(
         let port_name = port.name.clone().unwrap_or_default();
         for family in &served {
             let candidates = candidates(slices, port, protocol, *family);
-            let pick = |local_only: bool| select(&candidates, local_only, &topology, ctx);
-            let cluster_set = if internal_local {
-                local_set(&pick, ctx)
-            } else {
-                pick(false)
+            let policy = Policies {
+                internal_local,
+                external_local,
+                topology,
             };
-            let external_set = if external_local {
-                local_set(&pick, ctx)
-            } else {
-                pick(false)
-            };
+            let (cluster_set, external_set) = endpoint_sets(&candidates, &policy, ctx);
             let mut add = |address: IpAddr, port: u16, kind: AddressKind| {
                 let key = VirtualServerKey {
                     protocol,
@@ -360,6 +355,32 @@ pub fn service_state(
 
 fn valid_port(p: i32) -> Option<u16> {
     u16::try_from(p).ok().filter(|p| *p != 0)
+}
+
+/// The traffic policies that narrow a port's endpoints.
+#[derive(Debug, Clone, Copy)]
+struct Policies {
+    internal_local: bool,
+    external_local: bool,
+    topology: Topology,
+}
+
+/// The real servers of a port's cluster addresses and of its external
+/// addresses (externalIPs, load-balancer IPs, NodePorts).
+fn endpoint_sets(
+    candidates: &[Candidate],
+    p: &Policies,
+    ctx: &Context,
+) -> (Vec<SocketAddr>, Vec<SocketAddr>) {
+    let pick = |local_only: bool| select(candidates, local_only, &p.topology, ctx);
+    let set = |local: bool| {
+        if local {
+            local_set(&pick, ctx)
+        } else {
+            pick(false)
+        }
+    };
+    (set(p.internal_local), set(p.external_local))
 }
 
 /// The local endpoint set, or all cluster endpoints under kube-proxy IPVS

@@ -103,22 +103,15 @@ pub async fn serve_health(
     queries: Sender<SourceEvent>,
     sync_period: Duration,
 ) -> std::io::Result<()> {
-    let shared = Shared {
-        status,
-        queries,
-        sync_period,
-    };
     let app = axum::Router::new()
         .route("/healthz", get(healthz))
-        .route("/livez", get(livez))
-        .with_state(shared);
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    axum::serve(listener, app).await
+        .route("/livez", get(livez));
+    serve(addr, app, status, queries, sync_period).await
 }
 
-/// Serves the local endpoints (health and the inspection API) on `addr`.
-pub async fn serve_local(
+async fn serve(
     addr: SocketAddr,
+    app: axum::Router<Shared>,
     status: Arc<Mutex<Status>>,
     queries: Sender<SourceEvent>,
     sync_period: Duration,
@@ -128,15 +121,24 @@ pub async fn serve_local(
         queries,
         sync_period,
     };
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    axum::serve(listener, app.with_state(shared)).await
+}
+
+/// Serves the local endpoints (health and the inspection API) on `addr`.
+pub async fn serve_local(
+    addr: SocketAddr,
+    status: Arc<Mutex<Status>>,
+    queries: Sender<SourceEvent>,
+    sync_period: Duration,
+) -> std::io::Result<()> {
     let app = axum::Router::new()
         .route("/healthz", get(healthz))
         .route("/livez", get(livez))
         .route("/proxyMode", get(|| async { "ipvs" }))
         .route("/kipvs/v1/virtual-servers", get(virtual_servers))
-        .route("/kipvs/v1/explain/{namespace}/{name}", get(explain))
-        .with_state(shared);
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    axum::serve(listener, app).await
+        .route("/kipvs/v1/explain/{namespace}/{name}", get(explain));
+    serve(addr, app, status, queries, sync_period).await
 }
 
 fn current(s: &Shared) -> Health {

@@ -173,7 +173,30 @@ impl<B: Binder> KernelDataplane<B> {
     }
 }
 
-impl<B: Binder> Dataplane for KernelDataplane<B> {
+fn ipvs_results(results: Vec<Result<(), ipvs::Error>>) -> Vec<Result<(), DataplaneError>> {
+    results
+        .into_iter()
+        .map(|r| {
+            r.map_err(|e| DataplaneError {
+                stale: is_stale(&e),
+                message: e.to_string(),
+            })
+        })
+        .collect()
+}
+
+fn bind_results(results: Vec<Result<(), String>>) -> Vec<Result<(), DataplaneError>> {
+    results
+        .into_iter()
+        .map(|r| r.map_err(DataplaneError::new))
+        .collect()
+}
+
+/// Below this many addresses or IPVS changes, binding and applying run one
+/// after the other: a thread costs more than it saves.
+const CONCURRENT_AT: usize = 256;
+
+impl<B: Binder + Send> Dataplane for KernelDataplane<B> {
     fn read_virtual_servers(&mut self) -> Result<Vec<ObservedVirtualServer>, DataplaneError> {
         let table = self
             .ipvs
@@ -202,28 +225,40 @@ impl<B: Binder> Dataplane for KernelDataplane<B> {
     fn apply(&mut self, changes: &[Change]) -> Vec<Result<(), DataplaneError>> {
         let ops: Vec<ipvs::Op> = changes.iter().map(to_op).collect();
         self.messages += ops.len() as u64;
-        self.ipvs
-            .apply(&ops)
-            .into_iter()
-            .map(|r| {
-                r.map_err(|e| DataplaneError {
-                    stale: is_stale(&e),
-                    message: e.to_string(),
-                })
-            })
-            .collect()
+        ipvs_results(self.ipvs.apply(&ops))
     }
 
     fn bind(&mut self, add: &[IpAddr], remove: &[IpAddr]) -> Vec<Result<(), DataplaneError>> {
-        self.binder
-            .bind(add, remove)
-            .into_iter()
-            .map(|r| r.map_err(DataplaneError::new))
-            .collect()
+        bind_results(self.binder.bind(add, remove))
     }
 
     fn messages_sent(&self) -> u64 {
         self.messages + self.binder.messages()
+    }
+
+    /// Large batches (a start on a big cluster) bind addresses on one
+    /// thread while IPVS changes go out on this one: both are mostly
+    /// kernel time, on different netlink sockets.
+    fn bind_and_apply(
+        &mut self,
+        add: &[IpAddr],
+        changes: &[Change],
+    ) -> (
+        Vec<Result<(), DataplaneError>>,
+        Vec<Result<(), DataplaneError>>,
+    ) {
+        if add.len() < CONCURRENT_AT || changes.len() < CONCURRENT_AT {
+            return (self.bind(add, &[]), self.apply(changes));
+        }
+        let ops: Vec<ipvs::Op> = changes.iter().map(to_op).collect();
+        self.messages += ops.len() as u64;
+        let (binder, ipvs) = (&mut self.binder, &mut self.ipvs);
+        std::thread::scope(|s| {
+            let bound = s.spawn(move || binder.bind(add, &[]));
+            let applied = ipvs_results(ipvs.apply(&ops));
+            let bound = bound.join().expect("binding does not panic");
+            (bind_results(bound), applied)
+        })
     }
 }
 

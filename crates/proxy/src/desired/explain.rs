@@ -207,17 +207,12 @@ pub fn explain(svc: &Service, slices: &[&EndpointSlice], ctx: &Context) -> Expla
             }
             let has_external = vss.iter().any(|(_, o)| o.kind.is_external());
             let candidates = candidates(slices, port, protocol, family);
-            let pick = |local_only: bool| select(&candidates, local_only, &topology, ctx);
-            let cluster_set = if internal_local {
-                local_set(&pick, ctx)
-            } else {
-                pick(false)
+            let policy = Policies {
+                internal_local,
+                external_local,
+                topology,
             };
-            let external_set = if external_local {
-                local_set(&pick, ctx)
-            } else {
-                pick(false)
-            };
+            let (cluster_set, external_set) = endpoint_sets(&candidates, &policy, ctx);
             let verdict = |c: &Candidate, set: &[SocketAddr], local: bool| {
                 verdict_of(c, set, local, &candidates, ctx)
             };
