@@ -111,6 +111,7 @@
 
 mod client;
 pub mod error;
+pub mod ipvsadm;
 pub mod message;
 mod op;
 pub mod types;
