@@ -1,10 +1,14 @@
 //! `kipvs`: the one binary, thin on purpose. `kipvs proxy` runs the agent
-//! (crates/proxy); the inspection and benchmark commands come with their
-//! issues. Errors become `kipvs: error: …` and exit code 1 here, at the edge.
+//! (crates/proxy); `list`, `save`, `restore` and `conns` read and write the
+//! kernel in ipvsadm's formats (crates/ipvs); `explain` asks the agent;
+//! `bench` runs the lab benchmarks (benches/). Errors become
+//! `kipvs: error: …` and exit code 1 here, at the edge.
 
 mod agent_client;
 mod bench;
 mod explain;
+mod inspect;
+mod json;
 mod proxy;
 
 use clap::{Parser, Subcommand};
@@ -21,13 +25,23 @@ struct Cli {
 enum Command {
     /// Run the agent: program IPVS from Services and EndpointSlices.
     Proxy(Box<proxy::ProxyArgs>),
+    /// The IPVS table in `ipvsadm -Ln` layout, with the Kubernetes Service
+    /// of each virtual server when the agent answers.
+    List(inspect::ListArgs),
+    /// The IPVS table as rules, byte for byte what `ipvsadm -S -n` prints.
+    Save(inspect::SaveArgs),
+    /// Apply rules as `ipvsadm -S`/`kipvs save` write them, as one batch;
+    /// a bad line is reported with its number and nothing is applied.
+    Restore(inspect::RestoreArgs),
+    /// The IPVS connection table, like `ipvsadm -Lcn`.
+    Conns(inspect::ConnsArgs),
+    /// Why each endpoint of a Service is, or is not, a real server (asks
+    /// the running agent).
+    Explain(explain::ExplainArgs),
     /// Benchmarks against this machine's kernel (run them in the kernel
     /// lab: `cargo xtask bench`). Each prints one JSON line.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
-    /// Why each endpoint of a Service is, or is not, a real server (asks
-    /// the running agent).
-    Explain(explain::ExplainArgs),
     /// Print a shell completion script.
     Completions {
         #[arg(value_enum)]
@@ -41,6 +55,10 @@ fn main() {
         Command::Proxy(args) => proxy::run(*args),
         Command::Bench(cmd) => bench::run(cmd),
         Command::Explain(args) => explain::run(args),
+        Command::List(args) => inspect::list(args),
+        Command::Save(args) => inspect::save(args),
+        Command::Restore(args) => inspect::restore(args),
+        Command::Conns(args) => inspect::conns(args),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "kipvs", &mut std::io::stdout());
