@@ -45,6 +45,9 @@ sed 's/^/  kipvs| /' /tmp/kipvs.log
 ip -br addr show dev kube-ipvs0
 ipvsadm -Ln
 
+step "kipvs list: the same table, with the Service of each virtual server"
+kipvs list
+
 step "six HTTP requests from the client to http://10.96.0.10/"
 answers=""
 for i in 1 2 3 4 5 6; do
@@ -57,12 +60,17 @@ step "remove hostnames-pod-c from the EndpointSlice (edit the manifest)"
 # The endpoint is four lines: addresses, conditions, nodeName, targetRef.
 awk '/addresses: \[10.244.3.2\]/{skip=4} skip>0{skip--; next} {print}' /tmp/manifests/hostnames.yaml > /tmp/hostnames.yaml
 mv /tmp/hostnames.yaml /tmp/manifests/hostnames.yaml
+# pod-c leaves: weight 0 at once (no new connection goes to it), deleted
+# when its connections are gone.
 for i in $(seq 1 100); do
-  ipvsadm -Ln | grep -q '10.244.3.2:9376' || break
+  ipvsadm -Ln | grep -Eq '10.244.3.2:9376 +Masq +1 ' || break
   sleep 0.1
 done
 tail -n 1 /tmp/kipvs.log | sed 's/^/  kipvs| /'
 ipvsadm -Ln
+
+step "kipvs explain default/hostnames: why each endpoint is (not) a real server"
+kipvs explain default/hostnames
 after=""
 for i in 1 2 3 4; do
   a=$(ip netns exec client curl -sS --max-time 5 http://10.96.0.10/)
