@@ -89,7 +89,7 @@ pub struct VirtualServerInfo {
     pub kind: String,
 }
 
-fn answer<D: Dataplane>(engine: &Engine<D>, q: Query) {
+fn answer<D: Dataplane>(engine: &mut Engine<D>, q: Query) {
     match q {
         Query::VirtualServers(tx) => {
             let list = engine
@@ -176,7 +176,7 @@ pub fn run<D: Dataplane>(
                     engine.set_context(ctx);
                     status.lock().unwrap().node = n;
                 }
-                SourceEvent::Query(q) => answer(&engine, q),
+                SourceEvent::Query(q) => answer(&mut engine, q),
                 SourceEvent::Error(e) => {
                     tracing::warn!(error = %e, "source");
                     let mut s = status.lock().unwrap();

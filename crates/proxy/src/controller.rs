@@ -137,11 +137,15 @@ impl std::fmt::Display for AgentExplanation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}", self.explanation)?;
         for d in &self.draining {
+            let n = |c: Option<u32>| c.map_or("?".to_owned(), |c| c.to_string());
             writeln!(
                 f,
                 "  draining {} -> {}: weight 0 until its connections end \
-                 ({} active, {} inactive at the last read)",
-                d.virtual_server, d.real_server, d.active_conns, d.inactive_conns
+                 ({} active, {} inactive now)",
+                d.virtual_server,
+                d.real_server,
+                n(d.active_conns),
+                n(d.inactive_conns)
             )?;
         }
         if let Some(e) = &self.error {
@@ -156,9 +160,9 @@ impl std::fmt::Display for AgentExplanation {
 pub struct DrainingRealServer {
     pub virtual_server: String,
     pub real_server: String,
-    /// Connection counts at the last read.
-    pub active_conns: u32,
-    pub inactive_conns: u32,
+    /// Connection counts, read for the answer (`None`: the read failed).
+    pub active_conns: Option<u32>,
+    pub inactive_conns: Option<u32>,
     /// When draining started, in seconds of the agent's clock.
     pub draining_since_secs: u64,
 }
@@ -269,23 +273,38 @@ impl<D: Dataplane> Engine<D> {
     }
 
     /// Why each endpoint of a Service is or is not a real server, and which
-    /// of its real servers are draining in the kernel (for `kipvs explain`).
-    /// `None` if the Service is unknown.
-    pub fn explain(&self, id: &ObjectRef) -> Option<AgentExplanation> {
+    /// of its real servers are draining in the kernel with their connection
+    /// counts, read now (one dump per virtual server with a draining real
+    /// server; for `kipvs explain`). `None` if the Service is unknown.
+    pub fn explain(&mut self, id: &ObjectRef) -> Option<AgentExplanation> {
         let svc = self.services.get(id)?;
         let slices = self.slices_of_service(id);
         let explanation = desired::explain::explain(svc, &slices, &self.ctx);
-        let draining = self
+        let mine: Vec<((VirtualServerKey, SocketAddr), u64)> = self
             .draining
             .iter()
             .filter(|((k, _), _)| self.owner_of.get(k) == Some(id))
+            .map(|(k, since)| (*k, *since))
+            .collect();
+        let mut fresh = BTreeMap::new();
+        for ((k, _), _) in &mine {
+            if !fresh.contains_key(k) {
+                let read = self.dataplane.read_real_servers(k).ok();
+                fresh.insert(*k, read);
+            }
+        }
+        let draining = mine
+            .iter()
             .map(|((k, addr), since)| {
-                let rs = self.kernel.get(k).and_then(|v| v.real_servers.get(addr));
+                let rs = fresh
+                    .get(k)
+                    .and_then(Option::as_ref)
+                    .and_then(|m| m.get(addr));
                 DrainingRealServer {
                     virtual_server: k.to_string(),
                     real_server: addr.to_string(),
-                    active_conns: rs.map_or(0, |r| r.active_conns),
-                    inactive_conns: rs.map_or(0, |r| r.inactive_conns),
+                    active_conns: rs.map(|r| r.active_conns),
+                    inactive_conns: rs.map(|r| r.inactive_conns),
                     draining_since_secs: *since,
                 }
             })
