@@ -174,3 +174,33 @@ fn conns_lists_what_ipvsadm_lists() {
     assert!(json.trim_start().starts_with('['), "{json}");
     sh("ipvsadm -C; ip link del kipvs-cli");
 }
+
+#[test]
+#[ignore = "needs the kernel lab"]
+fn without_cap_net_admin_every_command_says_so() {
+    /// `CAP_NET_ADMIN` in `linux/capability.h`.
+    const CAP_NET_ADMIN: libc::c_ulong = 12;
+    // Drop CAP_NET_ADMIN from this thread's bounding set: root's children
+    // spawned from it run without it.
+    let out = std::thread::spawn(|| {
+        // SAFETY: prctl with PR_CAPBSET_DROP and a capability number.
+        let r = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, CAP_NET_ADMIN, 0, 0, 0) };
+        assert_eq!(
+            r,
+            0,
+            "dropping CAP_NET_ADMIN: {}",
+            std::io::Error::last_os_error()
+        );
+        ["save", "list"].map(|cmd| Command::new(KIPVS).arg(cmd).output().expect("kipvs runs"))
+    })
+    .join()
+    .unwrap();
+    for o in out {
+        assert_eq!(o.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.starts_with("kipvs: error: kipvs needs CAP_NET_ADMIN (run as root)"),
+            "{err}"
+        );
+    }
+}

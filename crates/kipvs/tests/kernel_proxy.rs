@@ -511,6 +511,16 @@ fn against_a_fake_api_server_create_update_delete_relist_and_reconnect() {
     wait_until("the new endpoint", Duration::from_secs(10), || {
         real_servers("10.96.1.50:80").len() == 2
     });
+    // The agent explains what it got from the API.
+    let explained = sh(&format!(
+        "{} explain default/web:http",
+        env!("CARGO_BIN_EXE_kipvs")
+    ));
+    assert_eq!(
+        explained.matches("real server (ready)").count(),
+        2,
+        "{explained}"
+    );
 
     // 410 Gone: the agent relists and changes nothing.
     let before = save();
