@@ -146,7 +146,7 @@ pub fn run<D: Dataplane>(
             if engine.pending() > 0 {
                 deadline = deadline.min(last_sync.map_or(now, |l| l + timing.min_sync_period));
             }
-            if engine.has_pending() {
+            if engine.draining() > 0 {
                 deadline = deadline.min(last_drain_check + timing.drain_check);
             }
         }
@@ -194,6 +194,8 @@ pub fn run<D: Dataplane>(
             continue;
         }
         let now = Instant::now();
+        let was_draining = engine.draining() > 0;
+        let drain_due = was_draining && now >= last_drain_check + timing.drain_check;
         let report = if stale || last_resync.is_none_or(|r| now >= r + timing.sync_period) {
             last_resync = Some(now);
             // Node addresses change (DHCP, new interfaces): re-read them.
@@ -202,7 +204,7 @@ pub fn run<D: Dataplane>(
             let r = engine.resync(clock());
             status.lock().unwrap().resyncs += 1;
             Some(r)
-        } else if engine.has_pending() && now >= last_drain_check + timing.drain_check {
+        } else if drain_due {
             Some(engine.check_drains(clock()))
         } else if engine.pending() > 0
             && last_sync.is_none_or(|l| now >= l + timing.min_sync_period)
@@ -211,7 +213,9 @@ pub fn run<D: Dataplane>(
         } else {
             None
         };
-        if engine.has_pending() && now >= last_drain_check + timing.drain_check {
+        // Checked now, or the first real server started draining: the next
+        // check is one `drain_check` away.
+        if drain_due || (!was_draining && engine.draining() > 0) {
             last_drain_check = now;
         }
         if let Some(report) = report {

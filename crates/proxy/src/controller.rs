@@ -343,6 +343,11 @@ impl<D: Dataplane> Engine<D> {
         self.dirty.len()
     }
 
+    /// Real servers draining (weight 0), for [`Engine::check_drains`].
+    pub fn draining(&self) -> usize {
+        self.draining.len()
+    }
+
     /// Replaces every Service (a list or relist, or manifests re-read):
     /// only Services that changed become dirty, so a relist flaps nothing.
     pub fn replace_services(&mut self, services: Vec<Service>) {
