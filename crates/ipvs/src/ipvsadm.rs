@@ -10,7 +10,8 @@
 //! - [`parse_rules`] reads what `ipvsadm -R` reads (the lines `-S` writes,
 //!   and every other spelling of the same commands, long options included)
 //!   into [`Rule`]s, checking every line the way `ipvsadm` does, before
-//!   anything is applied; [`Rule::to_op`] turns a rule into an [`Op`](crate::Op).
+//!   anything is applied; a [`Rule`] is an [`Op`](crate::Op), ready for
+//!   [`Client::apply`](crate::Client::apply).
 //! - [`parse_conns`] reads `/proc/net/ip_vs_conn` and [`list_conns`] writes
 //!   what `ipvsadm -Lcn` prints.
 //!

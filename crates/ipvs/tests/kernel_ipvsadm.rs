@@ -11,7 +11,7 @@ mod common;
 
 use common::{ipvsadm, reset, sh};
 use kipvs_ipvs::ipvsadm::{
-    ListOptions, Rule, list, list_conns, list_conns_persistent, parse_conns, parse_rules, save,
+    ListOptions, list, list_conns, list_conns_persistent, parse_conns, parse_rules, save,
 };
 use kipvs_ipvs::{AddressFamily, Client, Op, ServiceKey};
 
@@ -281,7 +281,7 @@ fn text_saved_rules_applied_by_kipvs_rebuild_the_table() {
     assert_eq!(rules.len(), STATE.len());
     ipvsadm("-C");
     let mut ipvs = client();
-    let ops: Vec<Op> = rules.iter().map(Rule::to_op).collect();
+    let ops: Vec<Op> = rules.clone();
     for (op, r) in ops.iter().zip(ipvs.apply(&ops)) {
         assert!(r.is_ok(), "{op}: {r:?}");
     }
@@ -374,7 +374,7 @@ fn text_rules_mean_to_kipvs_what_they_mean_to_ipvsadm() {
         let (want_saved, want_thr) = (ipvsadm("-S -n"), ipvsadm("-Ln --thresholds"));
         ipvsadm("-C");
         let rules = parse_rules(text).unwrap_or_else(|e| panic!("{e}\n{text}"));
-        let ops: Vec<Op> = rules.iter().map(Rule::to_op).collect();
+        let ops: Vec<Op> = rules.clone();
         for (op, r) in ops.iter().zip(ipvs.apply(&ops)) {
             assert!(r.is_ok(), "{op}: {r:?}\n{text}");
         }

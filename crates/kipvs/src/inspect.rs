@@ -281,7 +281,7 @@ pub fn restore(a: RestoreArgs) -> Result<()> {
             Err(kind) => bail!("{name}:{}: {kind} (nothing was applied)", i + 1),
         }
     }
-    let ops: Vec<kipvs_ipvs::Op> = rules.iter().map(|(_, r)| r.to_op()).collect();
+    let ops: Vec<kipvs_ipvs::Op> = rules.iter().map(|(_, r)| r.clone()).collect();
     let results = client()?.apply(&ops);
     let mut failed = 0;
     for ((line, _), r) in rules.iter().zip(results) {

@@ -5,83 +5,15 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::op::Op;
 use crate::types::{
-    AddressFamily, Destination, DestinationKey, Forward, Netmask, Protocol, Service, ServiceFlags,
-    ServiceKey, Timeouts, TunnelFlags, TunnelType,
+    AddressFamily, Destination, Forward, Netmask, Protocol, Service, ServiceFlags, ServiceKey,
+    Timeouts, TunnelFlags, TunnelType,
 };
 
-/// One command of a rules file: what `ipvsadm -S` writes and `ipvsadm -R`
-/// reads.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Rule {
-    /// `-A` / `--add-service`.
-    AddService(Service),
-    /// `-E` / `--edit-service`.
-    EditService(Service),
-    /// `-D` / `--delete-service`.
-    DeleteService(ServiceKey),
-    /// `-a` / `--add-server`.
-    AddDestination {
-        /// The service.
-        service: ServiceKey,
-        /// The destination.
-        destination: Destination,
-    },
-    /// `-e` / `--edit-server`.
-    EditDestination {
-        /// The service.
-        service: ServiceKey,
-        /// The destination.
-        destination: Destination,
-    },
-    /// `-d` / `--delete-server`.
-    DeleteDestination {
-        /// The service.
-        service: ServiceKey,
-        /// The destination.
-        destination: DestinationKey,
-    },
-    /// `-C` / `--clear`.
-    Flush,
-    /// `-Z` / `--zero`, of one service or of all.
-    Zero(Option<ServiceKey>),
-    /// `--set TCP TCPFIN UDP`.
-    SetTimeouts(Timeouts),
-}
-
-impl Rule {
-    /// The change this rule makes (`-C` is [`Op::Flush`]).
-    pub fn to_op(&self) -> Op {
-        match self {
-            Rule::AddService(s) => Op::AddService(s.clone()),
-            Rule::EditService(s) => Op::EditService(s.clone()),
-            Rule::DeleteService(k) => Op::DeleteService(*k),
-            Rule::AddDestination {
-                service,
-                destination,
-            } => Op::AddDestination {
-                service: *service,
-                destination: destination.clone(),
-            },
-            Rule::EditDestination {
-                service,
-                destination,
-            } => Op::EditDestination {
-                service: *service,
-                destination: destination.clone(),
-            },
-            Rule::DeleteDestination {
-                service,
-                destination,
-            } => Op::DeleteDestination {
-                service: *service,
-                destination: *destination,
-            },
-            Rule::Flush => Op::Flush,
-            Rule::Zero(k) => Op::Zero(*k),
-            Rule::SetTimeouts(t) => Op::SetTimeouts(*t),
-        }
-    }
-}
+/// One command of a rules file (what `ipvsadm -S` writes and `ipvsadm -R`
+/// reads) is exactly one [`Op`]: `-A`/`-E`/`-D` are the service ops, `-a`/
+/// `-e`/`-d` the destination ops, `-C` is [`Op::Flush`], `-Z` [`Op::Zero`]
+/// and `--set` [`Op::SetTimeouts`].
+pub type Rule = Op;
 
 /// A rules file that cannot be applied: the 1-based line and what is wrong
 /// with it.
