@@ -141,29 +141,26 @@ pub async fn serve_local(
     serve(addr, app, status, queries, sync_period).await
 }
 
-fn current(s: &Shared) -> Health {
-    let status = s.status.lock().unwrap_or_else(|e| e.into_inner());
-    health(&status, SystemTime::now(), s.sync_period)
+/// The current health as a response: 200 when `ok` says so, else 503.
+fn health_response(s: &Shared, ok: fn(&Health) -> bool) -> Response {
+    let h = {
+        let status = s.status.lock().unwrap_or_else(|e| e.into_inner());
+        health(&status, SystemTime::now(), s.sync_period)
+    };
+    let code = if ok(&h) {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(h)).into_response()
 }
 
 async fn healthz(State(s): State<Shared>) -> Response {
-    let h = current(&s);
-    let code = if h.healthz_ok() {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (code, Json(h)).into_response()
+    health_response(&s, Health::healthz_ok)
 }
 
 async fn livez(State(s): State<Shared>) -> Response {
-    let h = current(&s);
-    let code = if h.livez_ok() {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (code, Json(h)).into_response()
+    health_response(&s, Health::livez_ok)
 }
 
 /// Asks the sync thread; 503 if it does not answer within 5 s.

@@ -180,19 +180,18 @@ fn one_endpoint_change_costs_one_message_per_change() {
     assert!(!e.has_pending());
 }
 
+/// Sets the kernel's active connection count of one real server.
+fn set_active_conns(e: &mut Engine<Memory>, vs_last: u8, addr: std::net::SocketAddr, n: u32) {
+    let rs = e.dataplane_mut().table.get_mut(&vs(vs_last)).unwrap();
+    rs.real_servers.get_mut(&addr).unwrap().active_conns = n;
+}
+
 #[test]
 fn a_removed_endpoint_with_connections_drains_until_a_drain_check_reads_it_idle() {
     let mut e = loaded(3);
     let leaving: std::net::SocketAddr = "10.244.1.1:8080".parse().unwrap();
     // Connections arrived since the last full read.
-    let table = &mut e.dataplane_mut().table;
-    table
-        .get_mut(&vs(1))
-        .unwrap()
-        .real_servers
-        .get_mut(&leaving)
-        .unwrap()
-        .active_conns = 2;
+    set_active_conns(&mut e, 1, leaving, 2);
     e.input(Input::SliceApplied(Box::new(slice(
         "s1-1",
         "s1",
@@ -213,24 +212,8 @@ fn a_removed_endpoint_with_connections_drains_until_a_drain_check_reads_it_idle(
     assert_eq!(r.messages, 1, "one dump of s1's real servers");
     assert!(e.has_pending(), "draining");
     // An ordinary sync reads nothing and deletes nothing.
-    let table = &mut e.dataplane_mut().table;
-    table
-        .get_mut(&vs(1))
-        .unwrap()
-        .real_servers
-        .get_mut(&leaving)
-        .unwrap()
-        .active_conns = 0;
+    set_active_conns(&mut e, 1, leaving, 0);
     assert_eq!(e.sync(16).changes, 0);
-    // Connections gone: the next drain check deletes it.
-    let table = &mut e.dataplane_mut().table;
-    table
-        .get_mut(&vs(1))
-        .unwrap()
-        .real_servers
-        .get_mut(&leaving)
-        .unwrap()
-        .active_conns = 0;
     // `kipvs explain` shows it draining, with the kernel's count now (not
     // the 2 the last drain check read).
     let x = e.explain(&ObjectRef::new("default", "s1")).unwrap();
@@ -242,6 +225,7 @@ fn a_removed_endpoint_with_connections_drains_until_a_drain_check_reads_it_idle(
             .contains("draining TCP 10.96.0.1:80 -> 10.244.1.1:8080"),
         "{x}"
     );
+    // Connections gone: the next drain check deletes it.
     let r = e.check_drains(20);
     assert_eq!(r.changes, 1);
     let delete = Change::DeleteRealServer {
