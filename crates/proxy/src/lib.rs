@@ -9,15 +9,19 @@
 //!
 //! The layers, inputs to kernel:
 //! - [`source`]: kube watchers or a manifest directory → [`source::SourceEvent`]s;
-//!   [`manifest`] parses plain YAML and mirrors Endpoints to EndpointSlices;
+//!   [`manifest`] parses plain YAML and mirrors Endpoints to EndpointSlices,
+//!   [`dirwatch`] wakes manifest mode on file changes (inotify);
 //! - [`desired`] (pure): Services + EndpointSlices + [`desired::Context`] →
 //!   the virtual servers and kube-ipvs0 addresses ([`model`]);
+//!   [`desired::explain`] tells the same rules per endpoint;
 //! - [`diff`] (pure): kernel state + desired state → [`diff::Change`]s, with
 //!   graceful termination;
 //! - [`controller`]: the sync engine, incremental per Service, with a mirror
 //!   of the kernel and the ownership rule; [`agent`] runs it with
 //!   kube-proxy's timing;
-//! - [`kernel`]: the real data plane (crates/ipvs and crates/link).
+//! - [`kernel`]: the real data plane (crates/ipvs and crates/link);
+//! - [`http`]: `/healthz`, `/livez` and the local inspection API the CLI
+//!   uses (`kipvs list` names, `kipvs explain`), answered by the sync thread.
 //!
 //! `fake_api` (feature `fake-api`) is an in-process fake API server speaking
 //! real HTTP list/watch, for tests.
