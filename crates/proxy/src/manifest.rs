@@ -8,6 +8,7 @@
 
 use crate::labels;
 use crate::model::ObjectRef;
+use crate::yaml;
 use k8s_openapi::api::core::v1::{Endpoints, Node, Service};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -71,7 +72,7 @@ impl Manifests {
         // own: parse it once, straight into its type. Otherwise (or to name
         // the object in an error) read the head first.
         let head = || -> Result<Option<Head>, (usize, String)> {
-            serde_saphyr::from_str(doc).map_err(|e| yaml_error(&e, "invalid YAML"))
+            yaml::from_str(doc).map_err(|e| yaml_error(&e, "invalid YAML"))
         };
         let kind = match top_level_kind(doc) {
             Some(kind) => kind.to_owned(),
@@ -93,18 +94,14 @@ impl Manifests {
             }
         };
         match kind.as_str() {
-            "Service" => self
-                .services
-                .push(serde_saphyr::from_str(doc).map_err(typed)?),
+            "Service" => self.services.push(yaml::from_str(doc).map_err(typed)?),
             "EndpointSlice" => self
                 .endpoint_slices
-                .push(serde_saphyr::from_str(doc).map_err(typed)?),
-            "Endpoints" => self
-                .endpoints
-                .push(serde_saphyr::from_str(doc).map_err(typed)?),
-            "Node" => self.nodes.push(serde_saphyr::from_str(doc).map_err(typed)?),
+                .push(yaml::from_str(doc).map_err(typed)?),
+            "Endpoints" => self.endpoints.push(yaml::from_str(doc).map_err(typed)?),
+            "Node" => self.nodes.push(yaml::from_str(doc).map_err(typed)?),
             "List" => {
-                let list: serde_json::Value = serde_saphyr::from_str(doc).map_err(typed)?;
+                let list: serde_json::Value = yaml::from_str(doc).map_err(typed)?;
                 for (i, item) in list["items"].as_array().into_iter().flatten().enumerate() {
                     self.add_value(item.clone())
                         .map_err(|e| (1, format!("List item {i}: {e}")))?;
