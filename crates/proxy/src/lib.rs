@@ -25,10 +25,17 @@
 //! - [`http`]: `/healthz`, `/livez` and the local inspection API the CLI
 //!   uses (`kipvs list` names, `kipvs explain`), answered by the sync thread.
 //!
+//! Around them: [`config`] reads kube-proxy's `KubeProxyConfiguration`
+//! and its flag precedence (pure), [`run`] starts the agent (node setup,
+//! IPVS timeouts, the scheduler probe), [`cleanup`] removes what kipvs (or,
+//! on migration, kube-proxy) left.
+//!
 //! `fake_api` (feature `fake-api`) is an in-process fake API server speaking
 //! real HTTP list/watch, for tests.
 
 pub mod agent;
+pub mod cleanup;
+pub mod config;
 pub mod controller;
 pub mod desired;
 pub mod diff;

@@ -3,6 +3,7 @@
 //! on start or on exit.
 
 use crate::agent::{self, Status, Timing};
+use crate::config::Conntrack;
 use crate::controller::{Engine, Ownership};
 use crate::desired::{self, Context, Family, NodePortFilter};
 use crate::diff::DiffConfig;
@@ -48,6 +49,16 @@ pub struct ProxyOptions {
     pub healthz_bind: Option<SocketAddr>,
     /// The local server (health and the inspection API the CLI uses).
     pub metrics_bind: Option<SocketAddr>,
+    /// IPVS connection timeouts (`ipvs.tcpTimeout` …); 0 leaves the kernel's.
+    pub ipvs_timeouts: kipvs_ipvs::Timeouts,
+    /// kube-proxy's conntrack settings, applied at start.
+    pub conntrack: Conntrack,
+    /// The pods' CIDRs (`clusterCIDR`), for the nftables rules.
+    pub cluster_cidrs: Vec<(IpAddr, u8)>,
+    /// Masquerade all traffic to Service IPs (`iptables.masqueradeAll`).
+    pub masquerade_all: bool,
+    /// The fwmark bit for masquerading (`iptables.masqueradeBit`, 14).
+    pub masquerade_bit: u8,
 }
 
 impl ProxyOptions {
@@ -70,6 +81,11 @@ impl ProxyOptions {
             sysctl_root: PathBuf::from("/proc/sys"),
             healthz_bind: Some(SocketAddr::from(([0, 0, 0, 0], 10256))),
             metrics_bind: Some(SocketAddr::from(([127, 0, 0, 1], 10249))),
+            ipvs_timeouts: kipvs_ipvs::Timeouts::default(),
+            conntrack: Conntrack::default(),
+            cluster_cidrs: Vec::new(),
+            masquerade_all: false,
+            masquerade_bit: 14,
         }
     }
 }
@@ -87,6 +103,106 @@ pub enum RunError {
     Kube(String),
     #[error("the sync loop stopped unexpectedly")]
     Stopped,
+    /// The configured scheduler cannot make a virtual server.
+    #[error(
+        "IPVS scheduler `{scheduler}` does not work on this kernel (module {module}): {source}"
+    )]
+    Scheduler {
+        scheduler: String,
+        module: String,
+        source: kipvs_ipvs::Error,
+    },
+    #[error("conntrack setting {what}: {source}")]
+    Conntrack {
+        what: String,
+        source: std::io::Error,
+    },
+}
+
+/// The node settings kube-proxy makes before proxying (and alone with
+/// `--init-only`): the IPVS sysctls and the conntrack settings. Each is
+/// written only when it differs, so after a privileged init container the
+/// agent itself needs no writable `/proc/sys`.
+pub fn setup_node(opts: &ProxyOptions) -> Result<(), RunError> {
+    let kernel = kipvs_link::sysctl::KernelVersion::running()
+        .unwrap_or(kipvs_link::sysctl::KernelVersion(6, 1));
+    let wanted = kipvs_link::sysctl::required(
+        kipvs_link::sysctl::Options {
+            dual_stack: opts.families.contains(&Family::V6),
+            strict_arp: opts.strict_arp,
+        },
+        kernel,
+    );
+    for a in kipvs_link::sysctl::apply(&opts.sysctl_root, &wanted)? {
+        if a.changed() {
+            tracing::info!(sysctl = a.name, old = %a.old, new = %a.new, "set sysctl");
+        }
+    }
+    apply_conntrack(opts)
+}
+
+/// Writes kube-proxy's conntrack settings ([`crate::config::conntrack_settings`]):
+/// the sysctls, then the hash table size when it is below a quarter of
+/// `nf_conntrack_max` (a read-only `/sys` only warns, as in kube-proxy).
+fn apply_conntrack(opts: &ProxyOptions) -> Result<(), RunError> {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+    let err = |what: &str| {
+        let what = what.to_string();
+        move |source| RunError::Conntrack { what, source }
+    };
+    for (name, value) in crate::config::conntrack_settings(&opts.conntrack, cpus) {
+        let path = kipvs_link::sysctl::path(&opts.sysctl_root, name);
+        let old = std::fs::read_to_string(&path).map_err(err(name))?;
+        if old.trim() != value {
+            std::fs::write(&path, &value).map_err(err(name))?;
+            tracing::info!(sysctl = name, old = old.trim(), new = %value, "set conntrack sysctl");
+        }
+    }
+    if let Some(max) = crate::config::conntrack_max(&opts.conntrack, cpus) {
+        let path = "/sys/module/nf_conntrack/parameters/hashsize";
+        let current = std::fs::read_to_string(path)
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if let Some(size) = current.and_then(|c| crate::config::conntrack_hashsize(max, c)) {
+            match std::fs::write(path, size.to_string()) {
+                Ok(()) => tracing::info!(hashsize = size, "set conntrack hash table size"),
+                Err(e) => tracing::warn!(error = %e, hashsize = size,
+                    "cannot raise the conntrack hash table size (read-only /sys?)"),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The probe virtual server: TEST-NET-2 (RFC 5737), never a Service's
+/// address, as kube-proxy's own scheduler check.
+pub const PROBE_SERVICE: (std::net::Ipv4Addr, u16) =
+    (std::net::Ipv4Addr::new(198, 51, 100, 0), 20000);
+
+/// Checks that the default scheduler really works, as kube-proxy does at
+/// start: creates a probe virtual server with it, reads it back, deletes
+/// it.
+pub fn probe_scheduler(
+    ipvs: &mut kipvs_ipvs::Client,
+    scheduler: &SchedulerConfig,
+) -> Result<(), RunError> {
+    let key = kipvs_ipvs::ServiceKey::tcp(PROBE_SERVICE.0, PROBE_SERVICE.1);
+    let name = scheduler.scheduler().name();
+    let service = kipvs_ipvs::Service::new(key, name);
+    let added = match ipvs.add_service(&service) {
+        // A probe left by a crash between add and delete: replace it.
+        Err(kipvs_ipvs::Error::ServiceExists(_)) => ipvs
+            .delete_service(&key)
+            .and_then(|()| ipvs.add_service(&service)),
+        other => other,
+    };
+    let probed = added.and_then(|()| ipvs.service(&key).map(|_| ()));
+    let _ = ipvs.delete_service(&key);
+    probed.map_err(|source| RunError::Scheduler {
+        scheduler: name.to_string(),
+        module: scheduler.scheduler().module(),
+        source,
+    })
 }
 
 /// The node facts the desired state depends on, from the Node object and
@@ -128,22 +244,19 @@ pub async fn run(
     status: Arc<Mutex<Status>>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), RunError> {
-    let kernel = kipvs_link::sysctl::KernelVersion::running()
-        .unwrap_or(kipvs_link::sysctl::KernelVersion(6, 1));
-    let wanted = kipvs_link::sysctl::required(
-        kipvs_link::sysctl::Options {
-            dual_stack: opts.families.contains(&Family::V6),
-            strict_arp: opts.strict_arp,
-        },
-        kernel,
-    );
-    for a in kipvs_link::sysctl::apply(&opts.sysctl_root, &wanted)? {
-        if a.changed() {
-            tracing::info!(sysctl = a.name, old = %a.old, new = %a.new, "set sysctl");
-        }
+    setup_node(&opts)?;
+    let mut ipvs = kipvs_ipvs::Client::new()?;
+    probe_scheduler(&mut ipvs, &opts.scheduler)?;
+    if opts.ipvs_timeouts != kipvs_ipvs::Timeouts::default() {
+        ipvs.set_timeouts(&opts.ipvs_timeouts)?;
+        tracing::info!(
+            tcp = opts.ipvs_timeouts.tcp,
+            tcp_fin = opts.ipvs_timeouts.tcp_fin,
+            udp = opts.ipvs_timeouts.udp,
+            "set IPVS timeouts (0: unchanged)"
+        );
     }
     let mut binder = LinkBinder::ensure(&opts.dummy)?;
-    let ipvs = kipvs_ipvs::Client::new()?;
     let local = binder.local_addresses()?;
     let ctx = context(&opts, None, &local);
     let ownership = Ownership {

@@ -1,0 +1,1039 @@
+//! kube-proxy's configuration file, `KubeProxyConfiguration`
+//! (`kubeproxy.config.k8s.io/v1alpha1`), and its flag precedence.
+//!
+//! Everything here is pure: [`parse`] turns the file's text into a
+//! [`KubeProxyConfiguration`] (a malformed file is an error naming file,
+//! line and field) plus warnings, [`apply`] maps it onto
+//! [`ProxyOptions`] with kube-proxy's defaults (an empty or zero value means
+//! "the default", as kube-proxy's defaulting does), [`ignored_flags`] is
+//! kube-proxy's precedence (with `--config` the file wins over every flag
+//! that has a field in it, except `--hostname-override`), and
+//! [`conntrack_settings`] is what kube-proxy writes to the conntrack
+//! sysctls. Fields kipvs does not implement are never silently ignored:
+//! when set to anything but their zero value they are named in one warning.
+
+use crate::desired::NodePortFilter;
+use crate::run::{ProxyOptions, Source, parse_cidr, parse_duration};
+use serde::{Deserialize, Deserializer};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The API version kipvs reads.
+pub const API_VERSION: &str = "kubeproxy.config.k8s.io/v1alpha1";
+/// The kind kipvs reads.
+pub const KIND: &str = "KubeProxyConfiguration";
+
+/// A Go duration (`metav1.Duration`): `30s`, `1m0s`, `500ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct GoDuration(pub Duration);
+
+impl<'de> Deserialize<'de> for GoDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        parse_duration(&s).map(GoDuration).ok_or_else(|| {
+            serde::de::Error::custom(format!("`{s}` is not a duration (like 30s, 1m0s, 500ms)"))
+        })
+    }
+}
+
+/// A CIDR or a bare address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr(pub IpAddr, pub u8);
+
+impl<'de> Deserialize<'de> for Cidr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        parse_cidr(&s)
+            .map(|(a, l)| Cidr(a, l))
+            .ok_or_else(|| serde::de::Error::custom(format!("`{s}` is not a CIDR")))
+    }
+}
+
+/// `clusterCIDR`: one CIDR or a comma-separated dual-stack pair.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CidrList(pub Vec<(IpAddr, u8)>);
+
+impl<'de> Deserialize<'de> for CidrList {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.split(',')
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .map(|c| {
+                parse_cidr(c)
+                    .ok_or_else(|| serde::de::Error::custom(format!("`{c}` is not a CIDR")))
+            })
+            .collect::<Result<_, _>>()
+            .map(CidrList)
+    }
+}
+
+/// An `IP:PORT` (or, as kube-proxy accepts, a bare IP taking the default
+/// port); empty is "the default".
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct BindAddress(pub Option<BindSpec>);
+
+/// A bind address as written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BindSpec {
+    Full(SocketAddr),
+    Ip(IpAddr),
+}
+
+impl<'de> Deserialize<'de> for BindAddress {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        parse_bind(&s)
+            .map(BindAddress)
+            .ok_or_else(|| serde::de::Error::custom(format!("`{s}` is not IP:PORT")))
+    }
+}
+
+/// Parses `IP:PORT`, `[IPv6]:PORT`, a bare IP or empty (`Some(None)`).
+pub fn parse_bind(s: &str) -> Option<Option<BindSpec>> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Some(None);
+    }
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Some(Some(BindSpec::Full(a)));
+    }
+    s.parse::<IpAddr>().ok().map(|ip| Some(BindSpec::Ip(ip)))
+}
+
+impl BindSpec {
+    fn with_default_port(self, port: u16) -> SocketAddr {
+        match self {
+            BindSpec::Full(a) => a,
+            BindSpec::Ip(ip) => SocketAddr::new(ip, port),
+        }
+    }
+}
+
+/// The file's fields kipvs reads. Every field is optional: absent, `null`
+/// and zero all mean kube-proxy's default. Fields of the file that are not
+/// here are checked by [`unapplied_fields`].
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KubeProxyConfiguration {
+    pub api_version: Option<String>,
+    pub kind: Option<String>,
+    pub client_connection: Option<ClientConnection>,
+    pub hostname_override: Option<String>,
+    pub bind_address: Option<String>,
+    pub healthz_bind_address: Option<BindAddress>,
+    pub metrics_bind_address: Option<BindAddress>,
+    pub mode: Option<String>,
+    pub iptables: Option<IptablesConfiguration>,
+    pub ipvs: Option<IpvsConfiguration>,
+    pub detect_local_mode: Option<String>,
+    #[serde(rename = "clusterCIDR")]
+    pub cluster_cidr: Option<CidrList>,
+    pub node_port_addresses: Option<Vec<String>>,
+    pub conntrack: Option<ConntrackConfiguration>,
+    pub config_sync_period: Option<GoDuration>,
+}
+
+/// `clientConnection`: kipvs reads only the kubeconfig.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientConnection {
+    pub kubeconfig: Option<PathBuf>,
+}
+
+/// `iptables`: in IPVS mode kube-proxy reads only these two.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IptablesConfiguration {
+    pub masquerade_all: Option<bool>,
+    pub masquerade_bit: Option<i32>,
+}
+
+/// `ipvs`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IpvsConfiguration {
+    pub scheduler: Option<String>,
+    pub sync_period: Option<GoDuration>,
+    pub min_sync_period: Option<GoDuration>,
+    #[serde(rename = "excludeCIDRs")]
+    pub exclude_cidrs: Option<Vec<Cidr>>,
+    #[serde(rename = "strictARP")]
+    pub strict_arp: Option<bool>,
+    pub tcp_timeout: Option<GoDuration>,
+    pub tcp_fin_timeout: Option<GoDuration>,
+    pub udp_timeout: Option<GoDuration>,
+}
+
+/// `conntrack`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConntrackConfiguration {
+    pub max_per_core: Option<i32>,
+    pub min: Option<i32>,
+    pub tcp_established_timeout: Option<GoDuration>,
+    pub tcp_close_wait_timeout: Option<GoDuration>,
+    pub tcp_be_liberal: Option<bool>,
+    pub udp_timeout: Option<GoDuration>,
+    pub udp_stream_timeout: Option<GoDuration>,
+}
+
+/// The conntrack settings kube-proxy applies at start, with its defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conntrack {
+    /// `nf_conntrack_max` = max(`max_per_core` × CPUs, `min`); 0 leaves it.
+    pub max_per_core: u32,
+    pub min: u32,
+    /// 0 leaves the kernel's value.
+    pub tcp_established_timeout: Duration,
+    pub tcp_close_wait_timeout: Duration,
+    pub tcp_be_liberal: bool,
+    pub udp_timeout: Duration,
+    pub udp_stream_timeout: Duration,
+}
+
+impl Default for Conntrack {
+    fn default() -> Self {
+        Conntrack {
+            max_per_core: 32 * 1024,
+            min: 128 * 1024,
+            tcp_established_timeout: Duration::from_secs(24 * 3600),
+            tcp_close_wait_timeout: Duration::from_secs(3600),
+            tcp_be_liberal: false,
+            udp_timeout: Duration::ZERO,
+            udp_stream_timeout: Duration::ZERO,
+        }
+    }
+}
+
+/// What kube-proxy writes for the conntrack settings on a node with `cpus`
+/// CPUs: sysctls under `net.netfilter.` as (name, value), in order. The
+/// hash table size (`/sys/module/nf_conntrack/parameters/hashsize`) is
+/// raised to `nf_conntrack_max / 4` when smaller, see [`conntrack_hashsize`].
+pub fn conntrack_settings(c: &Conntrack, cpus: u32) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    if let Some(max) = conntrack_max(c, cpus) {
+        out.push(("net.netfilter.nf_conntrack_max", max.to_string()));
+    }
+    let secs = |d: Duration| (d.as_secs() > 0).then(|| d.as_secs().to_string());
+    if let Some(v) = secs(c.tcp_established_timeout) {
+        out.push(("net.netfilter.nf_conntrack_tcp_timeout_established", v));
+    }
+    if let Some(v) = secs(c.tcp_close_wait_timeout) {
+        out.push(("net.netfilter.nf_conntrack_tcp_timeout_close_wait", v));
+    }
+    if c.tcp_be_liberal {
+        out.push(("net.netfilter.nf_conntrack_tcp_be_liberal", "1".into()));
+    }
+    if let Some(v) = secs(c.udp_timeout) {
+        out.push(("net.netfilter.nf_conntrack_udp_timeout", v));
+    }
+    if let Some(v) = secs(c.udp_stream_timeout) {
+        out.push(("net.netfilter.nf_conntrack_udp_timeout_stream", v));
+    }
+    out
+}
+
+/// kube-proxy's `nf_conntrack_max`: `max_per_core` × CPUs, at least `min`;
+/// `None` (leave it) when `max_per_core` is 0.
+pub fn conntrack_max(c: &Conntrack, cpus: u32) -> Option<u64> {
+    (c.max_per_core > 0).then(|| (u64::from(c.max_per_core) * u64::from(cpus)).max(c.min.into()))
+}
+
+/// The hash table size to write, given the current one: `max / 4` when the
+/// current is smaller, else nothing.
+pub fn conntrack_hashsize(max: u64, current: u64) -> Option<u64> {
+    (current < max / 4).then_some(max / 4)
+}
+
+/// A configuration file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: {source}")]
+    Read {
+        file: String,
+        source: std::io::Error,
+    },
+    /// Malformed YAML or a bad value: where and which field.
+    #[error("{file}:{line}: {field}: {message}")]
+    Invalid {
+        file: String,
+        line: usize,
+        field: String,
+        message: String,
+    },
+}
+
+/// Reads and parses a configuration file.
+pub fn load(path: &std::path::Path) -> Result<(KubeProxyConfiguration, Vec<String>), ConfigError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        file: file.clone(),
+        source,
+    })?;
+    parse(&file, &text)
+}
+
+/// Parses a configuration file's text: the configuration and the warnings
+/// (at most one naming every field kipvs does not apply). `file` names the
+/// file in errors.
+pub fn parse(file: &str, text: &str) -> Result<(KubeProxyConfiguration, Vec<String>), ConfigError> {
+    let mut path = String::new();
+    let typed = serde_saphyr::with_deserializer_from_str(text, |de| {
+        serde_path_to_error::deserialize::<_, KubeProxyConfiguration>(de).map_err(|e| {
+            path = e.path().to_string();
+            e.into_inner()
+        })
+    });
+    let invalid = |e: serde_saphyr::Error, field: String| {
+        let line = e.location().map(|l| l.line() as usize).unwrap_or(1);
+        let text = e.without_snippet().to_string();
+        let text = text.trim_start_matches("error: ");
+        let message = text.split(" at line ").next().unwrap_or(text).to_string();
+        let message = match message.split_once(": ") {
+            Some((pos, rest)) if pos.starts_with("line ") => rest.to_string(),
+            _ => message,
+        };
+        ConfigError::Invalid {
+            file: file.to_string(),
+            line,
+            field,
+            message,
+        }
+    };
+    let cfg = typed.map_err(|e| {
+        let field = if path.is_empty() || path == "." {
+            "(document)".to_string()
+        } else {
+            path.clone()
+        };
+        invalid(e, field)
+    })?;
+    let tree: serde_json::Value =
+        serde_saphyr::from_str(text).map_err(|e| invalid(e, "(document)".into()))?;
+    let bad_header = |field: &str, message: String| ConfigError::Invalid {
+        file: file.to_string(),
+        line: line_of(text, field),
+        field: field.to_string(),
+        message,
+    };
+    if let Some(v) = cfg.api_version.as_deref().filter(|v| *v != API_VERSION) {
+        return Err(bad_header(
+            "apiVersion",
+            format!("`{v}`: kipvs reads {API_VERSION}"),
+        ));
+    }
+    if let Some(k) = cfg.kind.as_deref().filter(|k| *k != KIND) {
+        return Err(bad_header("kind", format!("`{k}`: kipvs reads {KIND}")));
+    }
+    if let Some(m) = cfg
+        .mode
+        .as_deref()
+        .filter(|m| !m.is_empty() && *m != "ipvs")
+    {
+        return Err(bad_header(
+            "mode",
+            format!("`{m}`: kipvs is an IPVS proxy, mode must be `ipvs` (or empty)"),
+        ));
+    }
+    if let Some(b) = cfg
+        .iptables
+        .as_ref()
+        .and_then(|i| i.masquerade_bit)
+        .filter(|b| !(0..=31).contains(b))
+    {
+        return Err(ConfigError::Invalid {
+            file: file.to_string(),
+            line: line_of(text, "masqueradeBit"),
+            field: "iptables.masqueradeBit".into(),
+            message: format!("{b} is not within [0, 31]"),
+        });
+    }
+    let mut warnings = Vec::new();
+    let unapplied = unapplied_fields(&tree);
+    if !unapplied.is_empty() {
+        warnings.push(format!(
+            "{file}: kipvs does not implement these fields, they are ignored: {}",
+            unapplied.join(", ")
+        ));
+    }
+    if let Some(m) = cfg
+        .detect_local_mode
+        .as_deref()
+        .filter(|m| !m.is_empty() && *m != "ClusterCIDR")
+    {
+        warnings.push(format!(
+            "{file}: detectLocalMode `{m}` is not implemented; kipvs detects local traffic by clusterCIDR"
+        ));
+    }
+    Ok((cfg, warnings))
+}
+
+/// The first line (1-based) whose key is `key`, for errors found after
+/// parsing.
+fn line_of(text: &str, key: &str) -> usize {
+    text.lines()
+        .position(|l| {
+            l.trim_start()
+                .strip_prefix(key)
+                .is_some_and(|r| r.trim_start().starts_with(':'))
+        })
+        .map_or(1, |i| i + 1)
+}
+
+/// The fields of the file [`apply`] uses (dotted paths). A field below one
+/// of them is used too.
+const APPLIED: &[&str] = &[
+    "apiVersion",
+    "kind",
+    "clientConnection.kubeconfig",
+    "hostnameOverride",
+    "bindAddress",
+    "healthzBindAddress",
+    "metricsBindAddress",
+    "mode",
+    "iptables.masqueradeAll",
+    "iptables.masqueradeBit",
+    "ipvs.scheduler",
+    "ipvs.syncPeriod",
+    "ipvs.minSyncPeriod",
+    "ipvs.excludeCIDRs",
+    "ipvs.strictARP",
+    "ipvs.tcpTimeout",
+    "ipvs.tcpFinTimeout",
+    "ipvs.udpTimeout",
+    "detectLocalMode",
+    "clusterCIDR",
+    "nodePortAddresses",
+    "conntrack.maxPerCore",
+    "conntrack.min",
+    "conntrack.tcpEstablishedTimeout",
+    "conntrack.tcpCloseWaitTimeout",
+    "conntrack.tcpBeLiberal",
+    "conntrack.udpTimeout",
+    "conntrack.udpStreamTimeout",
+];
+
+/// Fields kube-proxy has and kipvs accepts as having no effect: the client
+/// rate limits and content types at kube-proxy's defaults.
+fn harmless(path: &str, v: &serde_json::Value) -> bool {
+    match path {
+        "clientConnection.qps" => v.as_f64() == Some(5.0),
+        "clientConnection.burst" => v.as_i64() == Some(10),
+        "clientConnection.contentType" => v.as_str() == Some("application/vnd.kubernetes.protobuf"),
+        "configSyncPeriod" => v.as_str().and_then(parse_duration) == Some(Duration::from_secs(900)),
+        _ => false,
+    }
+}
+
+/// Every field of the file that is set (to anything but its zero value:
+/// null, false, 0, "", "0", "0s", empty) and that kipvs does not apply,
+/// as dotted paths in alphabetical order.
+pub fn unapplied_fields(tree: &serde_json::Value) -> Vec<String> {
+    fn zero(v: &serde_json::Value) -> bool {
+        use serde_json::Value::*;
+        match v {
+            Null => true,
+            Bool(b) => !b,
+            Number(n) => n.as_f64() == Some(0.0),
+            String(s) => s.is_empty() || parse_duration(s) == Some(Duration::ZERO),
+            Array(a) => a.is_empty(),
+            Object(o) => o.values().all(zero),
+        }
+    }
+    fn walk(prefix: &str, v: &serde_json::Value, out: &mut Vec<String>) {
+        if APPLIED.contains(&prefix) {
+            return;
+        }
+        match v {
+            serde_json::Value::Object(o)
+                if !prefix.is_empty()
+                    && !APPLIED.iter().any(|a| a.starts_with(&format!("{prefix}."))) =>
+            {
+                if !zero(v) {
+                    out.push(prefix.to_string());
+                }
+            }
+            serde_json::Value::Object(o) => {
+                for (k, child) in o {
+                    let p = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    walk(&p, child, out);
+                }
+            }
+            _ if zero(v) || harmless(prefix, v) => {}
+            _ => out.push(prefix.to_string()),
+        }
+    }
+    let mut out = Vec::new();
+    walk("", tree, &mut out);
+    out
+}
+
+/// The node name kube-proxy derives from `hostnameOverride` or the
+/// hostname: trimmed and lower-cased.
+pub fn node_name(hostname: &str) -> String {
+    hostname.trim().to_lowercase()
+}
+
+/// Maps the file onto `opts` (which carries kube-proxy's defaults and the
+/// source): every field set to a non-zero value replaces the option.
+pub fn apply(cfg: &KubeProxyConfiguration, mut opts: ProxyOptions) -> Result<ProxyOptions, String> {
+    if let Some(h) = cfg
+        .hostname_override
+        .as_deref()
+        .filter(|h| !h.trim().is_empty())
+    {
+        opts.node_name = node_name(h);
+    }
+    if let Some(k) = cfg
+        .client_connection
+        .as_ref()
+        .and_then(|c| c.kubeconfig.clone())
+        .filter(|k| !k.as_os_str().is_empty())
+        && let Source::Api { kubeconfig } = &mut opts.source
+    {
+        *kubeconfig = Some(k);
+    }
+    // kube-proxy's default bind addresses follow bindAddress's family.
+    let v6 = cfg
+        .bind_address
+        .as_deref()
+        .and_then(|b| b.trim().parse::<IpAddr>().ok())
+        .is_some_and(|a| a.is_ipv6());
+    let (healthz_default, metrics_default): (IpAddr, IpAddr) = if v6 {
+        ("::".parse().unwrap(), "::1".parse().unwrap())
+    } else {
+        ([0, 0, 0, 0].into(), [127, 0, 0, 1].into())
+    };
+    opts.healthz_bind = Some(
+        cfg.healthz_bind_address
+            .as_ref()
+            .and_then(|b| b.0)
+            .map_or(SocketAddr::new(healthz_default, 10256), |b| {
+                b.with_default_port(10256)
+            }),
+    );
+    opts.metrics_bind = Some(
+        cfg.metrics_bind_address
+            .as_ref()
+            .and_then(|b| b.0)
+            .map_or(SocketAddr::new(metrics_default, 10249), |b| {
+                b.with_default_port(10249)
+            }),
+    );
+    if let Some(i) = &cfg.iptables {
+        opts.masquerade_all = i.masquerade_all.unwrap_or(false);
+        if let Some(b) = i.masquerade_bit {
+            opts.masquerade_bit = b as u8;
+        }
+    }
+    let nonzero = |d: &Option<GoDuration>| d.map(|d| d.0).filter(|d| !d.is_zero());
+    if let Some(i) = &cfg.ipvs {
+        if let Some(s) = i.scheduler.as_deref().filter(|s| !s.is_empty()) {
+            opts.scheduler = kipvs_sched::SchedulerConfig::from_annotations(s, None)
+                .map_err(|e| format!("ipvs.scheduler: {e}"))?;
+        }
+        if let Some(d) = nonzero(&i.sync_period) {
+            opts.timing.sync_period = d;
+        }
+        if let Some(d) = i.min_sync_period {
+            opts.timing.min_sync_period = d.0;
+        }
+        if let Some(c) = &i.exclude_cidrs {
+            opts.exclude_cidrs = c.iter().map(|c| (c.0, c.1)).collect();
+        }
+        opts.strict_arp = i.strict_arp.unwrap_or(false);
+        let secs = |d: &Option<GoDuration>| nonzero(d).map_or(0, |d| d.as_secs() as u32);
+        opts.ipvs_timeouts = kipvs_ipvs::Timeouts {
+            tcp: secs(&i.tcp_timeout),
+            tcp_fin: secs(&i.tcp_fin_timeout),
+            udp: secs(&i.udp_timeout),
+        };
+    }
+    if let Some(c) = &cfg.cluster_cidr {
+        opts.cluster_cidrs = c.0.clone();
+    }
+    if let Some(list) = cfg.node_port_addresses.as_ref().filter(|l| !l.is_empty()) {
+        opts.nodeport_filter =
+            nodeport_filter(list).map_err(|e| format!("nodePortAddresses: {e}"))?;
+    }
+    if let Some(c) = &cfg.conntrack {
+        let d = Conntrack::default();
+        let count = |v: Option<i32>, default: u32| v.map_or(default, |v| v.max(0) as u32);
+        let timeout = |v: &Option<GoDuration>, default: Duration| v.map_or(default, |v| v.0);
+        opts.conntrack = Conntrack {
+            max_per_core: count(c.max_per_core, d.max_per_core),
+            min: count(c.min, d.min),
+            tcp_established_timeout: timeout(&c.tcp_established_timeout, d.tcp_established_timeout),
+            tcp_close_wait_timeout: timeout(&c.tcp_close_wait_timeout, d.tcp_close_wait_timeout),
+            tcp_be_liberal: c.tcp_be_liberal.unwrap_or(false),
+            udp_timeout: timeout(&c.udp_timeout, d.udp_timeout),
+            udp_stream_timeout: timeout(&c.udp_stream_timeout, d.udp_stream_timeout),
+        };
+    }
+    Ok(opts)
+}
+
+/// `nodePortAddresses` / `--nodeport-addresses`: CIDRs and the keywords
+/// `primary`, `all` and `localhost` (kube-proxy's). `all` anywhere serves
+/// every address; `primary` cannot be mixed with CIDRs here.
+pub fn nodeport_filter(list: &[String]) -> Result<NodePortFilter, String> {
+    let list: Vec<&str> = list
+        .iter()
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+        .collect();
+    if list.is_empty() || list.contains(&"all") {
+        return Ok(NodePortFilter::All);
+    }
+    if list.contains(&"primary") {
+        return if list.iter().all(|s| *s == "primary") {
+            Ok(NodePortFilter::Primary)
+        } else {
+            Err("kipvs cannot combine `primary` with CIDRs".into())
+        };
+    }
+    let mut cidrs = Vec::new();
+    for s in list {
+        if s == "localhost" {
+            cidrs.push(([127, 0, 0, 0].into(), 8));
+            cidrs.push((IpAddr::from(std::net::Ipv6Addr::LOCALHOST), 128));
+        } else {
+            cidrs.push(parse_cidr(s).ok_or_else(|| format!("`{s}` is not a CIDR or keyword"))?);
+        }
+    }
+    Ok(NodePortFilter::Cidrs(cidrs))
+}
+
+/// kube-proxy's flags that have a field in the file, as (flag, field).
+pub const FILE_FLAGS: &[(&str, &str)] = &[
+    ("kubeconfig", "clientConnection.kubeconfig"),
+    ("ipvs-scheduler", "ipvs.scheduler"),
+    ("ipvs-sync-period", "ipvs.syncPeriod"),
+    ("ipvs-min-sync-period", "ipvs.minSyncPeriod"),
+    ("ipvs-exclude-cidrs", "ipvs.excludeCIDRs"),
+    ("ipvs-strict-arp", "ipvs.strictARP"),
+    ("ipvs-tcp-timeout", "ipvs.tcpTimeout"),
+    ("ipvs-tcpfin-timeout", "ipvs.tcpFinTimeout"),
+    ("ipvs-udp-timeout", "ipvs.udpTimeout"),
+    ("cluster-cidr", "clusterCIDR"),
+    ("nodeport-addresses", "nodePortAddresses"),
+    ("masquerade-all", "iptables.masqueradeAll"),
+    ("healthz-bind-address", "healthzBindAddress"),
+    ("metrics-bind-address", "metricsBindAddress"),
+    ("proxy-mode", "mode"),
+];
+
+/// kube-proxy's precedence: with a configuration file, every given flag
+/// that has a field in the file is ignored (the file wins); the others
+/// (`--hostname-override`, logging, and kipvs's own flags) still apply.
+/// Returns the ignored flags, in the order given.
+pub fn ignored_flags<'a>(config_given: bool, given: &[&'a str]) -> Vec<&'a str> {
+    if !config_given {
+        return Vec::new();
+    }
+    given
+        .iter()
+        .copied()
+        .filter(|f| FILE_FLAGS.iter().any(|(flag, _)| flag == f))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::desired::NodePortFilter;
+
+    fn base() -> ProxyOptions {
+        ProxyOptions::new(Source::Api { kubeconfig: None }, "node-a".into())
+    }
+
+    fn parsed(text: &str) -> (ProxyOptions, Vec<String>) {
+        let (cfg, warnings) = parse("kp.yaml", text).unwrap();
+        (apply(&cfg, base()).unwrap(), warnings)
+    }
+
+    fn err(text: &str) -> (usize, String, String) {
+        match parse("kp.yaml", text) {
+            Err(ConfigError::Invalid {
+                file,
+                line,
+                field,
+                message,
+            }) => {
+                assert_eq!(file, "kp.yaml");
+                (line, field, message)
+            }
+            other => panic!("expected an error, got {other:?}"),
+        }
+    }
+
+    /// kubeadm's generated ConfigMap: every field present, zero or null.
+    const KUBEADM: &str = r#"
+apiVersion: kubeproxy.config.k8s.io/v1alpha1
+bindAddress: 0.0.0.0
+bindAddressHardFail: false
+clientConnection:
+  acceptContentTypes: ""
+  burst: 0
+  contentType: ""
+  kubeconfig: /var/lib/kube-proxy/kubeconfig.conf
+  qps: 0
+clusterCIDR: 10.244.0.0/16
+configSyncPeriod: 0s
+conntrack:
+  maxPerCore: null
+  min: null
+  tcpBeLiberal: false
+  tcpCloseWaitTimeout: null
+  tcpEstablishedTimeout: null
+  udpStreamTimeout: 0s
+  udpTimeout: 0s
+detectLocal:
+  bridgeInterface: ""
+  interfaceNamePrefix: ""
+detectLocalMode: ""
+enableProfiling: false
+healthzBindAddress: ""
+hostnameOverride: ""
+iptables:
+  localhostNodePorts: null
+  masqueradeAll: false
+  masqueradeBit: null
+  minSyncPeriod: 0s
+  syncPeriod: 0s
+ipvs:
+  excludeCIDRs: null
+  minSyncPeriod: 0s
+  scheduler: ""
+  strictARP: false
+  syncPeriod: 0s
+  tcpFinTimeout: 0s
+  tcpTimeout: 0s
+  udpTimeout: 0s
+kind: KubeProxyConfiguration
+logging:
+  flushFrequency: 0
+  options:
+    json:
+      infoBufferSize: "0"
+    text:
+      infoBufferSize: "0"
+  verbosity: 0
+metricsBindAddress: ""
+mode: ipvs
+nftables:
+  masqueradeAll: false
+  masqueradeBit: null
+  minSyncPeriod: 0s
+  syncPeriod: 0s
+nodePortAddresses: null
+oomScoreAdj: null
+portRange: ""
+showHiddenMetricsForVersion: ""
+winkernel:
+  enableDSR: false
+  forwardHealthCheckVip: false
+  networkName: ""
+  rootHnsEndpointName: ""
+  sourceVip: ""
+"#;
+
+    #[test]
+    fn kubeadm_config_is_kube_proxys_defaults_without_warnings() {
+        let (o, warnings) = parsed(KUBEADM);
+        assert_eq!(warnings, Vec::<String>::new());
+        let d = base();
+        assert_eq!(
+            o.source,
+            Source::Api {
+                kubeconfig: Some("/var/lib/kube-proxy/kubeconfig.conf".into())
+            }
+        );
+        assert_eq!(o.cluster_cidrs, vec![("10.244.0.0".parse().unwrap(), 16)]);
+        assert_eq!(o.scheduler, d.scheduler);
+        assert_eq!(o.timing.sync_period, Duration::from_secs(30));
+        assert_eq!(o.timing.min_sync_period, Duration::ZERO);
+        assert_eq!(o.healthz_bind, d.healthz_bind);
+        assert_eq!(o.metrics_bind, d.metrics_bind);
+        assert_eq!(o.ipvs_timeouts, kipvs_ipvs::Timeouts::default());
+        assert_eq!(o.conntrack, Conntrack::default());
+        assert_eq!(o.nodeport_filter, NodePortFilter::All);
+        assert_eq!(o.node_name, "node-a");
+        assert!(!o.strict_arp && !o.masquerade_all);
+    }
+
+    #[test]
+    fn every_field_maps_to_its_option() {
+        type Check = fn(&ProxyOptions) -> bool;
+        let v4 = |s: &str| s.parse::<IpAddr>().unwrap();
+        let _ = v4;
+        let table: &[(&str, Check)] = &[
+            ("hostnameOverride: Node-B ", |o| o.node_name == "node-b"),
+            ("clientConnection: {kubeconfig: /k}", |o| {
+                o.source
+                    == Source::Api {
+                        kubeconfig: Some("/k".into()),
+                    }
+            }),
+            ("bindAddress: '::'", |o| {
+                o.healthz_bind == Some("[::]:10256".parse().unwrap())
+                    && o.metrics_bind == Some("[::1]:10249".parse().unwrap())
+            }),
+            ("healthzBindAddress: 10.0.0.1:1234", |o| {
+                o.healthz_bind == Some("10.0.0.1:1234".parse().unwrap())
+            }),
+            ("healthzBindAddress: 10.0.0.1", |o| {
+                o.healthz_bind == Some("10.0.0.1:10256".parse().unwrap())
+            }),
+            ("metricsBindAddress: 0.0.0.0:9999", |o| {
+                o.metrics_bind == Some("0.0.0.0:9999".parse().unwrap())
+            }),
+            ("iptables: {masqueradeAll: true}", |o| o.masquerade_all),
+            ("iptables: {masqueradeBit: 5}", |o| o.masquerade_bit == 5),
+            ("ipvs: {scheduler: wlc}", |o| {
+                o.scheduler.to_string() == "wlc"
+            }),
+            ("ipvs: {syncPeriod: 1m0s}", |o| {
+                o.timing.sync_period == Duration::from_secs(60)
+            }),
+            ("ipvs: {minSyncPeriod: 2s}", |o| {
+                o.timing.min_sync_period == Duration::from_secs(2)
+            }),
+            ("ipvs: {excludeCIDRs: [10.9.0.0/16, 'fd00::/64']}", |o| {
+                o.exclude_cidrs
+                    == vec![
+                        ("10.9.0.0".parse().unwrap(), 16),
+                        ("fd00::".parse().unwrap(), 64),
+                    ]
+            }),
+            ("ipvs: {strictARP: true}", |o| o.strict_arp),
+            (
+                "ipvs: {tcpTimeout: 15m, tcpFinTimeout: 30s, udpTimeout: 5s}",
+                |o| {
+                    o.ipvs_timeouts
+                        == kipvs_ipvs::Timeouts {
+                            tcp: 900,
+                            tcp_fin: 30,
+                            udp: 5,
+                        }
+                },
+            ),
+            ("ipvs: {tcpFinTimeout: 30s}", |o| {
+                o.ipvs_timeouts
+                    == kipvs_ipvs::Timeouts {
+                        tcp: 0,
+                        tcp_fin: 30,
+                        udp: 0,
+                    }
+            }),
+            ("clusterCIDR: 10.244.0.0/16,fd00:10::/56", |o| {
+                o.cluster_cidrs
+                    == vec![
+                        ("10.244.0.0".parse().unwrap(), 16),
+                        ("fd00:10::".parse().unwrap(), 56),
+                    ]
+            }),
+            ("detectLocalMode: ClusterCIDR", |o| o.node_name == "node-a"),
+            ("nodePortAddresses: [primary]", |o| {
+                o.nodeport_filter == NodePortFilter::Primary
+            }),
+            ("nodePortAddresses: [192.168.0.0/16]", |o| {
+                o.nodeport_filter
+                    == NodePortFilter::Cidrs(vec![("192.168.0.0".parse().unwrap(), 16)])
+            }),
+            ("nodePortAddresses: [all, primary]", |o| {
+                o.nodeport_filter == NodePortFilter::All
+            }),
+            ("conntrack: {maxPerCore: 0}", |o| {
+                o.conntrack.max_per_core == 0
+            }),
+            ("conntrack: {min: 10}", |o| o.conntrack.min == 10),
+            ("conntrack: {tcpEstablishedTimeout: 1h}", |o| {
+                o.conntrack.tcp_established_timeout == Duration::from_secs(3600)
+            }),
+            ("conntrack: {tcpCloseWaitTimeout: 30s}", |o| {
+                o.conntrack.tcp_close_wait_timeout == Duration::from_secs(30)
+            }),
+            ("conntrack: {tcpBeLiberal: true}", |o| {
+                o.conntrack.tcp_be_liberal
+            }),
+            ("conntrack: {udpTimeout: 30s}", |o| {
+                o.conntrack.udp_timeout == Duration::from_secs(30)
+            }),
+            ("conntrack: {udpStreamTimeout: 2m}", |o| {
+                o.conntrack.udp_stream_timeout == Duration::from_secs(120)
+            }),
+            ("mode: ipvs", |o| o.node_name == "node-a"),
+        ];
+        for (yaml, check) in table {
+            let (o, warnings) = parsed(yaml);
+            assert!(check(&o), "{yaml}: {o:?}");
+            assert!(warnings.is_empty(), "{yaml}: {warnings:?}");
+        }
+    }
+
+    #[test]
+    fn unimplemented_fields_are_named_in_one_warning() {
+        let text = "featureGates: {Foo: true}\nipvs: {scheduler: rr, bogus: 1}\n\
+                    clientConnection: {qps: 50, burst: 10}\nconfigSyncPeriod: 1m\n\
+                    detectLocal: {bridgeInterface: cbr0}\noomScoreAdj: -999\n\
+                    winkernel: {enableDSR: false}\nnewThing: x\n";
+        let (_, warnings) = parsed(text);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert_eq!(
+            warnings[0],
+            "kp.yaml: kipvs does not implement these fields, they are ignored: \
+             clientConnection.qps, configSyncPeriod, detectLocal, featureGates, \
+             ipvs.bogus, newThing, oomScoreAdj"
+        );
+        let (_, warnings) = parsed("detectLocalMode: NodeCIDR\n");
+        assert_eq!(
+            warnings,
+            vec![
+                "kp.yaml: detectLocalMode `NodeCIDR` is not implemented; kipvs detects local traffic by clusterCIDR"
+            ]
+        );
+    }
+
+    #[test]
+    fn errors_name_file_line_and_field() {
+        let (line, field, message) =
+            err("kind: KubeProxyConfiguration\nipvs:\n  syncPeriod: soon\n");
+        assert_eq!((line, field.as_str()), (3, "ipvs.syncPeriod"));
+        assert!(message.contains("`soon` is not a duration"), "{message}");
+
+        let (line, field, _) = err("ipvs:\n  excludeCIDRs:\n  - 10.0.0.0/8\n  - nope\n");
+        assert_eq!((line, field.as_str()), (4, "ipvs.excludeCIDRs[1]"));
+
+        let (line, field, _) = err("\n\nipvs:\n  strictARP: maybe\n");
+        assert_eq!((line, field.as_str()), (4, "ipvs.strictARP"));
+
+        let (line, field, _) = err("clusterCIDR: 10.0.0.0/99\n");
+        assert_eq!((line, field.as_str()), (1, "clusterCIDR"));
+
+        let (line, _, _) = err("ipvs:\n  scheduler: rr\n bad indent: [\n");
+        assert!(line >= 2, "{line}");
+
+        let (line, field, message) = err("apiVersion: v1\nmode: iptables\n");
+        assert_eq!((line, field.as_str()), (1, "apiVersion"), "{message}");
+        let (line, field, message) = err("kind: KubeProxyConfiguration\nmode: iptables\n");
+        assert_eq!((line, field.as_str()), (2, "mode"));
+        assert!(message.contains("ipvs"), "{message}");
+        let (line, field, _) = err("iptables:\n  masqueradeBit: 32\n");
+        assert_eq!((line, field.as_str()), (2, "iptables.masqueradeBit"));
+        let e = parse("kp.yaml", "metricsBindAddress: x:y\n").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "kp.yaml:1: metricsBindAddress: `x:y` is not IP:PORT"
+        );
+    }
+
+    #[test]
+    fn semantic_errors_from_apply() {
+        let (cfg, _) = parse("kp.yaml", "ipvs: {scheduler: nope}\n").unwrap();
+        assert!(
+            apply(&cfg, base())
+                .unwrap_err()
+                .starts_with("ipvs.scheduler")
+        );
+        let (cfg, _) = parse("kp.yaml", "nodePortAddresses: [primary, 10.0.0.0/8]\n").unwrap();
+        assert!(
+            apply(&cfg, base())
+                .unwrap_err()
+                .starts_with("nodePortAddresses")
+        );
+    }
+
+    #[test]
+    fn conntrack_as_kube_proxy() {
+        let d = Conntrack::default();
+        // 4 CPUs: 4 × 32768 = 131072 = min.
+        assert_eq!(conntrack_max(&d, 4), Some(131072));
+        assert_eq!(conntrack_max(&d, 1), Some(131072));
+        assert_eq!(conntrack_max(&d, 8), Some(262144));
+        assert_eq!(
+            conntrack_max(
+                &Conntrack {
+                    max_per_core: 0,
+                    ..d
+                },
+                8
+            ),
+            None
+        );
+        assert_eq!(
+            conntrack_settings(&d, 8),
+            vec![
+                ("net.netfilter.nf_conntrack_max", "262144".to_string()),
+                (
+                    "net.netfilter.nf_conntrack_tcp_timeout_established",
+                    "86400".into()
+                ),
+                (
+                    "net.netfilter.nf_conntrack_tcp_timeout_close_wait",
+                    "3600".into()
+                ),
+            ]
+        );
+        let all = Conntrack {
+            max_per_core: 0,
+            min: 0,
+            tcp_established_timeout: Duration::ZERO,
+            tcp_close_wait_timeout: Duration::ZERO,
+            tcp_be_liberal: true,
+            udp_timeout: Duration::from_secs(30),
+            udp_stream_timeout: Duration::from_secs(120),
+        };
+        assert_eq!(
+            conntrack_settings(&all, 8),
+            vec![
+                ("net.netfilter.nf_conntrack_tcp_be_liberal", "1".to_string()),
+                ("net.netfilter.nf_conntrack_udp_timeout", "30".into()),
+                (
+                    "net.netfilter.nf_conntrack_udp_timeout_stream",
+                    "120".into()
+                ),
+            ]
+        );
+        assert_eq!(conntrack_hashsize(262144, 16384), Some(65536));
+        assert_eq!(conntrack_hashsize(262144, 65536), None);
+    }
+
+    #[test]
+    fn precedence_file_wins_except_hostname_and_own_flags() {
+        assert_eq!(
+            ignored_flags(false, &["ipvs-scheduler", "cluster-cidr"]),
+            Vec::<&str>::new()
+        );
+        assert_eq!(
+            ignored_flags(
+                true,
+                &[
+                    "ipvs-scheduler",
+                    "hostname-override",
+                    "drain-timeout",
+                    "kubeconfig",
+                    "log-format",
+                    "masquerade-all"
+                ]
+            ),
+            vec!["ipvs-scheduler", "kubeconfig", "masquerade-all"]
+        );
+        for (flag, _) in FILE_FLAGS {
+            assert_eq!(ignored_flags(true, &[flag]), vec![*flag]);
+        }
+    }
+
+    #[test]
+    fn every_file_flag_names_an_applied_field() {
+        for (_, field) in FILE_FLAGS {
+            assert!(APPLIED.contains(field), "{field}");
+        }
+    }
+}
