@@ -112,11 +112,6 @@ pub enum RunError {
         module: String,
         source: kipvs_ipvs::Error,
     },
-    #[error("conntrack setting {what}: {source}")]
-    Conntrack {
-        what: String,
-        source: std::io::Error,
-    },
 }
 
 /// The node settings kube-proxy makes before proxying (and alone with
@@ -138,24 +133,29 @@ pub fn setup_node(opts: &ProxyOptions) -> Result<(), RunError> {
             tracing::info!(sysctl = a.name, old = %a.old, new = %a.new, "set sysctl");
         }
     }
-    apply_conntrack(opts)
+    apply_conntrack(opts);
+    Ok(())
 }
 
 /// Writes kube-proxy's conntrack settings ([`crate::config::conntrack_settings`]):
-/// the sysctls, then the hash table size when it is below a quarter of
-/// `nf_conntrack_max` (a read-only `/sys` only warns, as in kube-proxy).
-fn apply_conntrack(opts: &ProxyOptions) -> Result<(), RunError> {
+/// the sysctls (each only when it differs), then the hash table size when
+/// it is below a quarter of `nf_conntrack_max`. A setting that cannot be
+/// written (`nf_conntrack` not loaded, a read-only `/proc/sys` or `/sys`,
+/// `nf_conntrack_max` outside the initial network namespace) is a warning
+/// naming it, not a failure: proxying works without it.
+fn apply_conntrack(opts: &ProxyOptions) {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
-    let err = |what: &str| {
-        let what = what.to_string();
-        move |source| RunError::Conntrack { what, source }
-    };
     for (name, value) in crate::config::conntrack_settings(&opts.conntrack, cpus) {
         let path = kipvs_link::sysctl::path(&opts.sysctl_root, name);
-        let old = std::fs::read_to_string(&path).map_err(err(name))?;
-        if old.trim() != value {
-            std::fs::write(&path, &value).map_err(err(name))?;
-            tracing::info!(sysctl = name, old = old.trim(), new = %value, "set conntrack sysctl");
+        let written = std::fs::read_to_string(&path).and_then(|old| {
+            if old.trim() != value {
+                std::fs::write(&path, &value)?;
+                tracing::info!(sysctl = name, old = old.trim(), new = %value, "set conntrack sysctl");
+            }
+            Ok(())
+        });
+        if let Err(e) = written {
+            tracing::warn!(sysctl = name, value = %value, error = %e, "cannot apply conntrack setting");
         }
     }
     if let Some(max) = crate::config::conntrack_max(&opts.conntrack, cpus) {
@@ -171,7 +171,6 @@ fn apply_conntrack(opts: &ProxyOptions) -> Result<(), RunError> {
             }
         }
     }
-    Ok(())
 }
 
 /// The probe virtual server: TEST-NET-2 (RFC 5737), never a Service's

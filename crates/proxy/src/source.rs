@@ -39,6 +39,25 @@ pub enum SourceEvent {
     Query(crate::agent::Query),
 }
 
+/// The API access [`watch_api`] needs, as (API group, resource, verbs):
+/// the deployed ClusterRole grants exactly these and [`EVENTS`]
+/// (`deploy/`'s test compares them).
+pub const WATCHED: &[(&str, &str, &[&str])] = &[
+    ("", "services", &["get", "list", "watch"]),
+    (
+        "discovery.k8s.io",
+        "endpointslices",
+        &["get", "list", "watch"],
+    ),
+    ("", "nodes", &["get", "list", "watch"]),
+];
+
+/// Recording events, in both event APIs (as kube-proxy's role grants).
+pub const EVENTS: &[(&str, &str, &[&str])] = &[
+    ("", "events", &["create", "patch", "update"]),
+    ("events.k8s.io", "events", &["create", "patch", "update"]),
+];
+
 /// Watches Services, EndpointSlices and this node's Node with kube's
 /// watchers (with backoff, so an unreachable API server is retried forever
 /// while the kernel stays as it is). Returns when `tx` closes.
