@@ -447,7 +447,7 @@ pub fn unapplied_fields(tree: &serde_json::Value) -> Vec<String> {
             return;
         }
         match v {
-            serde_json::Value::Object(o)
+            serde_json::Value::Object(_)
                 if !prefix.is_empty()
                     && !APPLIED.iter().any(|a| a.starts_with(&format!("{prefix}."))) =>
             {
@@ -771,8 +771,6 @@ winkernel:
     #[test]
     fn every_field_maps_to_its_option() {
         type Check = fn(&ProxyOptions) -> bool;
-        let v4 = |s: &str| s.parse::<IpAddr>().unwrap();
-        let _ = v4;
         let table: &[(&str, Check)] = &[
             ("hostnameOverride: Node-B ", |o| o.node_name == "node-b"),
             ("clientConnection: {kubeconfig: /k}", |o| {
