@@ -274,14 +274,6 @@ pub fn run(args: ProxyArgs) -> Result<()> {
     for w in &warnings {
         tracing::warn!("{w}");
     }
-    if !opts.cluster_cidrs.is_empty() || opts.masquerade_all {
-        // Read and validated; the masquerade rules that use them are the
-        // nftables work (issue #9), not in this build yet.
-        tracing::warn!(
-            "clusterCIDR/--cluster-cidr and masqueradeAll/--masquerade-all have no effect yet: \
-             kipvs has no masquerade rules in this build"
-        );
-    }
     if cleanup {
         let r = kipvs_proxy::cleanup::cleanup_kipvs(&opts)?;
         tracing::info!(virtual_servers = r.virtual_servers.len(), links = ?r.links,

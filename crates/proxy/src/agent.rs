@@ -240,7 +240,7 @@ fn log_report(r: &SyncReport) {
     for e in &r.errors {
         tracing::error!(error = %e, "sync");
     }
-    if r.changes > 0 || r.bound > 0 || r.unbound > 0 {
+    if r.changes > 0 || r.bound > 0 || r.unbound > 0 || r.firewall_elements > 0 {
         tracing::info!(
             services = r.services,
             changes = r.changes,
@@ -248,6 +248,8 @@ fn log_report(r: &SyncReport) {
             bound = r.bound,
             unbound = r.unbound,
             messages = r.messages,
+            nft_elements = r.firewall_elements,
+            nft_replaced = r.firewall_replaced,
             "synced"
         );
     } else {

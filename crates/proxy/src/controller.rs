@@ -13,6 +13,15 @@
 //! - A Service whose new version is invalid keeps its last good state, and
 //!   its error is reported; every other Service proceeds.
 //!
+//! - The same sync keeps kipvs's nftables table ([`kipvs_nft`]) in step:
+//!   each recomputed Service's table elements
+//!   ([`crate::desired::firewall::service_elements`]) are compared with its
+//!   last ones, and only elements no Service needs any more, or newly
+//!   needed, are written, in one transaction before any address is bound
+//!   (the masquerade rules are in place before a VIP answers). A resync
+//!   reads the table back: kipvs's current skeleton is adopted and its
+//!   elements repaired, anything else is replaced whole, atomically.
+//!
 //! The engine is synchronous; the agent drives it from one thread and feeds
 //! it from the async watchers.
 
@@ -21,6 +30,7 @@ use crate::diff::{self, Change, DiffConfig, Draining, ObservedVirtualServer};
 use crate::model::*;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kipvs_nft::{Element, ElementDiff};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 
@@ -71,6 +81,39 @@ pub trait Dataplane {
         Vec<Result<(), DataplaneError>>,
     ) {
         (self.bind(add, &[]), self.apply(changes))
+    }
+    /// The elements of kipvs's nftables table, or `None` when there is no
+    /// table or it is not kipvs's current skeleton (it is then replaced).
+    fn read_firewall(&mut self) -> Result<Option<BTreeSet<Element>>, DataplaneError> {
+        Ok(None)
+    }
+    /// Writes kipvs's nftables table, as one transaction.
+    fn write_firewall(&mut self, write: &FirewallWrite) -> Result<(), DataplaneError> {
+        let _ = write;
+        Ok(())
+    }
+}
+
+/// One write of kipvs's nftables table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FirewallWrite {
+    /// The whole table with these elements, replacing what is there.
+    Replace(BTreeSet<Element>),
+    /// Only these elements change.
+    Update(ElementDiff),
+}
+
+impl FirewallWrite {
+    /// Elements written.
+    pub fn len(&self) -> usize {
+        match self {
+            FirewallWrite::Replace(all) => all.len(),
+            FirewallWrite::Update(d) => d.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -193,6 +236,10 @@ pub struct SyncReport {
     pub errors: Vec<String>,
     /// The kernel differed from the mirror: re-read it ([`Engine::resync`]).
     pub stale: bool,
+    /// nftables elements written (all of them when the table was replaced).
+    pub firewall_elements: usize,
+    /// The nftables table was written whole.
+    pub firewall_replaced: bool,
 }
 
 /// The engine. See the module docs.
@@ -218,6 +265,12 @@ pub struct Engine<D> {
     draining: Draining,
     dirty: BTreeSet<ObjectRef>,
     errors: BTreeMap<ObjectRef, ServiceError>,
+    /// The nftables elements each applied Service needs.
+    fw_of: BTreeMap<ObjectRef, BTreeSet<Element>>,
+    /// How many Services need each element.
+    fw_users: BTreeMap<Element, usize>,
+    /// What the table holds; `None`: write it whole at the next sync.
+    fw_kernel: Option<BTreeSet<Element>>,
 }
 
 impl<D: Dataplane> Engine<D> {
@@ -238,6 +291,9 @@ impl<D: Dataplane> Engine<D> {
             draining: Draining::new(),
             dirty: BTreeSet::new(),
             errors: BTreeMap::new(),
+            fw_of: BTreeMap::new(),
+            fw_users: BTreeMap::new(),
+            fw_kernel: None,
         }
     }
 
@@ -461,6 +517,15 @@ impl<D: Dataplane> Engine<D> {
                 return report;
             }
         }
+        self.fw_kernel = match self.dataplane.read_firewall() {
+            Ok(t) => t,
+            Err(e) => {
+                report
+                    .errors
+                    .push(format!("reading the nftables table: {e}"));
+                None
+            }
+        };
         self.dirty.extend(self.services.keys().cloned());
         self.dirty.extend(self.applied.keys().cloned());
         let mut r = self.sync_with(now_secs, Counts::Read);
@@ -496,6 +561,7 @@ impl<D: Dataplane> Engine<D> {
         // 1. Recompute the dirty Services (pure).
         let mut keys: BTreeSet<VirtualServerKey> = BTreeSet::new();
         let mut touched_addresses: BTreeSet<IpAddr> = BTreeSet::new();
+        let mut touched_elements: BTreeSet<Element> = BTreeSet::new();
         for id in &dirty {
             if let Some(old) = self.applied.get(id) {
                 keys.extend(old.virtual_servers.keys().copied());
@@ -520,6 +586,27 @@ impl<D: Dataplane> Engine<D> {
                     }
                 }
             };
+            let new_fw = match self.services.get(id) {
+                Some(svc) => desired::firewall::service_elements(svc, &new, &self.ctx),
+                None => BTreeSet::new(),
+            };
+            let old_fw = self.fw_of.remove(id).unwrap_or_default();
+            for e in old_fw.difference(&new_fw) {
+                if let Some(n) = self.fw_users.get_mut(e) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.fw_users.remove(e);
+                    }
+                }
+                touched_elements.insert(e.clone());
+            }
+            for e in new_fw.difference(&old_fw) {
+                *self.fw_users.entry(e.clone()).or_default() += 1;
+                touched_elements.insert(e.clone());
+            }
+            if !new_fw.is_empty() {
+                self.fw_of.insert(id.clone(), new_fw);
+            }
             keys.extend(new.virtual_servers.keys().copied());
             for k in self
                 .applied
@@ -608,7 +695,10 @@ impl<D: Dataplane> Engine<D> {
         self.draining.retain(|(k, _), _| !keys.contains(k));
         self.draining.extend(still_draining);
 
-        // 3. Bind new addresses, apply, then unbind old ones.
+        // 3. The nftables table, before any new address answers.
+        self.write_firewall(full, &touched_elements, &mut report);
+
+        // 4. Bind new addresses, apply, then unbind old ones.
         // A full sync compares every address (the kernel was just read);
         // an incremental one only those of the Services it recomputed.
         let candidates: BTreeSet<IpAddr> = if full {
@@ -677,6 +767,65 @@ impl<D: Dataplane> Engine<D> {
         }
         report.messages = self.dataplane.messages_sent() - messages_before;
         report
+    }
+
+    /// Writes what the table lacks or has too much of, among the elements
+    /// just touched (all of them on a full sync), or the whole table when
+    /// it is not known to be kipvs's.
+    fn write_firewall(&mut self, full: bool, touched: &BTreeSet<Element>, report: &mut SyncReport) {
+        let write = match &self.fw_kernel {
+            None => FirewallWrite::Replace(self.fw_users.keys().cloned().collect()),
+            Some(have) => {
+                let wanted = |e: &Element| self.fw_users.contains_key(e);
+                let mut diff = ElementDiff::default();
+                let mut look = |e: &Element| match (wanted(e), have.contains(e)) {
+                    (true, false) => {
+                        diff.add.insert(e.clone());
+                    }
+                    (false, true) => {
+                        diff.delete.insert(e.clone());
+                    }
+                    _ => {}
+                };
+                if full {
+                    have.iter().chain(self.fw_users.keys()).for_each(&mut look);
+                } else {
+                    touched.iter().for_each(&mut look);
+                }
+                if diff.is_empty() {
+                    return;
+                }
+                FirewallWrite::Update(diff)
+            }
+        };
+        match self.dataplane.write_firewall(&write) {
+            Ok(()) => {
+                report.firewall_elements = write.len();
+                match write {
+                    FirewallWrite::Replace(all) => {
+                        report.firewall_replaced = true;
+                        self.fw_kernel = Some(all);
+                    }
+                    FirewallWrite::Update(d) => {
+                        if let Some(have) = &mut self.fw_kernel {
+                            d.apply_to(have);
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                report
+                    .errors
+                    .push(format!("writing the nftables table: {e}"));
+                // Not knowing what the table holds, write it whole next time.
+                self.fw_kernel = None;
+            }
+        }
+    }
+
+    /// The nftables elements kipvs wants (for tests and inspection).
+    pub fn firewall_elements(&self) -> impl Iterator<Item = &Element> {
+        self.fw_users.keys()
     }
 
     /// A Service may not claim a virtual server another Service has.

@@ -14,6 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 
 pub mod explain;
+pub mod firewall;
 
 /// Session affinity timeout when the Service does not set one (3 hours).
 pub const DEFAULT_AFFINITY_TIMEOUT_SECS: u32 = 10800;

@@ -1,8 +1,8 @@
-//! The real data plane: IPVS through crates/ipvs and kube-ipvs0 through
-//! crates/link, and the conversions between the controller's model and the
-//! kernel's types.
+//! The real data plane: IPVS through crates/ipvs, kube-ipvs0 through
+//! crates/link, kipvs's nftables table through crates/nft, and the
+//! conversions between the controller's model and the kernel's types.
 
-use crate::controller::{Dataplane, DataplaneError};
+use crate::controller::{Dataplane, DataplaneError, FirewallWrite};
 use crate::diff::{Change, ObservedRealServer, ObservedVirtualServer};
 use crate::model::{Persistence, Protocol, VirtualServer, VirtualServerKey};
 use kipvs_ipvs as ipvs;
@@ -152,11 +152,56 @@ pub trait Binder {
     fn messages(&self) -> u64;
 }
 
-/// IPVS plus kube-ipvs0.
+/// kipvs's nftables table: the `nft` binary and the skeleton the
+/// configuration asks for.
+#[derive(Debug, Clone)]
+pub struct Firewall {
+    pub nft: kipvs_nft::Nft,
+    pub skeleton: kipvs_nft::Skeleton,
+}
+
+impl Firewall {
+    /// The table's elements if it is kipvs's current skeleton; `None` if it
+    /// is missing, of another skeleton, or holds what kipvs never writes.
+    pub fn read(&self) -> Result<Option<BTreeSet<kipvs_nft::Element>>, kipvs_nft::NftError> {
+        let table = match self.nft.read() {
+            Ok(Some(t)) => t,
+            Ok(None) => return Ok(None),
+            Err(kipvs_nft::NftError::Element(e)) => {
+                tracing::warn!(error = %e, "the nftables table is not kipvs's; replacing it");
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
+        let fingerprint = self.skeleton.fingerprint();
+        if table.comment.as_deref() != Some(fingerprint.as_str()) || !table.unknown_sets.is_empty()
+        {
+            tracing::info!(
+                found = table.comment.as_deref().unwrap_or(""),
+                want = %fingerprint,
+                "the nftables table has another skeleton; replacing it"
+            );
+            return Ok(None);
+        }
+        Ok(Some(table.elements))
+    }
+
+    /// One transaction.
+    pub fn write(&mut self, write: &FirewallWrite) -> Result<(), kipvs_nft::NftError> {
+        let script = match write {
+            FirewallWrite::Replace(all) => kipvs_nft::replace_script(&self.skeleton, all),
+            FirewallWrite::Update(diff) => kipvs_nft::update_script(diff),
+        };
+        self.nft.apply(&script)
+    }
+}
+
+/// IPVS plus kube-ipvs0, plus kipvs's nftables table when given one.
 pub struct KernelDataplane<B> {
     ipvs: ipvs::Client,
     binder: B,
     messages: u64,
+    firewall: Option<Firewall>,
 }
 
 impl<B: Binder> KernelDataplane<B> {
@@ -165,7 +210,19 @@ impl<B: Binder> KernelDataplane<B> {
             ipvs,
             binder,
             messages: 0,
+            firewall: None,
         }
+    }
+
+    /// Also keeps kipvs's nftables table.
+    pub fn with_firewall(mut self, firewall: Firewall) -> Self {
+        self.firewall = Some(firewall);
+        self
+    }
+
+    /// nft transactions applied so far.
+    pub fn firewall_transactions(&self) -> u64 {
+        self.firewall.as_ref().map_or(0, |f| f.nft.transactions)
     }
 
     pub fn ipvs(&mut self) -> &mut ipvs::Client {
@@ -234,6 +291,22 @@ impl<B: Binder + Send> Dataplane for KernelDataplane<B> {
 
     fn messages_sent(&self) -> u64 {
         self.messages + self.binder.messages()
+    }
+
+    fn read_firewall(&mut self) -> Result<Option<BTreeSet<kipvs_nft::Element>>, DataplaneError> {
+        match &self.firewall {
+            None => Ok(Some(BTreeSet::new())),
+            Some(f) => f.read().map_err(|e| DataplaneError::new(e.to_string())),
+        }
+    }
+
+    fn write_firewall(&mut self, write: &FirewallWrite) -> Result<(), DataplaneError> {
+        match &mut self.firewall {
+            None => Ok(()),
+            Some(f) => f
+                .write(write)
+                .map_err(|e| DataplaneError::new(e.to_string())),
+        }
     }
 
     /// Large batches (a start on a big cluster) bind addresses on one

@@ -59,6 +59,10 @@ pub struct ProxyOptions {
     pub masquerade_all: bool,
     /// The fwmark bit for masquerading (`iptables.masqueradeBit`, 14).
     pub masquerade_bit: u8,
+    /// The `nft` binary kipvs's nftables table is written with; `None`:
+    /// no table (masquerade, VIP filter and source ranges are then not
+    /// enforced).
+    pub nft: Option<PathBuf>,
 }
 
 impl ProxyOptions {
@@ -86,6 +90,7 @@ impl ProxyOptions {
             cluster_cidrs: Vec::new(),
             masquerade_all: false,
             masquerade_bit: 14,
+            nft: Some(PathBuf::from("nft")),
         }
     }
 }
@@ -99,6 +104,8 @@ pub enum RunError {
     Link(#[from] kipvs_link::Error),
     #[error(transparent)]
     Ipvs(#[from] kipvs_ipvs::Error),
+    #[error("nftables: {0}")]
+    Nft(#[from] kipvs_nft::NftError),
     #[error("Kubernetes client: {0}")]
     Kube(String),
     #[error("the sync loop stopped unexpectedly")]
@@ -263,8 +270,24 @@ pub async fn run(
         nodeport_range: opts.nodeport_range.clone(),
         exclude: opts.exclude_cidrs.clone(),
     };
+    let mut dataplane = KernelDataplane::new(ipvs, binder);
+    if let Some(path) = &opts.nft {
+        let firewall = crate::kernel::Firewall {
+            nft: kipvs_nft::Nft::new(path),
+            skeleton: kipvs_nft::Skeleton {
+                masquerade_all: opts.masquerade_all,
+                cluster_cidrs: opts.cluster_cidrs.clone(),
+                mark: 1u32
+                    .checked_shl(u32::from(opts.masquerade_bit))
+                    .unwrap_or(kipvs_nft::DEFAULT_MASQUERADE_MARK),
+            },
+        };
+        // Fail at start, not at every sync, when nft cannot run at all.
+        firewall.read()?;
+        dataplane = dataplane.with_firewall(firewall);
+    }
     let engine = Engine::new(
-        KernelDataplane::new(ipvs, binder),
+        dataplane,
         ctx,
         ownership,
         DiffConfig {

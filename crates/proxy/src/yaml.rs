@@ -1234,7 +1234,9 @@ spec:
             Tree::Seq(items) => {
                 for item in items {
                     match item {
-                        Tree::Map(e) if !e.is_empty() && choices.next().unwrap_or(0).is_multiple_of(2) => {
+                        Tree::Map(e)
+                            if !e.is_empty() && choices.next().unwrap_or(0).is_multiple_of(2) =>
+                        {
                             // `- key: value`, the rest at indent + 2.
                             let mut sub = String::new();
                             block(item, indent + 2, choices, &mut sub);

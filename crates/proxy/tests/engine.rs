@@ -4,7 +4,8 @@
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kipvs_proxy::controller::{Dataplane, DataplaneError, Engine, Input, Ownership};
+use kipvs_nft::Element;
+use kipvs_proxy::controller::{Dataplane, DataplaneError, Engine, FirewallWrite, Input, Ownership};
 use kipvs_proxy::desired::{Context, Family};
 use kipvs_proxy::diff::{self, Change, DiffConfig, ObservedVirtualServer};
 use kipvs_proxy::model::{ObjectRef, Protocol, VirtualServerKey};
@@ -20,6 +21,9 @@ struct Memory {
     /// Changes the "kernel" refuses (by key), to test error isolation.
     refuse: BTreeSet<VirtualServerKey>,
     log: Vec<Change>,
+    /// The nftables table's elements (`None`: no table of kipvs's).
+    fw: Option<BTreeSet<Element>>,
+    fw_writes: Vec<FirewallWrite>,
 }
 
 impl Dataplane for Memory {
@@ -74,6 +78,25 @@ impl Dataplane for Memory {
     }
     fn messages_sent(&self) -> u64 {
         self.messages
+    }
+    fn read_firewall(&mut self) -> Result<Option<BTreeSet<Element>>, DataplaneError> {
+        Ok(self.fw.clone())
+    }
+    fn write_firewall(&mut self, write: &FirewallWrite) -> Result<(), DataplaneError> {
+        match write {
+            FirewallWrite::Replace(all) => self.fw = Some(all.clone()),
+            FirewallWrite::Update(d) => {
+                let table = self.fw.as_mut().expect("an update needs a table");
+                for e in &d.delete {
+                    if !table.remove(e) {
+                        return Err(DataplaneError::new(format!("no element {}", e.render())));
+                    }
+                }
+                table.extend(d.add.iter().cloned());
+            }
+        }
+        self.fw_writes.push(write.clone());
+        Ok(())
     }
 }
 
@@ -375,4 +398,64 @@ fn deleting_a_service_removes_its_virtual_server_and_address() {
             .bound
             .contains(&"10.96.0.1".parse::<IpAddr>().unwrap())
     );
+}
+
+#[test]
+fn the_nft_table_is_written_whole_once_then_by_changed_elements_only() {
+    let mut e = loaded(50);
+    assert_eq!(e.dataplane().fw_writes.len(), 1);
+    assert!(matches!(
+        e.dataplane().fw_writes[0],
+        FirewallWrite::Replace(_)
+    ));
+    let all = e.dataplane().fw.clone().unwrap();
+    // Per Service: VIP, its port in vip-ports and cluster-ports, 3 hairpins.
+    assert_eq!(all.len(), 50 * 6);
+
+    e.input(Input::SliceApplied(Box::new(slice(
+        "s7-1",
+        "s7",
+        &["10.244.7.1", "10.244.7.2", "10.244.7.9"],
+    ))));
+    let r = e.sync(10);
+    assert_eq!(r.firewall_elements, 2);
+    assert!(!r.firewall_replaced);
+    let FirewallWrite::Update(d) = e.dataplane().fw_writes.last().unwrap() else {
+        panic!("an update")
+    };
+    let show = |s: &BTreeSet<Element>| s.iter().map(|e| e.render()).collect::<Vec<_>>();
+    assert_eq!(show(&d.delete), ["10.244.7.3 . tcp . 8080 . 10.244.7.3"]);
+    assert_eq!(show(&d.add), ["10.244.7.9 . tcp . 8080 . 10.244.7.9"]);
+
+    // A Service deleted takes its elements along; nothing else changes.
+    e.input(Input::ServiceDeleted(ObjectRef::new("default", "s9")));
+    let r = e.sync(11);
+    assert_eq!(r.firewall_elements, 6);
+
+    // A restarted engine adopts the table: a resync writes nothing.
+    let mut memory = std::mem::take(e.dataplane_mut());
+    memory.fw_writes.clear();
+    let mut again = Engine::new(memory, ctx(), ownership(), DiffConfig::default());
+    feed(&mut again, 50);
+    again.input(Input::ServiceDeleted(ObjectRef::new("default", "s9")));
+    again.input(Input::SliceApplied(Box::new(slice(
+        "s7-1",
+        "s7",
+        &["10.244.7.1", "10.244.7.2", "10.244.7.9"],
+    ))));
+    let r = again.resync(20);
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    assert_eq!(r.firewall_elements, 0);
+    assert!(again.dataplane().fw_writes.is_empty());
+
+    // An element deleted by hand is put back by the next resync.
+    let hairpin = again
+        .firewall_elements()
+        .find(|e| matches!(e, Element::Hairpin(_)))
+        .unwrap()
+        .clone();
+    again.dataplane_mut().fw.as_mut().unwrap().remove(&hairpin);
+    let r = again.resync(30);
+    assert_eq!(r.firewall_elements, 1);
+    assert!(again.dataplane().fw.as_ref().unwrap().contains(&hairpin));
 }
