@@ -35,7 +35,7 @@ fn elements(vip: &str, endpoints: &[&str]) -> BTreeSet<Element> {
 
 #[test]
 #[ignore = "needs the kernel lab"]
-fn the_table_is_written_read_back_and_updated_by_elements() {
+fn firewall_table_is_written_read_back_and_updated_by_elements() {
     let mut nft = Nft::default();
     nft.delete_table().unwrap();
     assert_eq!(nft.read().unwrap(), None);
