@@ -8,13 +8,19 @@
 //!   kipvs one request per round trip, `ipvsadm -R`) and read back.
 //! - [`agent_sync`]: `kipvs proxy --manifests` converging on a cluster and
 //!   applying single endpoint changes, against `ipvsadm -R` + `ip -batch`.
+//! - [`compare`]: kipvs side by side with `ipvsadm`, `iptables-legacy`,
+//!   `iptables-nft` and `nftables` (rules shaped like kube-proxy's, from
+//!   [`peer_rules`]): load, add a Service, change an endpoint, delete a
+//!   Service, and TCP connect latency through each.
 //!
 //! The kernel-side benchmarks run inside the kernel lab (`kipvs bench …`,
 //! driven by `cargo xtask bench …`, a fresh VM per measurement) and publish
 //! their results under `benches/results/`.
 
 pub mod agent_sync;
+pub mod compare;
 pub mod ipvs_load;
+pub mod peer_rules;
 pub mod synthetic;
 
 use std::time::Instant;

@@ -3,6 +3,10 @@
 //! flushing it is markedly slower than loading a fresh kernel), and writes
 //! the tables under `benches/results/`.
 //!
+//! - `cargo xtask bench` (or `bench compare`): kipvs against ipvsadm,
+//!   iptables-legacy, iptables-nft and nftables, load, updates and connect
+//!   latency, with a markdown table, a CSV and PNG charts (issue #8; see
+//!   [`compare`]);
 //! - `cargo xtask bench ipvs`: N services × E destinations loaded three
 //!   ways (kipvs pipelined, kipvs one request per round trip, `ipvsadm -R`)
 //!   and read back (issue #4);
@@ -13,6 +17,9 @@
 //! The binary is built in release mode. A measurement that fails or runs
 //! out of time is reported as such, never as a number.
 
+mod chart;
+mod compare;
+
 use crate::lab::{Job, Lab};
 use anyhow::{Context, Result};
 use serde_json::Value;
@@ -22,26 +29,39 @@ use std::time::Duration;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Suite {
+    /// kipvs vs ipvsadm, iptables-legacy/-nft and nftables (the default).
+    Compare,
     Ipvs,
     Agent,
 }
 
 #[derive(Debug, clap::Args)]
 pub struct BenchOpts {
-    /// Which benchmark.
+    /// Which benchmark (default: compare).
     #[arg(value_enum)]
-    suite: Suite,
-    /// Numbers of Services, comma-separated (default: ipvs 1000,5000,10000;
-    /// agent 10000).
+    suite: Option<Suite>,
+    /// Numbers of Services, comma-separated (default: compare and ipvs
+    /// 1000,5000,10000; agent 10000).
     #[arg(long, value_delimiter = ',')]
     sizes: Vec<u32>,
     /// Endpoints per Service.
     #[arg(long, default_value_t = 10)]
     endpoints: u32,
     /// Repetitions of each measurement (each in its own VM); the median
-    /// is reported with min–max.
-    #[arg(long, default_value_t = 1)]
-    repeat: u32,
+    /// is reported with min–max (default: compare 3, otherwise 1).
+    #[arg(long)]
+    repeat: Option<u32>,
+    /// compare: only these backends (kipvs, ipvsadm, iptables-legacy,
+    /// iptables-nft, nftables), comma-separated; default all.
+    #[arg(long, value_delimiter = ',')]
+    backends: Vec<String>,
+    /// compare: TCP connects timed per backend and size.
+    #[arg(long, default_value_t = 200)]
+    connects: u32,
+    /// compare: limit for each peer-tool command in the guest, in seconds
+    /// (a step over it is reported as "> N s").
+    #[arg(long, default_value_t = 120)]
+    step_timeout: u64,
     /// agent: single endpoint changes timed per run.
     #[arg(long, default_value_t = 10)]
     changes: u32,
@@ -59,20 +79,34 @@ pub struct BenchOpts {
 }
 
 pub fn run(ws: &Path, mut opts: BenchOpts) -> Result<()> {
+    let suite = opts.suite.unwrap_or(Suite::Compare);
     if opts.sizes.is_empty() {
-        opts.sizes = match opts.suite {
-            Suite::Ipvs => vec![1000, 5000, 10000],
+        opts.sizes = match suite {
+            Suite::Compare | Suite::Ipvs => vec![1000, 5000, 10000],
             Suite::Agent => vec![10000],
         };
     }
+    for b in &opts.backends {
+        if !compare::BACKENDS.iter().any(|(name, _)| name == b) {
+            anyhow::bail!("unknown backend {b:?}");
+        }
+    }
+    let repeat = opts
+        .repeat
+        .unwrap_or(if suite == Suite::Compare { 3 } else { 1 });
+    opts.repeat = Some(repeat);
     let lab = Lab::prepare(ws)?;
     let kipvs = build_release(ws)?;
+    if suite == Suite::Compare {
+        return compare::run(ws, &lab, &kipvs, &opts, repeat);
+    }
     let machine = machine();
     let results = ws.join("benches/results");
     std::fs::create_dir_all(&results)?;
-    let (name, table) = match opts.suite {
-        Suite::Ipvs => ("ipvs-load", ipvs(&lab, &kipvs, &opts)?),
-        Suite::Agent => ("agent", agent(&lab, &kipvs, &opts)?),
+    let (name, table) = match suite {
+        Suite::Ipvs => ("ipvs-load", ipvs(&lab, &kipvs, &opts, repeat)?),
+        Suite::Agent => ("agent", agent(&lab, &kipvs, &opts, repeat)?),
+        Suite::Compare => unreachable!("handled above"),
     };
     let md = format!(
         "{}\n\nMachine: {machine}; guest kernel {} under QEMU TCG (2 vCPUs, no KVM). \
@@ -80,16 +114,16 @@ pub fn run(ws: &Path, mut opts: BenchOpts) -> Result<()> {
          when repeated. Reproduce: `cargo xtask bench {name_arg} --sizes {} --repeat {}`.\n",
         table.markdown,
         crate::lab::KERNEL_VERSION,
-        opts.repeat,
+        repeat,
         opts.sizes
             .iter()
             .map(u32::to_string)
             .collect::<Vec<_>>()
             .join(","),
-        opts.repeat,
-        name_arg = match opts.suite {
+        repeat,
+        name_arg = match suite {
             Suite::Ipvs => "ipvs",
-            Suite::Agent => "agent",
+            _ => "agent",
         },
     );
     std::fs::write(results.join(format!("{name}.md")), &md)?;
@@ -146,9 +180,28 @@ fn measure(
             .rev()
             .find_map(|l| serde_json::from_str::<Value>(l.trim()).ok())
             .ok_or_else(|| "no result line".to_owned()),
-        Ok(out) => Err(format!("failed (exit {})", out.exit_code)),
+        Ok(out) => Err(out
+            .stdout
+            .lines()
+            .rev()
+            .find_map(|l| serde_json::from_str::<Value>(l.trim()).ok())
+            .and_then(|v| v["error"].as_str().map(short_error))
+            .unwrap_or_else(|| format!("failed (exit {})", out.exit_code))),
         Err(e) if e.to_string().contains("timed out") => Err(format!("> {timeout} s")),
         Err(e) => Err(format!("failed: {e:#}")),
+    }
+}
+
+/// A guest's error for a table cell: `> N s` for a timeout, else the
+/// first 80 characters.
+fn short_error(e: &str) -> String {
+    if let Some(rest) = e.strip_prefix("timeout: ") {
+        return rest.split(':').next().unwrap_or(rest).to_owned();
+    }
+    let e = e.replace('|', "/");
+    match e.char_indices().nth(80) {
+        Some((i, _)) => format!("failed: {}…", &e[..i]),
+        None => format!("failed: {e}"),
     }
 }
 
@@ -202,7 +255,7 @@ fn cell(xs: &[f64], failure: &Option<String>) -> String {
     summary(xs, secs).unwrap_or_else(|| failure.clone().unwrap_or_else(|| "–".into()))
 }
 
-fn ipvs(lab: &Lab, kipvs: &Path, o: &BenchOpts) -> Result<Table> {
+fn ipvs(lab: &Lab, kipvs: &Path, o: &BenchOpts, repeat: u32) -> Result<Table> {
     let methods = ["pipelined", "serial", "restore"];
     let mut md = String::from(
         "| services × destinations | kipvs pipelined | kipvs one per round trip | ipvsadm -R \
@@ -215,7 +268,7 @@ fn ipvs(lab: &Lab, kipvs: &Path, o: &BenchOpts) -> Result<Table> {
         let mut times: Vec<Vec<f64>> = vec![Vec::new(); 3];
         let mut failures: Vec<Option<String>> = vec![None; 3];
         let (mut d1, mut d4) = (Vec::new(), Vec::new());
-        for run in 0..o.repeat {
+        for run in 0..repeat {
             for (m, method) in methods.iter().enumerate() {
                 let dump = if *method == "pipelined" {
                     " --dump"
@@ -314,7 +367,7 @@ impl AgentSamples {
     }
 }
 
-fn agent(lab: &Lab, kipvs: &Path, o: &BenchOpts) -> Result<Table> {
+fn agent(lab: &Lab, kipvs: &Path, o: &BenchOpts, repeat: u32) -> Result<Table> {
     let mut md = String::from(
         "| services × endpoints | start → converged, manifests | start → converged, API \
          | ipvsadm -R + ip -batch | converged / restore (manifests, API) \
@@ -334,7 +387,7 @@ fn agent(lab: &Lab, kipvs: &Path, o: &BenchOpts) -> Result<Table> {
         let e = o.endpoints;
         let (mut files, mut api) = (AgentSamples::default(), AgentSamples::default());
         let (mut base, mut base_change, mut base_fail) = (Vec::new(), Vec::new(), None);
-        for run in 0..o.repeat {
+        for run in 0..repeat {
             let plan: Vec<(&str, u32)> = if full {
                 vec![("manifests", o.changes), ("api", o.changes)]
             } else {

@@ -5,7 +5,8 @@
 //! - `cargo xtask vm test [FILTER]` builds every `tests/kernel_*.rs` test of
 //!   the workspace and runs them all (with `--ignored`) in one VM boot;
 //! - `cargo xtask demo` shows IPVS round-robin between two namespace "pods";
-//! - `cargo xtask bench ipvs|agent` runs the lab benchmarks (see [`bench`]);
+//! - `cargo xtask bench [compare|ipvs|agent]` runs the lab benchmarks (see
+//!   [`bench`]; the default compares kipvs with iptables and nftables);
 //! - `cargo xtask fuzz` fuzzes the IPVS decoder for a bounded time;
 //! - `cargo xtask ci` runs what CI runs: fmt, clippy, tests, fuzzing, kernel
 //!   tests.

@@ -5,7 +5,7 @@
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
-use kipvs_benches::{agent_sync, ipvs_load};
+use kipvs_benches::{agent_sync, compare, ipvs_load};
 use serde_json::json;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -47,6 +47,22 @@ pub enum BenchCommand {
     AgentBaseline {
         #[command(flatten)]
         size: Size,
+    },
+    /// Load the synthetic cluster with one backend (kipvs, ipvsadm,
+    /// iptables-legacy/-nft, nftables), time adding a Service, changing an
+    /// endpoint and deleting a Service, each verified in the kernel, and the
+    /// TCP connect latency to the last Service through it.
+    Compare {
+        #[arg(long, value_enum)]
+        backend: compare::Backend,
+        #[command(flatten)]
+        size: Size,
+        /// Connects timed for the connect latency.
+        #[arg(long, default_value_t = 200)]
+        connects: u32,
+        /// Limit for each peer-tool command, in seconds.
+        #[arg(long, default_value_t = 120)]
+        step_timeout: u64,
     },
 }
 
@@ -117,6 +133,52 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
                 "bench": "agent-baseline", "services": n, "endpoints": e,
                 "load_seconds": r.load_secs, "restore_seconds": r.restore_secs,
                 "addresses_seconds": r.addresses_secs, "change_seconds": r.change_secs,
+            })
+        }
+        BenchCommand::Compare {
+            backend,
+            size,
+            connects,
+            step_timeout,
+        } => {
+            let plan = compare::Plan {
+                backend,
+                services: size.services,
+                endpoints: size.endpoints,
+                connects,
+                step_timeout: Duration::from_secs(step_timeout),
+            };
+            let r = match compare::run(&plan) {
+                Ok(r) => r,
+                Err(err) => {
+                    // One line the driver can show in its table.
+                    let timeout = matches!(err, kipvs_benches::BenchError::Timeout(_));
+                    println!(
+                        "{}",
+                        json!({"bench": "compare", "error": err.to_string(), "timeout": timeout})
+                    );
+                    return Err(err).with_context(|| {
+                        format!("{} at {} services", backend.name(), size.services)
+                    });
+                }
+            };
+            let samples: Vec<_> = r
+                .samples
+                .iter()
+                .map(|s| {
+                    let (seconds, error) = match &s.seconds {
+                        Ok(t) => (Some(*t), None),
+                        Err(why) => (None, Some(why.clone())),
+                    };
+                    json!({"method": s.method, "scenario": s.scenario.name(),
+                           "seconds": seconds, "error": error})
+                })
+                .collect();
+            json!({
+                "bench": "compare", "backend": backend.name(), "services": size.services,
+                "endpoints": size.endpoints, "samples": samples,
+                "connects": r.connect.connects, "connect_p50_us": r.connect.p50_us,
+                "connect_p99_us": r.connect.p99_us,
             })
         }
     };

@@ -1,0 +1,187 @@
+//! PNG charts of the comparison (plotters): update latency against the
+//! number of Services, log-log, one panel per scenario and one line per
+//! method; and TCP connect latency (p50 solid, p99 dashed) per backend.
+
+use super::compare::{BACKENDS, Results, SCENARIOS};
+use anyhow::{Result, anyhow};
+use plotters::prelude::*;
+use std::path::Path;
+
+const COLORS: [RGBColor; 7] = [
+    RGBColor(0, 0, 0),
+    RGBColor(31, 119, 180),
+    RGBColor(214, 39, 40),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+];
+
+fn err(e: impl std::fmt::Display) -> anyhow::Error {
+    anyhow!("drawing a chart: {e}")
+}
+
+/// The y range of a set of positive values, widened to whole decades.
+fn decades(values: impl Iterator<Item = f64>) -> (f64, f64) {
+    let (lo, hi) = values
+        .filter(|v| v.is_finite() && *v > 0.0)
+        .fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    if lo > hi {
+        return (1e-3, 1.0);
+    }
+    (
+        10f64.powf(lo.log10().floor()),
+        10f64.powf(hi.log10().ceil()).max(lo * 10.0),
+    )
+}
+
+fn x_range(sizes: &[u32]) -> (f64, f64) {
+    let lo = sizes.iter().copied().min().unwrap_or(1) as f64;
+    let hi = sizes.iter().copied().max().unwrap_or(10) as f64;
+    (lo / 1.5, hi * 1.5)
+}
+
+fn secs_label(y: &f64) -> String {
+    if *y >= 1.0 {
+        format!("{y} s")
+    } else if *y >= 1e-3 {
+        format!("{} ms", (y * 1e3 * 1000.0).round() / 1000.0)
+    } else {
+        format!("{} µs", (y * 1e6).round())
+    }
+}
+
+type LogChart<'a> = ChartContext<'a, BitMapBackend<'a>, Cartesian2d<LogCoord<f64>, LogCoord<f64>>>;
+
+/// A log-log chart of seconds against Services, its mesh drawn.
+fn log_log<'a>(
+    area: &DrawingArea<BitMapBackend<'a>, plotters::coord::Shift>,
+    caption: &str,
+    caption_size: u32,
+    x: (f64, f64),
+    y: (f64, f64),
+) -> Result<LogChart<'a>> {
+    let mut chart = ChartBuilder::on(area)
+        .caption(caption, ("sans-serif", caption_size))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(80)
+        .build_cartesian_2d((x.0..x.1).log_scale(), (y.0..y.1).log_scale())
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc("Services")
+        .x_label_formatter(&|x| format!("{}", x.round()))
+        .y_label_formatter(&secs_label)
+        .draw()
+        .map_err(err)?;
+    Ok(chart)
+}
+
+/// Update latency vs N, one panel per scenario.
+pub fn update_chart(path: &Path, r: &Results, sizes: &[u32], backends: &[&str]) -> Result<()> {
+    let root = BitMapBackend::new(path, (1400, 1000)).into_drawing_area();
+    root.fill(&WHITE).map_err(err)?;
+    let root = root
+        .titled(
+            "kipvs vs ipvsadm, iptables, nftables: time per step vs Services (log-log, lower is better)",
+            ("sans-serif", 24),
+        )
+        .map_err(err)?;
+    let methods: Vec<&str> = BACKENDS
+        .iter()
+        .filter(|(b, _)| backends.contains(b))
+        .flat_map(|(_, m)| m.iter().copied())
+        .collect();
+    let (x0, x1) = x_range(sizes);
+    for ((scenario, label), area) in SCENARIOS.iter().zip(root.split_evenly((2, 2))) {
+        let points = |m: &str| -> Vec<(f64, f64)> {
+            sizes
+                .iter()
+                .filter_map(|&n| r.median(n, m, scenario).map(|t| (f64::from(n), t)))
+                .collect()
+        };
+        let (y0, y1) = decades(methods.iter().flat_map(|m| points(m)).map(|p| p.1));
+        let mut chart = log_log(&area, label, 20, (x0, x1), (y0, y1))?;
+        for (k, m) in methods.iter().enumerate() {
+            let color = COLORS[k % COLORS.len()];
+            let style = ShapeStyle::from(&color).stroke_width(if k == 0 { 3 } else { 2 });
+            let pts = points(m);
+            chart
+                .draw_series(LineSeries::new(pts.clone(), style))
+                .map_err(err)?
+                .label(*m)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
+            chart
+                .draw_series(pts.into_iter().map(|p| Circle::new(p, 4, color.filled())))
+                .map_err(err)?;
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .position(SeriesLabelPosition::UpperLeft)
+            .label_font(("sans-serif", 13))
+            .draw()
+            .map_err(err)?;
+    }
+    root.present().map_err(err)?;
+    Ok(())
+}
+
+/// Connect latency vs N per backend: p50 solid, p99 dashed.
+pub fn connect_chart(path: &Path, r: &Results, sizes: &[u32], backends: &[&str]) -> Result<()> {
+    let root = BitMapBackend::new(path, (1000, 650)).into_drawing_area();
+    root.fill(&WHITE).map_err(err)?;
+    let series = |map: &std::collections::BTreeMap<(u32, String), Vec<f64>>, b: &str| {
+        sizes
+            .iter()
+            .filter_map(|&n| {
+                map.get(&(n, b.to_owned()))
+                    .and_then(|v| super::med(v))
+                    .map(|t| (f64::from(n), t))
+            })
+            .collect::<Vec<_>>()
+    };
+    let all = backends
+        .iter()
+        .flat_map(|b| series(&r.p50, b).into_iter().chain(series(&r.p99, b)))
+        .map(|p| p.1);
+    let (y0, y1) = decades(all);
+    let (x0, x1) = x_range(sizes);
+    let mut chart = log_log(
+        &root,
+        "TCP connect latency to the last Service vs Services (p50 solid, p99 dashed)",
+        22,
+        (x0, x1),
+        (y0, y1),
+    )?;
+    for (k, b) in backends.iter().enumerate() {
+        let color = COLORS[k % COLORS.len()];
+        let style = ShapeStyle::from(&color).stroke_width(2);
+        chart
+            .draw_series(LineSeries::new(series(&r.p50, b), style))
+            .map_err(err)?
+            .label(*b)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
+        chart
+            .draw_series(DashedLineSeries::new(series(&r.p99, b), 6, 4, style))
+            .map_err(err)?;
+        chart
+            .draw_series(
+                series(&r.p50, b)
+                    .into_iter()
+                    .map(|p| Circle::new(p, 4, color.filled())),
+            )
+            .map_err(err)?;
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::UpperLeft)
+        .draw()
+        .map_err(err)?;
+    root.present().map_err(err)?;
+    Ok(())
+}
