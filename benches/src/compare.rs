@@ -626,7 +626,9 @@ impl Peer for Nftables {
 }
 
 /// Removes everything a run leaves in the kernel (namespaces, IPVS
-/// table, `kube-ipvs0`, nftables ruleset, iptables nat tables), so several
+/// table, `kube-ipvs0`, nftables ruleset, iptables nat tables, the legacy
+/// nat module: an empty legacy nat table still takes the NAT decision
+/// first and leaves nftables nothing to DNAT), so several
 /// backends can run in one boot (the lab test does; `cargo xtask bench`
 /// boots a fresh VM instead).
 pub fn reset() -> Result<(), BenchError> {
@@ -634,7 +636,7 @@ pub fn reset() -> Result<(), BenchError> {
         "ip netns del {CLIENT_NS} 2>/dev/null; ip netns del {SERVER_NS} 2>/dev/null; \
          ip link del kb-c 2>/dev/null; ip link del kb-s 2>/dev/null; \
          ip link del kube-ipvs0 2>/dev/null; ipvsadm -C; \
-         for v in legacy nft; do iptables-$v -t nat -F; iptables-$v -t nat -X; done; \
+         for v in legacy nft; do iptables-$v -t nat -F; iptables-$v -t nat -X; done; rmmod iptable_nat; \
          nft flush ruleset; true"
     );
     run_cmd(&["bash", "-c", &script], b"", Duration::from_secs(120))?;
