@@ -9,11 +9,12 @@
 //! virtual servers. Then the first sync is a [`Engine::resync`]: adopt what
 //! the kernel holds, change only what differs, flush nothing.
 
-use crate::controller::{Dataplane, Engine, SyncReport};
-use crate::desired::Context;
+use crate::controller::{Dataplane, Engine, Input, SyncReport};
+use crate::desired::{Context, Family};
 use crate::model::ObjectRef;
 use crate::source::SourceEvent;
 use k8s_openapi::api::core::v1::Node;
+use std::collections::BTreeMap;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -59,6 +60,12 @@ pub struct Status {
     pub ready: bool,
     /// This node's Node object, when known.
     pub node: Option<Box<Node>>,
+    /// The metrics the sync loop updates and `/metrics` serves.
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// The health-check node ports and what they answer for.
+    pub service_health: BTreeMap<u16, crate::healthcheck::ServiceHealth>,
+    /// Woken when `service_health` gains or loses a port.
+    pub service_health_changed: Arc<tokio::sync::Notify>,
 }
 
 /// A question for the sync thread, with where to send the answer.
@@ -132,6 +139,9 @@ pub fn run<D: Dataplane>(
     let mut last_drain_check = Instant::now();
     // The kernel differed from the mirror at the last sync: re-read it.
     let mut stale = false;
+    let metrics = status.lock().unwrap().metrics.clone();
+    // Trigger times of the EndpointSlice changes not yet synced.
+    let mut triggers: Vec<(Family, SystemTime)> = Vec::new();
     loop {
         let now = Instant::now();
         let ready = services_listed && slices_listed;
@@ -162,7 +172,10 @@ pub fn run<D: Dataplane>(
             .chain(std::iter::from_fn(|| events.try_recv().ok()))
         {
             match ev {
-                SourceEvent::Input(i) => engine.input(i),
+                SourceEvent::Input(i) => {
+                    observe_input(&metrics, &i, &mut triggers);
+                    engine.input(i)
+                }
                 SourceEvent::ReplaceServices(v) => {
                     services_listed = true;
                     engine.replace_services(v);
@@ -188,12 +201,17 @@ pub fn run<D: Dataplane>(
         }
         if engine.pending() > 0 {
             let mut s = status.lock().unwrap();
-            s.queued_since.get_or_insert_with(SystemTime::now);
+            if s.queued_since.is_none() {
+                let now = SystemTime::now();
+                s.queued_since = Some(now);
+                metrics.queued(engine.context().families.iter().copied(), unix_secs(now));
+            }
         }
         if !(services_listed && slices_listed) {
             continue;
         }
         let now = Instant::now();
+        let sync_started = Instant::now();
         let was_draining = engine.draining() > 0;
         let drain_due = was_draining && now >= last_drain_check + timing.drain_check;
         let report = if stale || last_resync.is_none_or(|r| now >= r + timing.sync_period) {
@@ -222,7 +240,24 @@ pub fn run<D: Dataplane>(
             last_sync = Some(now);
             stale = report.stale;
             log_report(&report);
+            let done = SystemTime::now();
+            observe_sync(
+                &metrics,
+                &engine,
+                &report,
+                sync_started.elapsed(),
+                done,
+                &mut triggers,
+            );
+            let ports = crate::healthcheck::service_health(engine.local_endpoints());
             let mut s = status.lock().unwrap();
+            if s.service_health != ports {
+                let new_ports = !s.service_health.keys().eq(ports.keys());
+                s.service_health = ports;
+                if new_ports {
+                    s.service_health_changed.notify_one();
+                }
+            }
             s.ready = true;
             s.syncs += 1;
             s.messages += report.messages;
@@ -233,6 +268,83 @@ pub fn run<D: Dataplane>(
             s.errors = engine.errors().map(|e| e.to_string()).collect();
             s.last_report = report;
         }
+    }
+}
+
+fn unix_secs(t: SystemTime) -> f64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64()
+}
+
+/// Counts a change and keeps an EndpointSlice's trigger time (the
+/// `endpoints.kubernetes.io/last-change-trigger-time` annotation) for
+/// `kubeproxy_network_programming_duration_seconds`.
+fn observe_input(
+    metrics: &crate::metrics::Metrics,
+    input: &Input,
+    triggers: &mut Vec<(Family, SystemTime)>,
+) {
+    match input {
+        Input::ServiceApplied(_) | Input::ServiceDeleted(_) => metrics.service_changed(),
+        Input::SliceDeleted(_) => metrics.endpoint_changed(),
+        Input::SliceApplied(slice) => {
+            metrics.endpoint_changed();
+            let family = match slice.address_type.as_str() {
+                "IPv4" => Family::V4,
+                "IPv6" => Family::V6,
+                _ => return,
+            };
+            let trigger = slice
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(crate::labels::LAST_CHANGE_TRIGGER_TIME))
+                .and_then(|t| t.parse::<k8s_openapi::jiff::Timestamp>().ok())
+                .map(SystemTime::from);
+            if let Some(t) = trigger {
+                triggers.push((family, t));
+            }
+        }
+    }
+}
+
+/// Records one sync in the metrics.
+fn observe_sync<D: Dataplane>(
+    metrics: &crate::metrics::Metrics,
+    engine: &Engine<D>,
+    report: &SyncReport,
+    took: Duration,
+    done: SystemTime,
+    triggers: &mut Vec<(Family, SystemTime)>,
+) {
+    use crate::metrics::{SyncErrorKind, TrafficPolicy};
+    let families = &engine.context().families;
+    metrics.synced(
+        families.iter().copied(),
+        took.as_secs_f64(),
+        unix_secs(done),
+        engine.pending() == 0,
+    );
+    metrics.netlink_messages(report.messages);
+    for e in &report.errors {
+        metrics.sync_error(SyncErrorKind::of_report_error(e));
+    }
+    // The changes reached the kernel (a failed one is retried, as in
+    // kube-proxy, which observes at the end of every sync).
+    for (family, t) in triggers.drain(..) {
+        let secs = done.duration_since(t).unwrap_or_default().as_secs_f64();
+        metrics.network_programmed(family, secs);
+    }
+    for f in families {
+        let (mut internal, mut external) = (0, 0);
+        for l in engine.local_endpoints().values() {
+            let none = l.families.contains(f) && l.ready.get(f).copied().unwrap_or(0) == 0;
+            internal += i64::from(none && l.internal_local);
+            external += i64::from(none && l.external_local);
+        }
+        metrics.set_no_local_endpoints(TrafficPolicy::Internal, *f, internal);
+        metrics.set_no_local_endpoints(TrafficPolicy::External, *f, external);
     }
 }
 

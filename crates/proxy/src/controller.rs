@@ -271,6 +271,8 @@ pub struct Engine<D> {
     fw_users: BTreeMap<Element, usize>,
     /// What the table holds; `None`: write it whole at the next sync.
     fw_kernel: Option<BTreeSet<Element>>,
+    /// Services with a `Local` traffic policy: their local endpoints.
+    local: BTreeMap<ObjectRef, crate::healthcheck::LocalEndpoints>,
 }
 
 impl<D: Dataplane> Engine<D> {
@@ -294,6 +296,7 @@ impl<D: Dataplane> Engine<D> {
             fw_of: BTreeMap::new(),
             fw_users: BTreeMap::new(),
             fw_kernel: None,
+            local: BTreeMap::new(),
         }
     }
 
@@ -303,6 +306,11 @@ impl<D: Dataplane> Engine<D> {
 
     pub fn dataplane_mut(&mut self) -> &mut D {
         &mut self.dataplane
+    }
+
+    /// The node facts and configuration in use.
+    pub fn context(&self) -> &Context {
+        &self.ctx
     }
 
     /// The current errors, one per Service at most.
@@ -370,6 +378,12 @@ impl<D: Dataplane> Engine<D> {
             draining,
             error: self.errors.get(id).map(|e| e.to_string()),
         })
+    }
+
+    /// The Services with a `Local` traffic policy and their local
+    /// endpoints, as of the last sync (health-check ports, metrics).
+    pub fn local_endpoints(&self) -> &BTreeMap<ObjectRef, crate::healthcheck::LocalEndpoints> {
+        &self.local
     }
 
     /// Which Service owns a virtual server (for `list` and `explain`).
@@ -566,6 +580,13 @@ impl<D: Dataplane> Engine<D> {
             if let Some(old) = self.applied.get(id) {
                 keys.extend(old.virtual_servers.keys().copied());
             }
+            let local = self.services.get(id).and_then(|svc| {
+                crate::healthcheck::local_endpoints(svc, &self.slices_of_service(id), &self.ctx)
+            });
+            match local {
+                Some(l) => self.local.insert(id.clone(), l),
+                None => self.local.remove(id),
+            };
             let new = match self.services.get(id) {
                 None => ServiceState::default(),
                 Some(svc) => {

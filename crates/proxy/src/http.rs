@@ -3,8 +3,10 @@
 //! - the health server (`--healthz-bind-address`, default `0.0.0.0:10256`):
 //!   `/healthz` and `/livez` with kube-proxy's semantics and body;
 //! - the local server (`--metrics-bind-address`, default `127.0.0.1:10249`):
-//!   `/healthz` again and kipvs's read-only inspection API, which the CLI
-//!   uses to put Kubernetes names on the IPVS table:
+//!   `/healthz` again, `/metrics` (see [`crate::metrics`]), `/proxyMode`,
+//!   `/configz` (the effective configuration as JSON) and kipvs's
+//!   read-only inspection API, which the CLI uses to put Kubernetes names
+//!   on the IPVS table:
 //!   - `GET /kipvs/v1/virtual-servers`: every virtual server kipvs programs
 //!     and the Service port it serves;
 //!   - `GET /kipvs/v1/explain/{namespace}/{name}`: why each endpoint of a
@@ -14,7 +16,8 @@
 //! with a reply channel), so the answer is the engine's state, not a copy.
 
 use crate::agent::{Query, Status, VirtualServerInfo};
-use crate::model::ObjectRef;
+use crate::metrics::{Metrics, VirtualServerSample};
+use crate::model::{ObjectRef, VirtualServerKey};
 use crate::source::SourceEvent;
 use axum::Json;
 use axum::extract::{Path, State};
@@ -27,13 +30,47 @@ use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+/// Reads the counters of every IPVS virtual server (the real one dumps
+/// the kernel's table with its own netlink socket; see `run.rs`).
+pub type StatsReader =
+    Arc<dyn Fn() -> Result<Vec<(VirtualServerKey, kipvs_ipvs::Stats)>, String> + Send + Sync>;
+
+/// The clock health is judged by (`SystemTime::now` but in tests).
+pub type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
+
 /// What the handlers share.
 #[derive(Clone)]
-struct Shared {
-    status: Arc<Mutex<Status>>,
-    queries: Sender<SourceEvent>,
-    sync_period: Duration,
+pub struct HttpState {
+    pub status: Arc<Mutex<Status>>,
+    pub queries: Sender<SourceEvent>,
+    pub sync_period: Duration,
+    /// The effective configuration, served at `/configz`.
+    pub configz: Arc<serde_json::Value>,
+    /// The per-virtual-server counters for `/metrics` (`None`: not served).
+    pub stats: Option<StatsReader>,
+    pub clock: Clock,
 }
+
+impl HttpState {
+    /// The state with no configuration to show, no kernel counters and the
+    /// system clock.
+    pub fn new(
+        status: Arc<Mutex<Status>>,
+        queries: Sender<SourceEvent>,
+        sync_period: Duration,
+    ) -> Self {
+        HttpState {
+            status,
+            queries,
+            sync_period,
+            configz: Arc::new(serde_json::Value::Null),
+            stats: None,
+            clock: Arc::new(SystemTime::now),
+        }
+    }
+}
+
+type Shared = HttpState;
 
 /// The health answer: kube-proxy's rule and body.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -96,6 +133,34 @@ fn rfc3339(t: SystemTime) -> String {
         .unwrap_or_default()
 }
 
+/// The health server's routes: `/healthz` and `/livez`.
+pub fn health_router(state: HttpState) -> axum::Router {
+    axum::Router::new()
+        .route("/healthz", get(healthz))
+        .route("/livez", get(livez))
+        .with_state(state)
+}
+
+/// The local server's routes: health, `/metrics`, `/proxyMode`,
+/// `/configz` and the inspection API.
+pub fn local_router(state: HttpState) -> axum::Router {
+    axum::Router::new()
+        .route("/healthz", get(healthz))
+        .route("/livez", get(livez))
+        .route("/metrics", get(metrics))
+        .route("/configz", get(configz))
+        .route("/proxyMode", get(|| async { "ipvs" }))
+        .route("/kipvs/v1/virtual-servers", get(virtual_servers))
+        .route("/kipvs/v1/explain/{namespace}/{name}", get(explain))
+        .with_state(state)
+}
+
+/// Serves `app` on `addr` until the task is dropped.
+pub async fn serve_router(addr: SocketAddr, app: axum::Router) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    axum::serve(listener, app).await
+}
+
 /// Serves the health endpoints on `addr` until the task is dropped.
 pub async fn serve_health(
     addr: SocketAddr,
@@ -103,26 +168,11 @@ pub async fn serve_health(
     queries: Sender<SourceEvent>,
     sync_period: Duration,
 ) -> std::io::Result<()> {
-    let app = axum::Router::new()
-        .route("/healthz", get(healthz))
-        .route("/livez", get(livez));
-    serve(addr, app, status, queries, sync_period).await
-}
-
-async fn serve(
-    addr: SocketAddr,
-    app: axum::Router<Shared>,
-    status: Arc<Mutex<Status>>,
-    queries: Sender<SourceEvent>,
-    sync_period: Duration,
-) -> std::io::Result<()> {
-    let shared = Shared {
-        status,
-        queries,
-        sync_period,
-    };
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    axum::serve(listener, app.with_state(shared)).await
+    serve_router(
+        addr,
+        health_router(HttpState::new(status, queries, sync_period)),
+    )
+    .await
 }
 
 /// Serves the local endpoints (health and the inspection API) on `addr`.
@@ -132,35 +182,115 @@ pub async fn serve_local(
     queries: Sender<SourceEvent>,
     sync_period: Duration,
 ) -> std::io::Result<()> {
-    let app = axum::Router::new()
-        .route("/healthz", get(healthz))
-        .route("/livez", get(livez))
-        .route("/proxyMode", get(|| async { "ipvs" }))
-        .route("/kipvs/v1/virtual-servers", get(virtual_servers))
-        .route("/kipvs/v1/explain/{namespace}/{name}", get(explain));
-    serve(addr, app, status, queries, sync_period).await
+    serve_router(
+        addr,
+        local_router(HttpState::new(status, queries, sync_period)),
+    )
+    .await
 }
 
 /// The current health as a response: 200 when `ok` says so, else 503.
-fn health_response(s: &Shared, ok: fn(&Health) -> bool) -> Response {
-    let h = {
+fn health_response(s: &Shared, ok: fn(&Health) -> bool, count: fn(&Metrics, u16)) -> Response {
+    let (h, metrics) = {
         let status = s.status.lock().unwrap_or_else(|e| e.into_inner());
-        health(&status, SystemTime::now(), s.sync_period)
+        (
+            health(&status, (s.clock)(), s.sync_period),
+            status.metrics.clone(),
+        )
     };
     let code = if ok(&h) {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (code, Json(h)).into_response()
+    count(&metrics, code.as_u16());
+    let mut r = (code, Json(h)).into_response();
+    r.headers_mut().insert(
+        "X-Content-Type-Options",
+        axum::http::HeaderValue::from_static("nosniff"),
+    );
+    r
 }
 
 async fn healthz(State(s): State<Shared>) -> Response {
-    health_response(&s, Health::healthz_ok)
+    health_response(&s, Health::healthz_ok, Metrics::healthz)
 }
 
 async fn livez(State(s): State<Shared>) -> Response {
-    health_response(&s, Health::livez_ok)
+    health_response(&s, Health::livez_ok, Metrics::livez)
+}
+
+async fn configz(State(s): State<Shared>) -> Response {
+    Json(s.configz.as_ref().clone()).into_response()
+}
+
+/// `/metrics`: the registry, plus the kernel's counters of every virtual
+/// server kipvs programs. The owners come from the sync thread (a list of
+/// what it applied, no kernel access); the counters are read here, on a
+/// blocking thread with a socket of its own, so a scrape never holds the
+/// sync loop for a kernel dump.
+async fn metrics(State(s): State<Shared>) -> Response {
+    let metrics = s
+        .status
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .metrics
+        .clone();
+    let mut samples = Vec::new();
+    if let Some(read) = s.stats.clone() {
+        match ask::<Vec<VirtualServerInfo>>(&s, Query::VirtualServers).await {
+            Ok(owners) => match tokio::task::spawn_blocking(move || read()).await {
+                Ok(Ok(stats)) => samples = virtual_server_samples(&owners, &stats),
+                Ok(Err(e)) => tracing::warn!(error = %e, "reading IPVS counters for /metrics"),
+                Err(e) => tracing::warn!(error = %e, "reading IPVS counters for /metrics"),
+            },
+            Err(_) => tracing::warn!("the sync loop did not list its virtual servers for /metrics"),
+        }
+    }
+    let text = metrics.encode(samples);
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
+
+/// The counters of kipvs's virtual servers, labelled with their Service.
+pub fn virtual_server_samples(
+    owners: &[VirtualServerInfo],
+    stats: &[(VirtualServerKey, kipvs_ipvs::Stats)],
+) -> Vec<VirtualServerSample> {
+    let by_key: std::collections::BTreeMap<VirtualServerKey, &kipvs_ipvs::Stats> =
+        stats.iter().map(|(k, s)| (*k, s)).collect();
+    owners
+        .iter()
+        .filter_map(|o| {
+            let protocol = crate::model::Protocol::from_k8s(Some(&o.protocol))?;
+            let key = VirtualServerKey {
+                protocol,
+                address: o.address,
+                port: o.port,
+            };
+            let st = by_key.get(&key)?;
+            let (namespace, service) = o.service.split_once('/').unwrap_or(("", &o.service));
+            Some(VirtualServerSample {
+                namespace: namespace.to_owned(),
+                service: service.to_owned(),
+                port_name: o.port_name.clone(),
+                protocol: o.protocol.clone(),
+                virtual_server: SocketAddr::new(o.address, o.port).to_string(),
+                kind: o.kind.clone(),
+                connections: st.conns,
+                in_packets: st.inpkts,
+                out_packets: st.outpkts,
+                in_bytes: st.inbytes,
+                out_bytes: st.outbytes,
+            })
+        })
+        .collect()
 }
 
 /// Asks the sync thread; 503 if it does not answer within 5 s.
@@ -245,5 +375,182 @@ mod tests {
             "metadata": {"name": "n", "deletionTimestamp": "2026-01-01T00:00:00Z"}
         }))));
         assert!(!health(&s, now, Duration::from_secs(30)).node_eligible);
+    }
+
+    /// Serves `app` on an ephemeral port of 127.0.0.1.
+    async fn spawn_server(app: axum::Router) -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        addr
+    }
+
+    /// `GET path` over HTTP/1.1: (status code, headers, body).
+    async fn get(addr: SocketAddr, path: &str) -> (u16, String, String) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        let code = out[9..12].parse().unwrap();
+        let (head, body) = out.split_once("\r\n\r\n").unwrap();
+        (code, head.to_ascii_lowercase(), body.to_owned())
+    }
+
+    /// /healthz and /livez over real HTTP, with time driven by tokio's
+    /// paused clock: a change queued and never synced turns both 503 past
+    /// 2 × syncPeriod; a sync makes them healthy again; a node being
+    /// removed fails /healthz only. Every answer is counted in /metrics.
+    #[tokio::test(start_paused = true)]
+    async fn healthz_turns_unhealthy_when_syncs_stop() {
+        let base = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let start = tokio::time::Instant::now();
+        let clock: Clock = Arc::new(move || base + start.elapsed());
+        let status = Arc::new(Mutex::new(Status {
+            last_sync: Some(base),
+            ..Default::default()
+        }));
+        let (tx, _rx) = std::sync::mpsc::channel();
+        let mut state = HttpState::new(status.clone(), tx, Duration::from_secs(30));
+        state.clock = clock.clone();
+        let addr = spawn_server(local_router(state)).await;
+
+        let (code, head, body) = get(addr, "/healthz").await;
+        assert_eq!(code, 200);
+        assert!(head.contains("content-type: application/json"), "{head}");
+        assert!(head.contains("x-content-type-options: nosniff"), "{head}");
+        let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({"lastUpdated": "2023-11-14T22:13:20Z",
+                               "currentTime": "2023-11-14T22:13:20Z", "nodeEligible": true})
+        );
+
+        // A change is queued, and no sync follows.
+        tokio::time::advance(Duration::from_secs(5)).await;
+        status.lock().unwrap().queued_since = Some(clock());
+        tokio::time::advance(Duration::from_secs(60)).await;
+        assert_eq!(
+            get(addr, "/healthz").await.0,
+            200,
+            "2 × syncPeriod: still fine"
+        );
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let (code, _, body) = get(addr, "/healthz").await;
+        assert_eq!(code, 503);
+        let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(body["currentTime"], "2023-11-14T22:14:26Z");
+        assert_eq!(body["lastUpdated"], "2023-11-14T22:13:20Z");
+        assert_eq!(get(addr, "/livez").await.0, 503);
+
+        // The sync happens.
+        {
+            let mut s = status.lock().unwrap();
+            s.queued_since = None;
+            s.last_sync = Some(clock());
+        }
+        assert_eq!(get(addr, "/healthz").await.0, 200);
+        // Hours without changes are healthy: only a waiting change counts.
+        tokio::time::advance(Duration::from_secs(3 * 3600)).await;
+        assert_eq!(get(addr, "/healthz").await.0, 200);
+
+        // The node is being deleted: /healthz fails, /livez does not.
+        let node: Node = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "n", "deletionTimestamp": "2026-01-01T00:00:00Z"}
+        }))
+        .unwrap();
+        status.lock().unwrap().node = Some(Box::new(node));
+        let (code, _, body) = get(addr, "/healthz").await;
+        assert_eq!(code, 503);
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&body).unwrap()["nodeEligible"],
+            false
+        );
+        assert_eq!(get(addr, "/livez").await.0, 200);
+
+        let (code, head, text) = get(addr, "/metrics").await;
+        assert_eq!(code, 200);
+        assert!(head.contains("openmetrics-text"), "{head}");
+        let s = crate::metrics::parse::samples(&text).unwrap();
+        let v = |n: &str, code: &str| crate::metrics::parse::value(&s, n, &[("code", code)]);
+        assert_eq!(v("kubeproxy_proxy_healthz_total", "200"), Some(4.0));
+        assert_eq!(v("kubeproxy_proxy_healthz_total", "503"), Some(2.0));
+        assert_eq!(v("kubeproxy_proxy_livez_total", "503"), Some(1.0));
+        assert_eq!(v("kubeproxy_proxy_livez_total", "200"), Some(1.0));
+    }
+
+    /// /metrics labels the kernel's counters with the Service of each
+    /// virtual server (owners from the sync thread, counters from the
+    /// reader); /configz and /proxyMode answer.
+    #[tokio::test]
+    async fn metrics_name_virtual_servers_and_configz_serves_the_configuration() {
+        let status = Arc::new(Mutex::new(Status::default()));
+        let (tx, rx) = std::sync::mpsc::channel::<SourceEvent>();
+        // The sync thread's part: answer the owner list.
+        std::thread::spawn(move || {
+            while let Ok(ev) = rx.recv() {
+                if let SourceEvent::Query(Query::VirtualServers(reply)) = ev {
+                    let _ = reply.send(vec![VirtualServerInfo {
+                        protocol: "TCP".into(),
+                        address: "10.96.0.10".parse().unwrap(),
+                        port: 80,
+                        service: "default/web".into(),
+                        port_name: "http".into(),
+                        kind: "ClusterIP".into(),
+                    }]);
+                }
+            }
+        });
+        let mut state = HttpState::new(status, tx, Duration::from_secs(30));
+        state.configz = Arc::new(serde_json::json!({"mode": "ipvs"}));
+        state.stats = Some(Arc::new(|| {
+            let key = |port| VirtualServerKey {
+                protocol: crate::model::Protocol::Tcp,
+                address: "10.96.0.10".parse().unwrap(),
+                port,
+            };
+            let st = kipvs_ipvs::Stats {
+                conns: 2,
+                inbytes: 300,
+                outbytes: 4000,
+                ..Default::default()
+            };
+            // Port 22 is someone else's: not labelled, not shown.
+            Ok(vec![(key(80), st), (key(22), st)])
+        }));
+        let addr = spawn_server(local_router(state)).await;
+        let (code, _, text) = get(addr, "/metrics").await;
+        assert_eq!(code, 200);
+        let s = crate::metrics::parse::samples(&text).unwrap();
+        let web = [
+            ("namespace", "default"),
+            ("service", "web"),
+            ("port_name", "http"),
+            ("virtual_server", "10.96.0.10:80"),
+            ("kind", "ClusterIP"),
+        ];
+        let value = |n: &str, extra: &[(&str, &str)]| {
+            let l: Vec<_> = web.iter().chain(extra).copied().collect();
+            crate::metrics::parse::value(&s, n, &l)
+        };
+        assert_eq!(
+            value("kipvs_virtual_server_connections_total", &[]),
+            Some(2.0)
+        );
+        assert_eq!(
+            value("kipvs_virtual_server_bytes_total", &[("direction", "out")]),
+            Some(4000.0)
+        );
+        assert_eq!(
+            s.iter()
+                .filter(|x| x.name == "kipvs_virtual_server_connections_total")
+                .count(),
+            1
+        );
+        let (code, _, body) = get(addr, "/configz").await;
+        assert_eq!(code, 200);
+        assert_eq!(body, r#"{"mode":"ipvs"}"#);
+        assert_eq!(get(addr, "/proxyMode").await.2, "ipvs");
     }
 }

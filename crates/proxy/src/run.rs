@@ -63,6 +63,9 @@ pub struct ProxyOptions {
     /// no table (masquerade, VIP filter and source ranges are then not
     /// enforced).
     pub nft: Option<PathBuf>,
+    /// The effective configuration served at `/configz`; `Null`: derived
+    /// from these options at start ([`configz`]).
+    pub configz: serde_json::Value,
 }
 
 impl ProxyOptions {
@@ -91,6 +94,7 @@ impl ProxyOptions {
             masquerade_all: false,
             masquerade_bit: 14,
             nft: Some(PathBuf::from("nft")),
+            configz: serde_json::Value::Null,
         }
     }
 }
@@ -265,6 +269,7 @@ pub async fn run(
     let mut binder = LinkBinder::ensure(&opts.dummy)?;
     let local = binder.local_addresses()?;
     let ctx = context(&opts, None, &local);
+    let ctx_nodeports = ctx.nodeport_addresses.clone();
     let ownership = Ownership {
         nodeport_addresses: ctx.nodeport_addresses.iter().copied().collect(),
         nodeport_range: opts.nodeport_range.clone(),
@@ -315,20 +320,35 @@ pub async fn run(
         }
     };
     let mut servers = Vec::new();
+    let mut http =
+        crate::http::HttpState::new(status.clone(), sync_tx.clone(), opts.timing.sync_period);
+    http.configz = Arc::new(if opts.configz.is_null() {
+        configz(&opts)
+    } else {
+        opts.configz.clone()
+    });
+    http.stats = Some(Arc::new(read_virtual_server_stats));
     for (addr, local) in [(opts.healthz_bind, false), (opts.metrics_bind, true)] {
         let Some(addr) = addr else { continue };
-        let (status, queries, period) = (status.clone(), sync_tx.clone(), opts.timing.sync_period);
+        let app = if local {
+            crate::http::local_router(http.clone())
+        } else {
+            crate::http::health_router(http.clone())
+        };
         servers.push(tokio::spawn(async move {
-            let served = if local {
-                crate::http::serve_local(addr, status, queries, period).await
-            } else {
-                crate::http::serve_health(addr, status, queries, period).await
-            };
-            if let Err(e) = served {
+            if let Err(e) = crate::http::serve_router(addr, app).await {
                 tracing::error!(%addr, error = %e, "serving HTTP");
             }
         }));
     }
+    // Health-check node ports, on the NodePort addresses when
+    // `nodePortAddresses` restricts them (those known at start).
+    let restricted = opts.nodeport_filter != NodePortFilter::All;
+    servers.push(tokio::spawn(crate::healthcheck::serve_service_health(
+        crate::healthcheck::listen_addresses(restricted, &ctx_nodeports, &opts.families),
+        status.clone(),
+        opts.timing.sync_period,
+    )));
     let forward = tokio::spawn(async move {
         while let Some(ev) = rx.recv().await {
             if sync_tx.send(ev).is_err() {
@@ -370,6 +390,56 @@ pub async fn run(
         }
         _ = &mut stopped => Err(RunError::Stopped),
     }
+}
+
+/// Every IPVS virtual server's counters, with a netlink socket of its own
+/// (for `/metrics`; one dump of the service table, destinations not read).
+fn read_virtual_server_stats()
+-> Result<Vec<(crate::model::VirtualServerKey, kipvs_ipvs::Stats)>, String> {
+    let mut client = kipvs_ipvs::Client::new().map_err(|e| e.to_string())?;
+    let services = client.services().map_err(|e| e.to_string())?;
+    Ok(services
+        .iter()
+        .filter_map(|s| Some((crate::kernel::model_key(&s.service.key)?, s.stats)))
+        .collect())
+}
+
+/// The effective configuration for `/configz`, in the shape of kube-proxy's
+/// `KubeProxyConfiguration` (the fields kipvs implements).
+pub fn configz(opts: &ProxyOptions) -> serde_json::Value {
+    let go = |d: Duration| format!("{}s", d.as_secs_f64());
+    let cidr = |(a, l): &(IpAddr, u8)| format!("{a}/{l}");
+    let nodeport_addresses: Vec<String> = match &opts.nodeport_filter {
+        NodePortFilter::All => Vec::new(),
+        NodePortFilter::Primary => vec!["primary".into()],
+        NodePortFilter::Cidrs(c) => c.iter().map(cidr).collect(),
+    };
+    serde_json::json!({
+        "kind": "KubeProxyConfiguration",
+        "apiVersion": "kubeproxy.config.k8s.io/v1alpha1",
+        "mode": "ipvs",
+        "hostnameOverride": opts.node_name,
+        "healthzBindAddress": opts.healthz_bind.map(|a| a.to_string()).unwrap_or_default(),
+        "metricsBindAddress": opts.metrics_bind.map(|a| a.to_string()).unwrap_or_default(),
+        "nodePortAddresses": nodeport_addresses,
+        "ipvs": {
+            "scheduler": opts.scheduler.to_string(),
+            "syncPeriod": go(opts.timing.sync_period),
+            "minSyncPeriod": go(opts.timing.min_sync_period),
+            "excludeCIDRs": opts.exclude_cidrs.iter().map(cidr).collect::<Vec<_>>(),
+            "strictARP": opts.strict_arp,
+        },
+        "kipvs": {
+            "dummy": opts.dummy,
+            "drainTimeout": go(opts.drain_timeout),
+            "localFallbackToCluster": opts.local_fallback_to_cluster,
+            "serviceProxyName": opts.service_proxy_name,
+            "families": opts.families.iter().map(|f| match f {
+                Family::V4 => "IPv4",
+                Family::V6 => "IPv6",
+            }).collect::<Vec<_>>(),
+        },
+    })
 }
 
 async fn kube_client(kubeconfig: Option<PathBuf>) -> Result<kube::Client, RunError> {

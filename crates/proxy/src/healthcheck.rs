@@ -1,0 +1,508 @@
+//! Local endpoints and the Services' health-check node ports.
+//!
+//! A LoadBalancer Service with `externalTrafficPolicy: Local` has a
+//! `healthCheckNodePort`: cloud load balancers probe it on every node and
+//! send traffic only to nodes that answer 200. As kube-proxy, kipvs answers
+//! 200 when this node has ready endpoints of the Service and the proxy is
+//! healthy (the `/healthz` rule), else 503, with the body
+//! `{"service":{"namespace","name"},"localEndpoints":N,"serviceProxyHealthy":bool}`
+//! and the headers `Content-Type: application/json`,
+//! `X-Content-Type-Options: nosniff` and
+//! `X-Load-Balancing-Endpoint-Weight: N`.
+//!
+//! - [`local_endpoints`] (pure): what one Service's local traffic policies
+//!   and this node's ready endpoints are; the engine keeps it per Service
+//!   with a `Local` policy, recomputed with the Service
+//!   ([`crate::controller::Engine::local_endpoints`]); it also feeds
+//!   `kubeproxy_sync_proxy_rules_no_local_endpoints_total`.
+//! - [`serve_service_health`]: one small HTTP server per health-check port,
+//!   on the NodePort addresses when `nodePortAddresses` restricts them, else
+//!   on `0.0.0.0`/`[::]`; started and stopped as ports come and go (the
+//!   agent publishes the ports in [`crate::agent::Status::service_health`]
+//!   and wakes it); the answer is read from the status at request time.
+
+use crate::agent::Status;
+use crate::desired::{self, Context, Family};
+use crate::model::ObjectRef;
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+/// One Service's `Local` traffic policies and this node's ready endpoints.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LocalEndpoints {
+    /// `internalTrafficPolicy: Local`.
+    pub internal_local: bool,
+    /// `externalTrafficPolicy: Local` on a Service reachable from outside
+    /// (NodePort, LoadBalancer or externalIPs).
+    pub external_local: bool,
+    /// `spec.healthCheckNodePort`, when `external_local`.
+    pub health_check_node_port: Option<u16>,
+    /// The families the Service is proxied in.
+    pub families: BTreeSet<Family>,
+    /// Ready endpoints on this node, per family (distinct addresses).
+    pub ready: BTreeMap<Family, usize>,
+}
+
+impl LocalEndpoints {
+    /// Ready local endpoints of every family (the health check's count).
+    pub fn total_ready(&self) -> usize {
+        self.ready.values().sum()
+    }
+}
+
+/// The local-policy facts of one Service; `None` when it has no `Local`
+/// policy or kipvs does not proxy it (another proxy's, ExternalName,
+/// headless, no ClusterIP).
+pub fn local_endpoints(
+    svc: &Service,
+    slices: &[&EndpointSlice],
+    ctx: &Context,
+) -> Option<LocalEndpoints> {
+    let spec = svc.spec.as_ref()?;
+    if !desired::is_ours(svc.metadata.labels.as_ref(), ctx)
+        || spec.type_.as_deref() == Some("ExternalName")
+    {
+        return None;
+    }
+    let ips: Vec<&String> = match &spec.cluster_ips {
+        Some(ips) if !ips.is_empty() => ips.iter().collect(),
+        _ => spec.cluster_ip.iter().collect(),
+    };
+    if ips.is_empty() || ips.iter().any(|ip| ip.as_str() == "None") {
+        return None;
+    }
+    let families: BTreeSet<Family> = ips
+        .iter()
+        .filter_map(|ip| ip.parse::<IpAddr>().ok())
+        .map(|ip| Family::of(&ip))
+        .filter(|f| ctx.families.contains(f))
+        .collect();
+    let external = matches!(spec.type_.as_deref(), Some("NodePort" | "LoadBalancer"))
+        || spec.external_ips.as_ref().is_some_and(|e| !e.is_empty());
+    let internal_local = spec.internal_traffic_policy.as_deref() == Some("Local");
+    let external_local = external && spec.external_traffic_policy.as_deref() == Some("Local");
+    if !internal_local && !external_local {
+        return None;
+    }
+    let health_check_node_port = spec
+        .health_check_node_port
+        .filter(|_| external_local)
+        .and_then(|p| u16::try_from(p).ok())
+        .filter(|p| *p != 0);
+    let mut ready: BTreeMap<Family, BTreeSet<IpAddr>> = BTreeMap::new();
+    for slice in slices {
+        for ep in &slice.endpoints {
+            if ep.node_name.as_deref() != Some(ctx.node_name.as_str()) {
+                continue;
+            }
+            let ok = ep.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
+            // kube-proxy uses an endpoint's first address only.
+            let Some(ip) = ep.addresses.first().and_then(|a| a.parse::<IpAddr>().ok()) else {
+                continue;
+            };
+            if ok && families.contains(&Family::of(&ip)) {
+                ready.entry(Family::of(&ip)).or_default().insert(ip);
+            }
+        }
+    }
+    Some(LocalEndpoints {
+        internal_local,
+        external_local,
+        health_check_node_port,
+        ready: families
+            .iter()
+            .map(|f| (*f, ready.get(f).map_or(0, BTreeSet::len)))
+            .collect(),
+        families,
+    })
+}
+
+/// What a health-check port answers for: published by the agent after
+/// each sync.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceHealth {
+    pub service: ObjectRef,
+    pub local_endpoints: usize,
+}
+
+/// The health-check ports of the Services that have one.
+pub fn service_health<'a>(
+    local: impl IntoIterator<Item = (&'a ObjectRef, &'a LocalEndpoints)>,
+) -> BTreeMap<u16, ServiceHealth> {
+    local
+        .into_iter()
+        .filter_map(|(id, l)| {
+            Some((
+                l.health_check_node_port?,
+                ServiceHealth {
+                    service: id.clone(),
+                    local_endpoints: l.total_ready(),
+                },
+            ))
+        })
+        .collect()
+}
+
+/// The health-check answer body.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ServiceHealthBody {
+    pub service: ServiceName,
+    #[serde(rename = "localEndpoints")]
+    pub local_endpoints: usize,
+    #[serde(rename = "serviceProxyHealthy")]
+    pub service_proxy_healthy: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ServiceName {
+    pub namespace: String,
+    pub name: String,
+}
+
+#[derive(Clone)]
+struct PortState {
+    port: u16,
+    status: Arc<Mutex<Status>>,
+    sync_period: Duration,
+}
+
+async fn answer(State(s): State<PortState>) -> Response {
+    let (entry, healthy) = {
+        let status = s.status.lock().unwrap_or_else(|e| e.into_inner());
+        let healthy = crate::http::health(&status, SystemTime::now(), s.sync_period).healthz_ok();
+        (status.service_health.get(&s.port).cloned(), healthy)
+    };
+    let Some(entry) = entry else {
+        return (
+            StatusCode::NOT_FOUND,
+            "no Service has this health check port\n",
+        )
+            .into_response();
+    };
+    health_check_response(&entry, healthy)
+}
+
+/// kube-proxy's answer for one Service: 200 with local endpoints and a
+/// healthy proxy, else 503.
+pub fn health_check_response(entry: &ServiceHealth, proxy_healthy: bool) -> Response {
+    let body = ServiceHealthBody {
+        service: ServiceName {
+            namespace: entry.service.namespace.clone(),
+            name: entry.service.name.clone(),
+        },
+        local_endpoints: entry.local_endpoints,
+        service_proxy_healthy: proxy_healthy,
+    };
+    let code = if entry.local_endpoints > 0 && proxy_healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let mut r = (code, serde_json::to_string(&body).unwrap_or_default()).into_response();
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(
+        "X-Content-Type-Options",
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        "X-Load-Balancing-Endpoint-Weight",
+        HeaderValue::from(entry.local_endpoints),
+    );
+    r
+}
+
+/// Serves every health-check port in `status.service_health` on each of
+/// `addresses` (the NodePort addresses, or the unspecified address of each
+/// family), until dropped. Re-reads the ports when
+/// `status.service_health_changed` is notified: a new port gets its
+/// listeners, a gone one loses them; the others are left as they are.
+pub async fn serve_service_health(
+    addresses: Vec<IpAddr>,
+    status: Arc<Mutex<Status>>,
+    sync_period: Duration,
+) {
+    let changed = status
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .service_health_changed
+        .clone();
+    let mut running: BTreeMap<u16, Vec<tokio::task::JoinHandle<()>>> = BTreeMap::new();
+    loop {
+        let ports: BTreeSet<u16> = status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .service_health
+            .keys()
+            .copied()
+            .collect();
+        running.retain(|port, tasks| {
+            let keep = ports.contains(port);
+            if !keep {
+                tracing::info!(port, "stopping health check server");
+                tasks.iter().for_each(|t| t.abort());
+            }
+            keep
+        });
+        for port in ports {
+            if running.contains_key(&port) {
+                continue;
+            }
+            let mut tasks = Vec::new();
+            for ip in &addresses {
+                let addr = SocketAddr::new(*ip, port);
+                let listener = match tokio::net::TcpListener::bind(addr).await {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::error!(%addr, error = %e, "health check server");
+                        continue;
+                    }
+                };
+                tracing::info!(%addr, "serving health check");
+                let app = axum::Router::new().fallback(answer).with_state(PortState {
+                    port,
+                    status: status.clone(),
+                    sync_period,
+                });
+                tasks.push(tokio::spawn(async move {
+                    if let Err(e) = axum::serve(listener, app).await {
+                        tracing::error!(%addr, error = %e, "health check server");
+                    }
+                }));
+            }
+            running.insert(port, tasks);
+        }
+        changed.notified().await;
+    }
+}
+
+/// Where health-check servers listen: the NodePort addresses when
+/// `nodePortAddresses` restricts them (`restricted`), else the unspecified
+/// address of each family served.
+pub fn listen_addresses(
+    restricted: bool,
+    nodeport_addresses: &[IpAddr],
+    families: &BTreeSet<Family>,
+) -> Vec<IpAddr> {
+    if restricted {
+        return nodeport_addresses.to_vec();
+    }
+    families
+        .iter()
+        .map(|f| match f {
+            Family::V4 => IpAddr::from([0u8; 4]),
+            Family::V6 => IpAddr::from([0u16; 8]),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx() -> Context {
+        Context {
+            node_name: "node-a".into(),
+            node_zone: None,
+            families: [Family::V4].into(),
+            nodeport_addresses: vec![],
+            local_addresses: Default::default(),
+            default_scheduler: Default::default(),
+            local_fallback_to_cluster: false,
+            service_proxy_name: None,
+        }
+    }
+
+    fn lb(policy: &str) -> Service {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"namespace": "default", "name": "web"},
+            "spec": {
+                "type": "LoadBalancer", "clusterIP": "10.96.0.10",
+                "externalTrafficPolicy": policy, "healthCheckNodePort": 31000,
+                "ports": [{"port": 80, "nodePort": 30080}]
+            }
+        }))
+        .unwrap()
+    }
+
+    fn slice(endpoints: serde_json::Value) -> EndpointSlice {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"namespace": "default", "name": "web-1",
+                         "labels": {"kubernetes.io/service-name": "web"}},
+            "addressType": "IPv4",
+            "ports": [{"port": 8080}],
+            "endpoints": endpoints
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn only_ready_endpoints_on_this_node_count() {
+        let s = slice(serde_json::json!([
+            {"addresses": ["10.0.1.1"], "nodeName": "node-a"},
+            {"addresses": ["10.0.1.2"], "nodeName": "node-a", "conditions": {"ready": false}},
+            {"addresses": ["10.0.1.3"], "nodeName": "node-b"},
+            {"addresses": ["10.0.1.4"], "nodeName": "node-a", "conditions": {"ready": true}},
+        ]));
+        let l = local_endpoints(&lb("Local"), &[&s], &ctx()).unwrap();
+        assert_eq!(l.health_check_node_port, Some(31000));
+        assert!(l.external_local && !l.internal_local);
+        assert_eq!(l.total_ready(), 2);
+        assert_eq!(l.ready[&Family::V4], 2);
+    }
+
+    #[test]
+    fn a_cluster_policy_has_no_health_check() {
+        assert_eq!(local_endpoints(&lb("Cluster"), &[], &ctx()), None);
+        let mut internal = lb("Cluster");
+        internal.spec.as_mut().unwrap().internal_traffic_policy = Some("Local".into());
+        let l = local_endpoints(&internal, &[], &ctx()).unwrap();
+        assert_eq!(l.health_check_node_port, None);
+        assert_eq!(l.ready[&Family::V4], 0, "no endpoints: counted as 0");
+    }
+
+    #[test]
+    fn health_check_ports_map_to_their_service() {
+        let l = local_endpoints(&lb("Local"), &[], &ctx()).unwrap();
+        let id = ObjectRef::new("default", "web");
+        let m = service_health([(&id, &l)]);
+        assert_eq!(
+            m.get(&31000),
+            Some(&ServiceHealth {
+                service: id,
+                local_endpoints: 0
+            })
+        );
+    }
+
+    #[test]
+    fn listens_on_nodeport_addresses_only_when_restricted() {
+        let fams: BTreeSet<Family> = [Family::V4, Family::V6].into();
+        let np = ["192.168.1.10".parse().unwrap()];
+        assert_eq!(listen_addresses(true, &np, &fams), np.to_vec());
+        assert_eq!(
+            listen_addresses(false, &np, &fams),
+            vec![
+                "0.0.0.0".parse::<IpAddr>().unwrap(),
+                "::".parse::<IpAddr>().unwrap()
+            ]
+        );
+    }
+
+    async fn get(addr: SocketAddr) -> (u16, String, String) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        let code = out[9..12].parse().unwrap();
+        let (head, body) = out.split_once("\r\n\r\n").unwrap();
+        (code, head.to_owned(), body.to_owned())
+    }
+
+    /// A free port on 127.0.0.1 (bound, read, released).
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    #[tokio::test]
+    async fn servers_start_answer_and_stop_with_their_services() {
+        let status = Arc::new(Mutex::new(Status {
+            last_sync: Some(SystemTime::now()),
+            ..Default::default()
+        }));
+        let port = free_port();
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let id = ObjectRef::new("default", "web");
+        let notify = status.lock().unwrap().service_health_changed.clone();
+        let set = |n: Option<usize>| {
+            let mut s = status.lock().unwrap();
+            s.service_health = n
+                .map(|n| {
+                    (
+                        port,
+                        ServiceHealth {
+                            service: id.clone(),
+                            local_endpoints: n,
+                        },
+                    )
+                })
+                .into_iter()
+                .collect();
+            drop(s);
+            notify.notify_one();
+        };
+        set(Some(0));
+        let task = tokio::spawn(serve_service_health(
+            vec![addr.ip()],
+            status.clone(),
+            Duration::from_secs(30),
+        ));
+        // The server binds asynchronously: retry the first connection.
+        let mut first = None;
+        for _ in 0..200 {
+            if tokio::net::TcpStream::connect(addr).await.is_ok() {
+                first = Some(get(addr).await);
+                break;
+            }
+            tokio::task::yield_now().await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let (code, head, body) = first.expect("the health check server never listened");
+        assert_eq!(code, 503, "no local endpoints");
+        let b: ServiceHealthBody = serde_json::from_str(&body).unwrap();
+        assert_eq!(b.local_endpoints, 0);
+        assert!(b.service_proxy_healthy);
+        assert!(head.contains("x-content-type-options: nosniff"), "{head}");
+        assert!(
+            head.contains("x-load-balancing-endpoint-weight: 0"),
+            "{head}"
+        );
+
+        set(Some(2)); // counts are read per request
+        let (code, head, body) = get(addr).await;
+        assert_eq!(code, 200);
+        assert!(
+            head.contains("x-load-balancing-endpoint-weight: 2"),
+            "{head}"
+        );
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&body).unwrap(),
+            serde_json::json!({"service": {"namespace": "default", "name": "web"},
+                               "localEndpoints": 2, "serviceProxyHealthy": true})
+        );
+
+        // An unhealthy proxy fails the check even with local endpoints.
+        status.lock().unwrap().queued_since = Some(SystemTime::now() - Duration::from_secs(61));
+        assert_eq!(get(addr).await.0, 503);
+        status.lock().unwrap().queued_since = None;
+
+        set(None); // the Service is gone: its port closes
+        let mut closed = false;
+        for _ in 0..200 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            if tokio::net::TcpStream::connect(addr).await.is_err() {
+                closed = true;
+                break;
+            }
+        }
+        assert!(closed, "the health check port stayed open");
+        task.abort();
+    }
+}
