@@ -577,3 +577,148 @@ fn against_a_fake_api_server_create_update_delete_relist_and_reconnect() {
     );
     drop(agent);
 }
+
+/// The counters `ipvsadm -Ln --stats --exact` shows for one virtual server:
+/// connections, packets in, packets out, bytes in, bytes out.
+fn ipvsadm_stats(vip: &str) -> [f64; 5] {
+    let out = sh(&format!("ipvsadm -Ln --stats --exact -t {vip}"));
+    let line = out
+        .lines()
+        .find(|l| l.trim_start().starts_with(&format!("TCP  {vip}")))
+        .unwrap_or_else(|| panic!("no {vip} in\n{out}"));
+    let v: Vec<f64> = line
+        .split_whitespace()
+        .skip(2)
+        .map(|n| n.parse().unwrap())
+        .collect();
+    [v[0], v[1], v[2], v[3], v[4]]
+}
+
+/// `/metrics` after real syncs and real traffic: kube-proxy's sync metrics
+/// are there, and the per-virtual-server counters carry the Service's
+/// names, equal ipvsadm's and rise with traffic. The Service's
+/// healthCheckNodePort answers 200 with a local endpoint and 503 once the
+/// endpoint moves to another node. `/configz` shows the configuration.
+#[test]
+#[ignore = "needs the kernel lab"]
+fn metrics_count_real_traffic_and_the_health_check_port_follows_local_endpoints() {
+    use kipvs_proxy::metrics::parse;
+    reset();
+    pod("pod-a", 1);
+    netns("client", 9);
+    let dir = manifests("metrics");
+    let lb = "  type: LoadBalancer\n  externalTrafficPolicy: Local\n  healthCheckNodePort: 31999\n";
+    write(&dir, "svc.yaml", &service("web", "10.96.1.30", lb));
+    write(&dir, "slice.yaml", &slice("web", &[1]));
+    let _agent = Agent::start(&["--manifests", dir.to_str().unwrap()], &[], "metrics");
+    wait_until("the virtual server", Duration::from_secs(20), || {
+        real_servers("10.96.1.30:80").len() == 1
+    });
+    let scrape = || {
+        let text = sh("curl -sf http://127.0.0.1:10249/metrics");
+        parse::samples(&text).unwrap_or_else(|| panic!("unparsable /metrics:\n{text}"))
+    };
+    let web = [
+        ("namespace", "default"),
+        ("service", "web"),
+        ("port_name", "http"),
+        ("virtual_server", "10.96.1.30:80"),
+        ("kind", "ClusterIP"),
+    ];
+    let vs = |s: &[parse::Sample], name: &str, dir: Option<&str>| {
+        let mut l: Vec<(&str, &str)> = web.to_vec();
+        l.extend(dir.map(|d| ("direction", d)));
+        parse::value(s, name, &l).unwrap_or_else(|| panic!("no {name} {l:?}"))
+    };
+
+    // The kernel folds its per-CPU counters into the totals every 2 s (the
+    // estimator): wait for them, then for one more fold so the last packets
+    // of the closed connections are in.
+    let conns = |s: &[parse::Sample]| {
+        parse::value(s, "kipvs_virtual_server_connections_total", &web).unwrap_or(0.0)
+    };
+    curl_n("http://10.96.1.30/", 3);
+    wait_until("3 connections counted", Duration::from_secs(10), || {
+        conns(&scrape()) == 3.0
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let s = scrape();
+    let v4 = [("ip_family", "IPv4")];
+    assert!(
+        parse::value(&s, "kubeproxy_sync_proxy_rules_duration_seconds_count", &v4).unwrap() >= 1.0
+    );
+    assert!(
+        parse::value(&s, "kubeproxy_sync_proxy_rules_last_timestamp_seconds", &v4).unwrap() > 1.7e9
+    );
+    assert!(parse::value(&s, "kipvs_netlink_messages_total", &[]).unwrap() > 0.0);
+    let before = [
+        vs(&s, "kipvs_virtual_server_connections_total", None),
+        vs(&s, "kipvs_virtual_server_packets_total", Some("in")),
+        vs(&s, "kipvs_virtual_server_packets_total", Some("out")),
+        vs(&s, "kipvs_virtual_server_bytes_total", Some("in")),
+        vs(&s, "kipvs_virtual_server_bytes_total", Some("out")),
+    ];
+    assert_eq!(
+        before,
+        ipvsadm_stats("10.96.1.30:80"),
+        "the kernel's counters"
+    );
+    assert_eq!(before[0], 3.0, "three connections");
+
+    curl_n("http://10.96.1.30/", 2);
+    wait_until("5 connections counted", Duration::from_secs(10), || {
+        conns(&scrape()) == 5.0
+    });
+    let s = scrape();
+    let out = vs(&s, "kipvs_virtual_server_bytes_total", Some("out"));
+    assert!(
+        out > before[4],
+        "bytes rise with traffic: {out} > {}",
+        before[4]
+    );
+
+    // The health check port: one local endpoint, healthy.
+    wait_until("the health check port", Duration::from_secs(10), || {
+        try_sh("curl -sf http://127.0.0.1:31999/").0
+    });
+    let head = sh("curl -si http://127.0.0.1:31999/");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("x-load-balancing-endpoint-weight: 1"),
+        "{head}"
+    );
+    let body = sh("curl -s http://127.0.0.1:31999/");
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        body,
+        serde_json::json!({"service": {"namespace": "default", "name": "web"},
+                           "localEndpoints": 1, "serviceProxyHealthy": true})
+    );
+    // The endpoint moves to another node: 503, no local endpoints.
+    write(
+        &dir,
+        "slice.yaml",
+        &slice("web", &[1]).replace("nodeName: lab", "nodeName: other"),
+    );
+    wait_until("the health check to fail", Duration::from_secs(10), || {
+        sh("curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:31999/") == "503"
+    });
+    let body = sh("curl -s http://127.0.0.1:31999/");
+    assert!(body.contains("\"localEndpoints\":0"), "{body}");
+    let s = scrape();
+    let external = [("traffic_policy", "external"), ("ip_family", "IPv4")];
+    assert_eq!(
+        parse::value(
+            &s,
+            "kubeproxy_sync_proxy_rules_no_local_endpoints_total",
+            &external
+        ),
+        Some(1.0)
+    );
+
+    let configz = sh("curl -sf http://127.0.0.1:10249/configz");
+    let configz: serde_json::Value = serde_json::from_str(&configz).unwrap();
+    assert_eq!(configz["mode"], "ipvs");
+    assert_eq!(configz["hostnameOverride"], "lab");
+}

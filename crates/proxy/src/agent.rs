@@ -176,13 +176,18 @@ pub fn run<D: Dataplane>(
                     observe_input(&metrics, &i, &mut triggers);
                     engine.input(i)
                 }
+                // A (re)list counts the Services it made dirty.
                 SourceEvent::ReplaceServices(v) => {
                     services_listed = true;
+                    let before = engine.pending();
                     engine.replace_services(v);
+                    (before..engine.pending()).for_each(|_| metrics.service_changed());
                 }
                 SourceEvent::ReplaceSlices(v) => {
                     slices_listed = true;
+                    let before = engine.pending();
                     engine.replace_slices(v);
+                    (before..engine.pending()).for_each(|_| metrics.endpoint_changed());
                 }
                 SourceEvent::Node(n) => {
                     let ctx = context(n.as_deref());

@@ -459,3 +459,153 @@ fn the_nft_table_is_written_whole_once_then_by_changed_elements_only() {
     assert_eq!(r.firewall_elements, 1);
     assert!(again.dataplane().fw.as_ref().unwrap().contains(&hairpin));
 }
+
+/// Waits (bounded) until `cond` holds of the agent's status.
+fn wait_for(
+    status: &std::sync::Mutex<kipvs_proxy::agent::Status>,
+    what: &str,
+    cond: impl Fn(&kipvs_proxy::agent::Status) -> bool,
+) {
+    for _ in 0..2000 {
+        if cond(&status.lock().unwrap()) {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    panic!("the sync loop never got to: {what}");
+}
+
+/// The sync loop feeds kube-proxy's metrics and the health-check ports:
+/// change counters, sync durations, the network programming latency from an
+/// EndpointSlice's trigger time, Services with a Local policy and no local
+/// endpoints, and the local endpoint count a health-check port answers.
+#[test]
+fn the_sync_loop_updates_the_metrics_and_the_health_check_ports() {
+    use kipvs_proxy::agent::{self, Status, Timing};
+    use kipvs_proxy::metrics::parse;
+    use kipvs_proxy::source::SourceEvent;
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, SystemTime};
+
+    let engine = Engine::new(
+        Memory::default(),
+        ctx(),
+        ownership(),
+        DiffConfig {
+            drain_timeout_secs: 900,
+        },
+    );
+    let (tx, rx) = std::sync::mpsc::channel();
+    let status = Arc::new(Mutex::new(Status::default()));
+    let st = status.clone();
+    let sync = std::thread::spawn(move || {
+        agent::run(engine, rx, Box::new(|_| ctx()), Timing::default(), st, || 0)
+    });
+    let lb: Service = serde_json::from_value(json!({
+        "metadata": {"name": "lb", "namespace": "default"},
+        "spec": {"type": "LoadBalancer", "clusterIP": "10.96.0.50",
+                 "externalTrafficPolicy": "Local", "healthCheckNodePort": 31000,
+                 "ports": [{"port": 80, "nodePort": 30080}]}
+    }))
+    .unwrap();
+    tx.send(SourceEvent::ReplaceServices(vec![
+        lb,
+        service("s0", "10.96.0.1"),
+    ]))
+    .unwrap();
+    tx.send(SourceEvent::ReplaceSlices(vec![])).unwrap();
+    wait_for(&status, "the first sync", |s| s.syncs >= 1);
+    assert_eq!(
+        status.lock().unwrap().service_health[&31000].local_endpoints,
+        0
+    );
+    let text = status.lock().unwrap().metrics.encode(Vec::new());
+    let s = parse::samples(&text).unwrap();
+    let external_v4 = [("traffic_policy", "external"), ("ip_family", "IPv4")];
+    assert_eq!(
+        parse::value(
+            &s,
+            "kubeproxy_sync_proxy_rules_no_local_endpoints_total",
+            &external_v4
+        ),
+        Some(1.0)
+    );
+
+    // A local endpoint arrives, triggered 2 s ago by the endpoints controller.
+    let triggered = SystemTime::now() - Duration::from_secs(2);
+    let mut local = slice("lb-1", "lb", &["10.244.9.1"]);
+    local.endpoints[0].node_name = Some("node-a".into());
+    local.metadata.annotations = Some(
+        [(
+            kipvs_proxy::labels::LAST_CHANGE_TRIGGER_TIME.to_owned(),
+            k8s_openapi::jiff::Timestamp::try_from(triggered)
+                .unwrap()
+                .to_string(),
+        )]
+        .into(),
+    );
+    tx.send(SourceEvent::Input(Input::SliceApplied(Box::new(local))))
+        .unwrap();
+    wait_for(&status, "the health check counting 1", |s| {
+        s.service_health.get(&31000).map(|h| h.local_endpoints) == Some(1)
+    });
+    let text = status.lock().unwrap().metrics.encode(Vec::new());
+    let s = parse::samples(&text).unwrap_or_else(|| panic!("unparsable\n{text}"));
+    let v = |n: &str, l: &[(&str, &str)]| {
+        parse::value(&s, n, l).unwrap_or_else(|| panic!("no {n} {l:?} in\n{text}"))
+    };
+    let v4 = [("ip_family", "IPv4")];
+    assert_eq!(
+        v("kubeproxy_sync_proxy_rules_endpoint_changes_total", &[]),
+        1.0
+    );
+    assert_eq!(
+        v("kubeproxy_sync_proxy_rules_endpoint_changes_pending", &[]),
+        0.0
+    );
+    assert_eq!(
+        v("kubeproxy_network_programming_duration_seconds_count", &v4),
+        1.0
+    );
+    let under_2s = [("ip_family", "IPv4"), ("le", "1.0")];
+    assert_eq!(
+        v(
+            "kubeproxy_network_programming_duration_seconds_bucket",
+            &under_2s
+        ),
+        0.0,
+        "programmed at least 2 s after the trigger"
+    );
+    assert!(v("kubeproxy_sync_proxy_rules_duration_seconds_count", &v4) >= 2.0);
+    assert!(v("kubeproxy_sync_proxy_rules_last_timestamp_seconds", &v4) > 1.7e9);
+    assert!(
+        v(
+            "kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds",
+            &v4
+        ) > 1.7e9
+    );
+    assert!(v("kipvs_netlink_messages_total", &[]) > 0.0);
+    assert_eq!(
+        v(
+            "kubeproxy_sync_proxy_rules_no_local_endpoints_total",
+            &external_v4
+        ),
+        0.0
+    );
+
+    // The Service goes: so does its health-check port.
+    tx.send(SourceEvent::Input(Input::ServiceDeleted(ObjectRef::new(
+        "default", "lb",
+    ))))
+    .unwrap();
+    wait_for(&status, "the port to go", |s| s.service_health.is_empty());
+    let text = status.lock().unwrap().metrics.encode(Vec::new());
+    let s = parse::samples(&text).unwrap();
+    assert_eq!(
+        parse::value(&s, "kubeproxy_sync_proxy_rules_service_changes_total", &[]),
+        Some(3.0),
+        "two Services listed, one deleted"
+    );
+    drop(tx);
+    sync.join().unwrap();
+}
