@@ -84,7 +84,7 @@ struct VmOpts {
     #[arg(long, default_value_t = 900)]
     timeout: u64,
     /// Guest memory in MiB.
-    #[arg(long, default_value_t = 2048)]
+    #[arg(long, default_value_t = 4096)]
     memory: u32,
 }
 
@@ -353,7 +353,7 @@ fn ci(ws: &Path) -> Result<i32> {
                 ws,
                 &VmOpts {
                     timeout: 1500,
-                    memory: 2048,
+                    memory: 4096,
                 },
                 None,
             )
