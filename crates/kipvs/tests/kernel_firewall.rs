@@ -524,4 +524,26 @@ fn firewall_lets_only_source_ranges_reach_a_load_balancer_ip() {
         ok && out.trim() == "pod-a",
         "the node reaches its LB IP: {out}"
     );
+
+    // k/k #119656: with no range holding a node address, the node itself
+    // (and a hostNetwork pod) is refused too, as in kube-proxy's iptables
+    // mode, not let through as kube-proxy's IPVS mode once did.
+    write(
+        &dir,
+        "lb.yaml",
+        &lb.replace("[192.168.50.0/24]", "[198.51.100.0/24]"),
+    );
+    wait_until("the new source range", Duration::from_secs(20), || {
+        set_has("lb-allowed-v4", "203.0.113.10 . tcp . 80 . 198.51.100.0/24")
+            && !set_has("lb-allowed-v4", "203.0.113.10 . tcp . 80 . 203.0.113.10")
+    });
+    let (ok, out, err) = try_sh("curl -sS --max-time 2 http://203.0.113.10/");
+    assert!(!ok, "the node is outside the ranges: {out} {err}");
+    let allowed = get("allowed", "http://203.0.113.10/");
+    assert!(allowed.is_err(), "192.168.50.2 is outside now: {allowed:?}");
+    assert_eq!(
+        get("other", "http://192.168.60.1:30090/"),
+        Ok("pod-a".into()),
+        "the NodePort still answers"
+    );
 }
