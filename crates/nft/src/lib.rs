@@ -18,12 +18,18 @@
 //! one kernel transaction, all or nothing. The whole table is written only
 //! when it is missing or not kipvs's current skeleton, and then atomically
 //! ([`replace_script`]: create, delete, re-create in one transaction).
+//! Element changes go straight to the kernel instead, as one nfnetlink batch
+//! per change ([`netlink::ElementSocket`]; also one transaction): at 10k
+//! Services the table holds ~130k elements, which `nft` parses slowly, and
+//! an endpoint change should not start a process. Only the interval set
+//! `lb-allowed` (whose elements nft splits into ranges) stays with `nft`.
 //! Reading back ([`Nft::read`]) parses `nft -j list table inet kipvs`.
 //!
 //! Which rule does what, and why, is documented on [`Skeleton::render`].
 
 pub mod element;
 pub mod exec;
+pub mod netlink;
 mod skeleton;
 
 pub use element::{Element, ParseError, Proto, SetName, Vs};

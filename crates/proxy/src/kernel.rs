@@ -153,26 +153,50 @@ pub trait Binder {
 }
 
 /// kipvs's nftables table: the `nft` binary and the skeleton the
-/// configuration asks for.
-#[derive(Debug, Clone)]
+/// configuration asks for, plus an nfnetlink socket for elements.
+///
+/// Elements go to the kernel over netlink ([`kipvs_nft::netlink`]): at 10k
+/// Services the table holds ~130k of them, which `nft` takes long to parse.
+/// `nft` writes the skeleton and the interval set (`lb-allowed`), and
+/// replaces a table that is not kipvs's current one in one transaction.
+#[derive(Debug)]
 pub struct Firewall {
     pub nft: kipvs_nft::Nft,
     pub skeleton: kipvs_nft::Skeleton,
+    /// Opened at the first element write; dropped after an I/O failure.
+    elements: Option<kipvs_nft::netlink::ElementSocket>,
+    /// The last read found a table named `inet kipvs` (kipvs's or not).
+    table_found: bool,
 }
 
 impl Firewall {
+    pub fn new(nft: kipvs_nft::Nft, skeleton: kipvs_nft::Skeleton) -> Firewall {
+        Firewall {
+            nft,
+            skeleton,
+            elements: None,
+            // Unknown until read: assume there is one to replace atomically.
+            table_found: true,
+        }
+    }
+
     /// The table's elements if it is kipvs's current skeleton; `None` if it
     /// is missing, of another skeleton, or holds what kipvs never writes.
-    pub fn read(&self) -> Result<Option<BTreeSet<kipvs_nft::Element>>, kipvs_nft::NftError> {
+    pub fn read(&mut self) -> Result<Option<BTreeSet<kipvs_nft::Element>>, kipvs_nft::NftError> {
         let table = match self.nft.read() {
             Ok(Some(t)) => t,
-            Ok(None) => return Ok(None),
+            Ok(None) => {
+                self.table_found = false;
+                return Ok(None);
+            }
             Err(kipvs_nft::NftError::Element(e)) => {
+                self.table_found = true;
                 tracing::warn!(error = %e, "the nftables table is not kipvs's; replacing it");
                 return Ok(None);
             }
             Err(e) => return Err(e),
         };
+        self.table_found = true;
         let fingerprint = self.skeleton.fingerprint();
         if table.comment.as_deref() != Some(fingerprint.as_str()) || !table.unknown_sets.is_empty()
         {
@@ -186,14 +210,55 @@ impl Firewall {
         Ok(Some(table.elements))
     }
 
-    /// One transaction.
-    pub fn write(&mut self, write: &FirewallWrite) -> Result<(), kipvs_nft::NftError> {
-        let script = match write {
-            FirewallWrite::Replace(all) => kipvs_nft::replace_script(&self.skeleton, all),
-            FirewallWrite::Update(diff) => kipvs_nft::update_script(diff),
-        };
-        self.nft.apply(&script)
+    /// One transaction, except for a fresh table: the skeleton (by `nft`)
+    /// and then its elements (over netlink), both before any address they
+    /// guard is bound, and with no table of kipvs's in place to keep.
+    pub fn write(&mut self, write: &FirewallWrite) -> Result<(), FirewallError> {
+        use kipvs_nft::netlink::supported;
+        match write {
+            FirewallWrite::Update(diff) if diff.add.iter().chain(&diff.delete).all(supported) => {
+                self.write_elements(diff)
+            }
+            FirewallWrite::Update(diff) => Ok(self.nft.apply(&kipvs_nft::update_script(diff))?),
+            FirewallWrite::Replace(all) if !self.table_found => {
+                let (netlink, nft): (BTreeSet<_>, BTreeSet<_>) =
+                    all.iter().cloned().partition(supported);
+                self.nft
+                    .apply(&kipvs_nft::replace_script(&self.skeleton, &nft))?;
+                self.table_found = true;
+                self.write_elements(&kipvs_nft::ElementDiff {
+                    add: netlink,
+                    delete: BTreeSet::new(),
+                })
+            }
+            FirewallWrite::Replace(all) => Ok(self
+                .nft
+                .apply(&kipvs_nft::replace_script(&self.skeleton, all))?),
+        }
     }
+
+    fn write_elements(&mut self, diff: &kipvs_nft::ElementDiff) -> Result<(), FirewallError> {
+        let socket = match &mut self.elements {
+            Some(s) => s,
+            None => self
+                .elements
+                .insert(kipvs_nft::netlink::ElementSocket::open()?),
+        };
+        let r = socket.apply(diff);
+        if let Err(kipvs_nft::netlink::NetlinkError::Io(_)) = &r {
+            self.elements = None;
+        }
+        Ok(r?)
+    }
+}
+
+/// Why writing kipvs's nftables table failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FirewallError {
+    #[error(transparent)]
+    Nft(#[from] kipvs_nft::NftError),
+    #[error("nftables elements: {0}")]
+    Netlink(#[from] kipvs_nft::netlink::NetlinkError),
 }
 
 /// IPVS plus kube-ipvs0, plus kipvs's nftables table when given one.
@@ -294,7 +359,7 @@ impl<B: Binder + Send> Dataplane for KernelDataplane<B> {
     }
 
     fn read_firewall(&mut self) -> Result<Option<BTreeSet<kipvs_nft::Element>>, DataplaneError> {
-        match &self.firewall {
+        match &mut self.firewall {
             None => Ok(Some(BTreeSet::new())),
             Some(f) => f.read().map_err(|e| DataplaneError::new(e.to_string())),
         }

@@ -277,16 +277,16 @@ pub async fn run(
     };
     let mut dataplane = KernelDataplane::new(ipvs, binder);
     if let Some(path) = &opts.nft {
-        let firewall = crate::kernel::Firewall {
-            nft: kipvs_nft::Nft::new(path),
-            skeleton: kipvs_nft::Skeleton {
+        let mut firewall = crate::kernel::Firewall::new(
+            kipvs_nft::Nft::new(path),
+            kipvs_nft::Skeleton {
                 masquerade_all: opts.masquerade_all,
                 cluster_cidrs: opts.cluster_cidrs.clone(),
                 mark: 1u32
                     .checked_shl(u32::from(opts.masquerade_bit))
                     .unwrap_or(kipvs_nft::DEFAULT_MASQUERADE_MARK),
             },
-        };
+        );
         // Fail at start, not at every sync, when nft cannot run at all.
         firewall.read()?;
         dataplane = dataplane.with_firewall(firewall);

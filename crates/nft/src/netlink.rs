@@ -1,0 +1,563 @@
+//! Set elements over nfnetlink, in-process: one batch is one nf_tables
+//! transaction, as with `nft -f`, without a process to start or a script
+//! for it to parse.
+//!
+//! At 10,000 Services kipvs's table holds about 130,000 elements; `nft`
+//! spends most of its time parsing and evaluating them (in the QEMU TCG lab,
+//! 26 s for one full write), where the kernel's own share is a few seconds.
+//! So elements go to the kernel directly, and the `nft` binary is kept for
+//! what is rare and rule-shaped: creating the skeleton and reading back.
+//!
+//! The messages (kernel ABI, `include/uapi/linux/netfilter/nf_tables.h`,
+//! `nfnetlink.h`):
+//!
+//! - `NFNL_MSG_BATCH_BEGIN` (`res_id` = `NFNL_SUBSYS_NFTABLES`), then one
+//!   `NFT_MSG_DELSETELEM`/`NFT_MSG_NEWSETELEM` per set and chunk, then
+//!   `NFNL_MSG_BATCH_END`, all in one datagram: the kernel applies all of
+//!   them or none.
+//! - A set-element message: `nfgenmsg` (family `NFPROTO_INET`), then
+//!   `NFTA_SET_ELEM_LIST_TABLE`, `NFTA_SET_ELEM_LIST_SET` and the nested
+//!   `NFTA_SET_ELEM_LIST_ELEMENTS`, each element an `NFTA_LIST_ELEM` holding
+//!   `NFTA_SET_ELEM_KEY` → `NFTA_DATA_VALUE`. A nested attribute's length is
+//!   16 bits, so a message carries at most [`ELEMENTS_PER_MESSAGE`].
+//! - A key is the element's fields in network byte order, each padded to 4
+//!   bytes in a concatenation (nft's `NFT_REG32_SIZE`); a lone field is not
+//!   padded (`hc-ports`' keys are 2 bytes).
+//!
+//! Interval sets (`lb-allowed`) need range ends and stay with `nft`
+//! ([`supported`]).
+
+use crate::element::{Element, Proto, SetName, Vs};
+use crate::{ElementDiff, TABLE};
+use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_NETFILTER};
+use std::collections::BTreeMap;
+use std::io;
+use std::net::IpAddr;
+use std::time::Duration;
+
+// nfnetlink.h / nfnetlink_compat.h / netlink.h
+const NFNL_SUBSYS_NFTABLES: u16 = 10;
+const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
+const NFNL_MSG_BATCH_END: u16 = 0x11;
+const NFPROTO_INET: u8 = 1;
+const NFNETLINK_V0: u8 = 0;
+// nf_tables.h
+const NFT_MSG_NEWSETELEM: u16 = 12;
+const NFT_MSG_DELSETELEM: u16 = 14;
+const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
+const NFTA_SET_ELEM_LIST_SET: u16 = 2;
+const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
+const NFTA_LIST_ELEM: u16 = 1;
+const NFTA_SET_ELEM_KEY: u16 = 1;
+const NFTA_DATA_VALUE: u16 = 1;
+const NLA_F_NESTED: u16 = 1 << 15;
+// netlink.h
+const NLM_F_REQUEST: u16 = 0x01;
+const NLM_F_ACK: u16 = 0x04;
+const NLM_F_CREATE: u16 = 0x400;
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_HDRLEN: usize = 16;
+
+/// Elements per set-element message: the nested element list must stay
+/// under 64 KiB (the largest element, IPv6 hairpin, takes 52 bytes).
+pub const ELEMENTS_PER_MESSAGE: usize = 1000;
+
+/// How long to wait for the kernel's acknowledgements.
+const RECV_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Whether an element can go over netlink (everything but interval sets).
+pub fn supported(e: &Element) -> bool {
+    !matches!(e, Element::LbAllowed(..))
+}
+
+/// Why a batch failed.
+#[derive(Debug, thiserror::Error)]
+pub enum NetlinkError {
+    #[error("nfnetlink socket: {0}")]
+    Io(#[from] io::Error),
+    /// The kernel refused a message: nothing of the batch was applied.
+    #[error("the kernel refused {what}: {source}")]
+    Refused { what: String, source: io::Error },
+    #[error("{0} cannot be written over netlink (an interval set)")]
+    Unsupported(String),
+}
+
+/// One encoded batch and what each acknowledged message was.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Batch {
+    pub bytes: Vec<u8>,
+    /// Sequence number → "add 1000 elements to hairpin-v4", for errors.
+    pub messages: BTreeMap<u32, String>,
+}
+
+/// Encodes `diff` (deletions first, as [`crate::update_script`]) as one
+/// batch whose messages are numbered from `first_seq`; `None` when there is
+/// nothing to send.
+pub fn encode(diff: &ElementDiff, first_seq: u32) -> Result<Option<Batch>, NetlinkError> {
+    if let Some(e) = diff.add.iter().chain(&diff.delete).find(|e| !supported(e)) {
+        return Err(NetlinkError::Unsupported(format!(
+            "{} in {}",
+            e.render(),
+            e.set()
+        )));
+    }
+    if diff.is_empty() {
+        return Ok(None);
+    }
+    let mut out = Vec::new();
+    let mut messages = BTreeMap::new();
+    let mut seq = first_seq;
+    header(
+        &mut out,
+        NFNL_MSG_BATCH_BEGIN,
+        NLM_F_REQUEST,
+        seq,
+        0,
+        NFNL_SUBSYS_NFTABLES,
+    );
+    for (verb, msg, flags, elements) in [
+        ("delete", NFT_MSG_DELSETELEM, 0, &diff.delete),
+        ("add", NFT_MSG_NEWSETELEM, NLM_F_CREATE, &diff.add),
+    ] {
+        for (set, elems) in crate::by_set(elements) {
+            for chunk in elems.chunks(ELEMENTS_PER_MESSAGE) {
+                seq = seq.wrapping_add(1);
+                set_elements(&mut out, set, msg, flags, seq, chunk);
+                let what = format!("{verb} of {} element(s) of {set}", chunk.len());
+                messages.insert(seq, what);
+            }
+        }
+    }
+    seq = seq.wrapping_add(1);
+    header(
+        &mut out,
+        NFNL_MSG_BATCH_END,
+        NLM_F_REQUEST,
+        seq,
+        0,
+        NFNL_SUBSYS_NFTABLES,
+    );
+    Ok(Some(Batch {
+        bytes: out,
+        messages,
+    }))
+}
+
+/// Appends a netlink header and `nfgenmsg`; the length is patched by
+/// [`finish`].
+fn header(out: &mut Vec<u8>, kind: u16, flags: u16, seq: u32, family: u8, res_id: u16) -> usize {
+    let start = out.len();
+    out.extend_from_slice(&0u32.to_ne_bytes());
+    out.extend_from_slice(&kind.to_ne_bytes());
+    out.extend_from_slice(&flags.to_ne_bytes());
+    out.extend_from_slice(&seq.to_ne_bytes());
+    out.extend_from_slice(&0u32.to_ne_bytes());
+    out.push(family);
+    out.push(NFNETLINK_V0);
+    out.extend_from_slice(&res_id.to_be_bytes());
+    finish(out, start);
+    start
+}
+
+/// Writes the length of the message or attribute that starts at `start`
+/// (u32 for a message, u16 for an attribute) and pads to 4 bytes.
+fn finish(out: &mut [u8], start: usize) {
+    let len = (out.len() - start) as u32;
+    out[start..start + 4].copy_from_slice(&len.to_ne_bytes());
+}
+
+fn pad(out: &mut Vec<u8>) {
+    while !out.len().is_multiple_of(4) {
+        out.push(0);
+    }
+}
+
+/// Opens an attribute; returns where it starts.
+fn attr_open(out: &mut Vec<u8>, kind: u16) -> usize {
+    let start = out.len();
+    out.extend_from_slice(&0u16.to_ne_bytes());
+    out.extend_from_slice(&kind.to_ne_bytes());
+    start
+}
+
+fn attr_close(out: &mut Vec<u8>, start: usize) {
+    let len = u16::try_from(out.len() - start).expect("attributes stay under 64 KiB");
+    out[start..start + 2].copy_from_slice(&len.to_ne_bytes());
+    pad(out);
+}
+
+fn attr(out: &mut Vec<u8>, kind: u16, value: &[u8]) {
+    let start = attr_open(out, kind);
+    out.extend_from_slice(value);
+    attr_close(out, start);
+}
+
+fn attr_str(out: &mut Vec<u8>, kind: u16, value: &str) {
+    let mut v = value.as_bytes().to_vec();
+    v.push(0);
+    attr(out, kind, &v);
+}
+
+fn set_elements(
+    out: &mut Vec<u8>,
+    set: SetName,
+    msg: u16,
+    flags: u16,
+    seq: u32,
+    elements: &[&Element],
+) {
+    let start = header(
+        out,
+        (NFNL_SUBSYS_NFTABLES << 8) | msg,
+        NLM_F_REQUEST | NLM_F_ACK | flags,
+        seq,
+        NFPROTO_INET,
+        0,
+    );
+    attr_str(out, NFTA_SET_ELEM_LIST_TABLE, TABLE);
+    attr_str(out, NFTA_SET_ELEM_LIST_SET, &set.to_string());
+    let list = attr_open(out, NFTA_SET_ELEM_LIST_ELEMENTS | NLA_F_NESTED);
+    let mut key = Vec::with_capacity(40);
+    for e in elements {
+        let item = attr_open(out, NFTA_LIST_ELEM | NLA_F_NESTED);
+        let k = attr_open(out, NFTA_SET_ELEM_KEY | NLA_F_NESTED);
+        key.clear();
+        element_key(e, &mut key);
+        attr(out, NFTA_DATA_VALUE, &key);
+        attr_close(out, k);
+        attr_close(out, item);
+    }
+    attr_close(out, list);
+    finish(out, start);
+}
+
+/// The element's key as the kernel stores it.
+pub fn element_key(e: &Element, key: &mut Vec<u8>) {
+    fn field(key: &mut Vec<u8>, bytes: &[u8]) {
+        key.extend_from_slice(bytes);
+        pad(key);
+    }
+    fn addr(key: &mut Vec<u8>, a: &IpAddr) {
+        match a {
+            IpAddr::V4(a) => field(key, &a.octets()),
+            IpAddr::V6(a) => field(key, &a.octets()),
+        }
+    }
+    fn vs(key: &mut Vec<u8>, v: &Vs) {
+        addr(key, &v.addr);
+        field(key, &[proto_number(v.proto)]);
+        field(key, &v.port.to_be_bytes());
+    }
+    match e {
+        Element::VipAddress(a) => addr(key, a),
+        Element::VipPort(v)
+        | Element::ClusterPort(v)
+        | Element::ExternalPort(v)
+        | Element::LbRestricted(v) => vs(key, v),
+        Element::Hairpin(v) => {
+            vs(key, v);
+            addr(key, &v.addr);
+        }
+        // A lone inet_service: 2 bytes, not padded.
+        Element::HealthCheckPort(p) => key.extend_from_slice(&p.to_be_bytes()),
+        Element::LbAllowed(..) => unreachable!("interval elements are refused by encode"),
+    }
+}
+
+fn proto_number(p: Proto) -> u8 {
+    match p {
+        Proto::Tcp => 6,
+        Proto::Udp => 17,
+        Proto::Sctp => 132,
+    }
+}
+
+/// A netfilter netlink socket for element batches.
+pub struct ElementSocket {
+    socket: Socket,
+    seq: u32,
+    rx: Vec<u8>,
+    /// Batches the kernel accepted.
+    pub batches: u64,
+}
+
+impl std::fmt::Debug for ElementSocket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ElementSocket")
+            .field("seq", &self.seq)
+            .field("batches", &self.batches)
+            .finish()
+    }
+}
+
+fn setsockopt<T>(sock: &Socket, level: i32, name: i32, value: &T) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: `value` points to a live T of the given size for the call.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            level,
+            name,
+            (value as *const T).cast(),
+            std::mem::size_of::<T>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+impl ElementSocket {
+    pub fn open() -> Result<ElementSocket, NetlinkError> {
+        let mut socket = Socket::new(NETLINK_NETFILTER)?;
+        socket.bind_auto()?;
+        socket.connect(&SocketAddr::new(0, 0))?;
+        // Acknowledgements of errors without a copy of the request.
+        let _ = socket.set_cap_ack(true);
+        let timeout = libc::timeval {
+            tv_sec: RECV_TIMEOUT.as_secs() as libc::time_t,
+            tv_usec: 0,
+        };
+        setsockopt(&socket, libc::SOL_SOCKET, libc::SO_RCVTIMEO, &timeout)?;
+        Ok(ElementSocket {
+            socket,
+            seq: 0,
+            rx: Vec::with_capacity(64 * 1024),
+            batches: 0,
+        })
+    }
+
+    /// Applies `diff` as one transaction (nothing when it is empty).
+    pub fn apply(&mut self, diff: &ElementDiff) -> Result<(), NetlinkError> {
+        let Some(batch) = encode(diff, self.seq.wrapping_add(1))? else {
+            return Ok(());
+        };
+        self.seq = self.seq.wrapping_add(batch.messages.len() as u32 + 2);
+        // The batch is one datagram: make room for it (SO_SNDBUFFORCE needs
+        // CAP_NET_ADMIN, which writing nf_tables needs anyway).
+        let want = (batch.bytes.len() + 64 * 1024) as libc::c_int;
+        if setsockopt(&self.socket, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, &want).is_err() {
+            setsockopt(&self.socket, libc::SOL_SOCKET, libc::SO_SNDBUF, &want)?;
+        }
+        loop {
+            match self.socket.send(&batch.bytes, 0) {
+                Ok(n) if n == batch.bytes.len() => break,
+                Ok(n) => {
+                    return Err(NetlinkError::Io(io::Error::other(format!(
+                        "sent {n} of {} bytes",
+                        batch.bytes.len()
+                    ))));
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        // One acknowledgement per message; the first refusal names it.
+        let mut pending = batch.messages;
+        let mut refused = None;
+        while !pending.is_empty() {
+            self.rx.clear();
+            match self.socket.recv(&mut self.rx, 0) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    return Err(NetlinkError::Io(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!(
+                            "no acknowledgement from the kernel in {}s",
+                            RECV_TIMEOUT.as_secs()
+                        ),
+                    )));
+                }
+                Err(e) => return Err(e.into()),
+            }
+            for (seq, errno) in acks(&self.rx) {
+                if let Some(what) = pending.remove(&seq)
+                    && errno != 0
+                    && refused.is_none()
+                {
+                    refused = Some(NetlinkError::Refused {
+                        what,
+                        source: io::Error::from_raw_os_error(errno),
+                    });
+                }
+            }
+        }
+        match refused {
+            Some(e) => Err(e),
+            None => {
+                self.batches += 1;
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The (sequence number, errno) of each acknowledgement in a datagram.
+pub fn acks(mut datagram: &[u8]) -> Vec<(u32, i32)> {
+    let mut out = Vec::new();
+    while datagram.len() >= NLMSG_HDRLEN {
+        let len = u32::from_ne_bytes(datagram[0..4].try_into().unwrap()) as usize;
+        let kind = u16::from_ne_bytes(datagram[4..6].try_into().unwrap());
+        let seq = u32::from_ne_bytes(datagram[8..12].try_into().unwrap());
+        if len < NLMSG_HDRLEN || len > datagram.len() {
+            break;
+        }
+        if kind == NLMSG_ERROR && len >= NLMSG_HDRLEN + 4 {
+            let err = i32::from_ne_bytes(datagram[16..20].try_into().unwrap());
+            out.push((seq, -err));
+        }
+        let next = (len + 3) & !3;
+        datagram = &datagram[next.min(datagram.len())..];
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn diff(add: &[Element], delete: &[Element]) -> ElementDiff {
+        ElementDiff {
+            add: add.iter().cloned().collect(),
+            delete: delete.iter().cloned().collect(),
+        }
+    }
+
+    fn nlmsg(kind: u16, flags: u16, seq: u32, family: u8, res_id: u16, body: &[u8]) -> Vec<u8> {
+        let mut m = Vec::new();
+        m.extend_from_slice(&(20 + body.len() as u32).to_ne_bytes());
+        m.extend_from_slice(&kind.to_ne_bytes());
+        m.extend_from_slice(&flags.to_ne_bytes());
+        m.extend_from_slice(&seq.to_ne_bytes());
+        m.extend_from_slice(&0u32.to_ne_bytes());
+        m.extend_from_slice(&[family, 0]);
+        m.extend_from_slice(&res_id.to_be_bytes());
+        m.extend_from_slice(body);
+        m
+    }
+
+    fn nla(kind: u16, value: &[u8]) -> Vec<u8> {
+        let mut a = Vec::new();
+        a.extend_from_slice(&(4 + value.len() as u16).to_ne_bytes());
+        a.extend_from_slice(&kind.to_ne_bytes());
+        a.extend_from_slice(value);
+        while a.len() % 4 != 0 {
+            a.push(0);
+        }
+        a
+    }
+
+    /// The bytes, spelled out from the kernel's ABI numbers: batch begin
+    /// (type 0x10, res_id 10 big-endian), NEWSETELEM (0x0a0c) with
+    /// REQUEST|ACK|CREATE (0x405) on table "kipvs", set "vip-addrs-v4", one
+    /// element keyed 10.0.0.1, batch end (0x11).
+    #[test]
+    fn one_address_is_the_batch_the_abi_describes() {
+        let got = encode(
+            &diff(&[Element::VipAddress("10.0.0.1".parse().unwrap())], &[]),
+            7,
+        )
+        .unwrap()
+        .unwrap();
+        let key = nla(0x8000 | 1, &nla(1, &[10, 0, 0, 1]));
+        let elements = nla(0x8000 | 3, &nla(0x8000 | 1, &key));
+        let body = [nla(1, b"kipvs\0"), nla(2, b"vip-addrs-v4\0"), elements].concat();
+        let want = [
+            nlmsg(0x10, 0x1, 7, 0, 10, &[]),
+            nlmsg(0x0a0c, 0x405, 8, 1, 0, &body),
+            nlmsg(0x11, 0x1, 9, 0, 10, &[]),
+        ]
+        .concat();
+        assert_eq!(got.bytes, want);
+        assert_eq!(
+            got.messages.into_iter().collect::<Vec<_>>(),
+            [(8, "add of 1 element(s) of vip-addrs-v4".to_owned())]
+        );
+    }
+
+    #[test]
+    fn keys_pad_each_field_of_a_concatenation_to_four_bytes() {
+        let key = |e: Element| {
+            let mut k = Vec::new();
+            element_key(&e, &mut k);
+            k
+        };
+        let v4 = Vs::new("10.96.0.1".parse().unwrap(), Proto::Udp, 53);
+        assert_eq!(
+            key(Element::ClusterPort(v4)),
+            [10, 96, 0, 1, 17, 0, 0, 0, 0, 53, 0, 0]
+        );
+        assert_eq!(
+            key(Element::Hairpin(v4)),
+            [10, 96, 0, 1, 17, 0, 0, 0, 0, 53, 0, 0, 10, 96, 0, 1]
+        );
+        let v6 = Vs::new("fd00::1".parse().unwrap(), Proto::Sctp, 443);
+        let k = key(Element::VipPort(v6));
+        assert_eq!(k.len(), 16 + 4 + 4);
+        assert_eq!(&k[16..], [132, 0, 0, 0, 1, 187, 0, 0]);
+        assert_eq!(key(Element::HealthCheckPort(30000)), 30000u16.to_be_bytes());
+    }
+
+    #[test]
+    fn deletions_come_first_and_big_sets_are_split() {
+        let add: Vec<Element> = (0..2500u32)
+            .map(|i| Element::VipAddress(IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i))))
+            .collect();
+        let gone = Element::HealthCheckPort(30001);
+        let b = encode(&diff(&add, std::slice::from_ref(&gone)), 1)
+            .unwrap()
+            .unwrap();
+        let what: Vec<String> = b.messages.values().cloned().collect();
+        assert_eq!(
+            what,
+            [
+                "delete of 1 element(s) of hc-ports",
+                "add of 1000 element(s) of vip-addrs-v4",
+                "add of 1000 element(s) of vip-addrs-v4",
+                "add of 500 element(s) of vip-addrs-v4",
+            ]
+        );
+        // Every message's length walks the datagram exactly to its end.
+        let mut rest = &b.bytes[..];
+        let mut kinds = Vec::new();
+        while !rest.is_empty() {
+            let len = u32::from_ne_bytes(rest[..4].try_into().unwrap()) as usize;
+            kinds.push(u16::from_ne_bytes(rest[4..6].try_into().unwrap()));
+            rest = &rest[len..];
+        }
+        assert_eq!(kinds, [0x10, 0x0a0e, 0x0a0c, 0x0a0c, 0x0a0c, 0x11]);
+    }
+
+    #[test]
+    fn intervals_and_nothing_are_not_batches() {
+        let v = Vs::new("10.0.0.1".parse().unwrap(), Proto::Tcp, 80);
+        let interval = Element::LbAllowed(v, "10.1.0.0".parse().unwrap(), 16);
+        assert!(!supported(&interval));
+        assert!(matches!(
+            encode(&diff(&[interval], &[]), 1),
+            Err(NetlinkError::Unsupported(_))
+        ));
+        assert_eq!(encode(&ElementDiff::default(), 1).unwrap(), None);
+    }
+
+    #[test]
+    fn acks_are_read_with_their_errno() {
+        let ack = |seq: u32, err: i32| {
+            let mut m = Vec::new();
+            m.extend_from_slice(&36u32.to_ne_bytes());
+            m.extend_from_slice(&NLMSG_ERROR.to_ne_bytes());
+            m.extend_from_slice(&0u16.to_ne_bytes());
+            m.extend_from_slice(&seq.to_ne_bytes());
+            m.extend_from_slice(&0u32.to_ne_bytes());
+            m.extend_from_slice(&err.to_ne_bytes());
+            m.extend_from_slice(&[0; 16]);
+            m
+        };
+        let d = [ack(3, 0), ack(4, -libc::ENOENT)].concat();
+        assert_eq!(acks(&d), [(3, 0), (4, libc::ENOENT)]);
+        assert_eq!(acks(&d[..20]), []);
+    }
+}
