@@ -14,6 +14,9 @@
 //!   which the agent then gets as a watch event) to the agent's log line for the sync that applied it (the
 //!   line is written after the kernel acknowledged every change), with the
 //!   netlink messages that sync sent; each change is verified in the kernel;
+//! - the agent's own time writing its nftables table, from the same log
+//!   lines (`nft_us`, `nft_elements`): at converge the whole table, per
+//!   change the few elements that change (issue #9's measurement);
 //! - the agent's resident memory after converging (VmRSS and VmHWM).
 //!
 //! The baseline, [`baseline`], builds the same kernel state with
@@ -44,10 +47,29 @@ pub struct AgentRun {
     pub converge_secs: f64,
     /// Netlink messages of the converging sync.
     pub converge_messages: u64,
-    /// One entry per endpoint change: (seconds, netlink messages).
-    pub changes: Vec<(f64, u64)>,
+    /// The converging sync's nftables write.
+    pub converge_nft: NftWrite,
+    /// One entry per endpoint change.
+    pub changes: Vec<ChangeRun>,
     pub rss_kib: u64,
     pub hwm_kib: u64,
+}
+
+/// One endpoint change, as the sync that applied it reported it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChangeRun {
+    /// From making the change to the sync's log line.
+    pub secs: f64,
+    /// IPVS and address netlink messages of the sync.
+    pub messages: u64,
+    pub nft: NftWrite,
+}
+
+/// An nftables write of one sync, as the agent timed it.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct NftWrite {
+    pub elements: u64,
+    pub secs: f64,
 }
 
 /// The address endpoint `j` of Service `i` moves to when it is "changed".
@@ -101,10 +123,12 @@ pub fn write_manifests(dir: &Path, n: u32, e: u32) -> Result<(), BenchError> {
     Ok(())
 }
 
-/// A "synced" log line of the agent: when it was read, and its messages.
+/// A "synced" log line of the agent: when it was read, its messages and
+/// its nftables write.
 struct Synced {
     at: Instant,
     messages: u64,
+    nft: NftWrite,
 }
 
 /// Where the agent reads the cluster from, and how a change is made.
@@ -238,7 +262,11 @@ fn measure(
             let s = wait_synced(synced, timeout, "the sync of an endpoint change")?;
             match check_change(&mut ipvs, i, new.into(), old.into()) {
                 Ok(()) => {
-                    out.push((s.at.duration_since(t0).as_secs_f64(), s.messages));
+                    out.push(ChangeRun {
+                        secs: s.at.duration_since(t0).as_secs_f64(),
+                        messages: s.messages,
+                        nft: s.nft,
+                    });
                     break;
                 }
                 Err(_) if s.at.duration_since(t0) < timeout => continue,
@@ -249,6 +277,7 @@ fn measure(
     Ok(AgentRun {
         converge_secs,
         converge_messages: first.messages,
+        converge_nft: first.nft,
         changes: out,
         rss_kib,
         hwm_kib,
@@ -303,7 +332,11 @@ fn follow_log(child: &mut Child) -> Receiver<Synced> {
             let fields = &v["fields"];
             if fields["message"] == "synced" {
                 let messages = fields["messages"].as_u64().unwrap_or(0);
-                if tx.send(Synced { at, messages }).is_err() {
+                let nft = NftWrite {
+                    elements: fields["nft_elements"].as_u64().unwrap_or(0),
+                    secs: fields["nft_us"].as_u64().unwrap_or(0) as f64 / 1e6,
+                };
+                if tx.send(Synced { at, messages, nft }).is_err() {
                     return;
                 }
             } else if v["level"] == "ERROR" || v["level"] == "WARN" {

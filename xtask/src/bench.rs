@@ -78,6 +78,63 @@ pub struct BenchOpts {
     memory_size_mib: u32,
 }
 
+impl BenchOpts {
+    /// The command that repeats this run: the suite, sizes and repeat
+    /// count, plus every option the suite uses that is not its default.
+    fn reproduce(&self, suite: Suite) -> String {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            o: BenchOpts,
+        }
+        let d = Cli::parse_from(["bench"]).o;
+        let join = |v: &[u32]| v.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+        let mut cmd = String::from("cargo xtask bench");
+        match suite {
+            Suite::Compare => {}
+            Suite::Ipvs => cmd.push_str(" ipvs"),
+            Suite::Agent => cmd.push_str(" agent"),
+        }
+        let _ = write!(cmd, " --sizes {}", join(&self.sizes));
+        if let Some(r) = self.repeat {
+            let _ = write!(cmd, " --repeat {r}");
+        }
+        if self.endpoints != d.endpoints {
+            let _ = write!(cmd, " --endpoints {}", self.endpoints);
+        }
+        if self.timeout != d.timeout {
+            let _ = write!(cmd, " --timeout {}", self.timeout);
+        }
+        match suite {
+            Suite::Compare => {
+                if !self.backends.is_empty() {
+                    let _ = write!(cmd, " --backends {}", self.backends.join(","));
+                }
+                if self.connects != d.connects {
+                    let _ = write!(cmd, " --connects {}", self.connects);
+                }
+                if self.step_timeout != d.step_timeout {
+                    let _ = write!(cmd, " --step-timeout {}", self.step_timeout);
+                }
+            }
+            Suite::Agent => {
+                if self.changes != d.changes {
+                    let _ = write!(cmd, " --changes {}", self.changes);
+                }
+                if self.memory_sizes != d.memory_sizes {
+                    let _ = write!(cmd, " --memory-sizes {}", join(&self.memory_sizes));
+                }
+                if self.memory_size_mib != d.memory_size_mib {
+                    let _ = write!(cmd, " --memory-size-mib {}", self.memory_size_mib);
+                }
+            }
+            Suite::Ipvs => {}
+        }
+        cmd
+    }
+}
+
 pub fn run(ws: &Path, mut opts: BenchOpts) -> Result<()> {
     let suite = opts.suite.unwrap_or(Suite::Compare);
     if opts.sizes.is_empty() {
@@ -111,20 +168,11 @@ pub fn run(ws: &Path, mut opts: BenchOpts) -> Result<()> {
     let md = format!(
         "{}\n\nMachine: {machine}; guest kernel {} under QEMU TCG (2 vCPUs, no KVM). \
          One fresh VM per measurement; median of {} run(s), min–max in brackets \
-         when repeated. Reproduce: `cargo xtask bench {name_arg} --sizes {} --repeat {}`.\n",
+         when repeated. Reproduce: `{}`.\n",
         table.markdown,
         crate::lab::KERNEL_VERSION,
         repeat,
-        opts.sizes
-            .iter()
-            .map(u32::to_string)
-            .collect::<Vec<_>>()
-            .join(","),
-        repeat,
-        name_arg = match suite {
-            Suite::Ipvs => "ipvs",
-            _ => "agent",
-        },
+        opts.reproduce(suite),
     );
     std::fs::write(results.join(format!("{name}.md")), &md)?;
     std::fs::write(results.join(format!("{name}.csv")), &table.csv)?;
@@ -324,6 +372,10 @@ struct AgentSamples {
     converge: Vec<f64>,
     change: Vec<f64>,
     messages: Vec<u64>,
+    /// The agent's nftables writes: (seconds, elements), at converge and
+    /// per change.
+    converge_nft: Vec<(f64, u64)>,
+    change_nft: Vec<(f64, u64)>,
     rss: Vec<f64>,
     hwm: Vec<f64>,
     failure: Option<String>,
@@ -335,18 +387,29 @@ impl AgentSamples {
         self.converge.push(c);
         self.rss.push(v["rss_kib"].as_f64().unwrap_or(0.0));
         self.hwm.push(v["hwm_kib"].as_f64().unwrap_or(0.0));
+        let nft = (
+            v["converge_nft_seconds"].as_f64().unwrap_or(f64::NAN),
+            v["converge_nft_elements"].as_u64().unwrap_or(0),
+        );
+        self.converge_nft.push(nft);
         let _ = writeln!(
             csv,
-            "{prefix},converge,{run},{c},{},{},{}",
-            v["converge_messages"], v["rss_kib"], v["hwm_kib"]
+            "{prefix},converge,{run},{c},{},{},{},{},{}",
+            v["converge_messages"], v["rss_kib"], v["hwm_kib"], nft.1, nft.0
         );
-        let secs_list = v["change_seconds"].as_array().cloned().unwrap_or_default();
-        let msgs = v["change_messages"].as_array().cloned().unwrap_or_default();
-        for (s, m) in secs_list.iter().zip(&msgs) {
+        let list = |k: &str| v[k].as_array().cloned().unwrap_or_default();
+        let (secs_list, msgs) = (list("change_seconds"), list("change_messages"));
+        let (nft_secs, nft_elements) = (list("change_nft_seconds"), list("change_nft_elements"));
+        for (k, (s, m)) in secs_list.iter().zip(&msgs).enumerate() {
             let (s, m) = (s.as_f64().unwrap_or(f64::NAN), m.as_u64().unwrap_or(0));
+            let nft = (
+                nft_secs.get(k).and_then(Value::as_f64).unwrap_or(f64::NAN),
+                nft_elements.get(k).and_then(Value::as_u64).unwrap_or(0),
+            );
             self.change.push(s);
             self.messages.push(m);
-            let _ = writeln!(csv, "{prefix},change,{run},{s},{m},,");
+            self.change_nft.push(nft);
+            let _ = writeln!(csv, "{prefix},change,{run},{s},{m},,,{},{}", nft.1, nft.0);
         }
     }
 
@@ -354,6 +417,20 @@ impl AgentSamples {
         match (self.messages.iter().min(), self.messages.iter().max()) {
             (Some(a), Some(b)) if a == b => a.to_string(),
             (Some(a), Some(b)) => format!("{a}–{b}"),
+            _ => "–".into(),
+        }
+    }
+
+    /// The agent's nftables write time with the elements it wrote.
+    fn nft_cell(writes: &[(f64, u64)]) -> String {
+        let times: Vec<f64> = writes.iter().map(|w| w.0).collect();
+        let (lo, hi) = (
+            writes.iter().map(|w| w.1).min(),
+            writes.iter().map(|w| w.1).max(),
+        );
+        match (summary(&times, secs), lo, hi) {
+            (Some(t), Some(a), Some(b)) if a == b => format!("{t} ({a} elements)"),
+            (Some(t), Some(a), Some(b)) => format!("{t} ({a}–{b} elements)"),
             _ => "–".into(),
         }
     }
@@ -372,11 +449,13 @@ fn agent(lab: &Lab, kipvs: &Path, o: &BenchOpts, repeat: u32) -> Result<Table> {
         "| services × endpoints | start → converged, manifests | start → converged, API \
          | ipvsadm -R + ip -batch | converged / restore (manifests, API) \
          | one endpoint change, file → kernel | one endpoint change, API → kernel \
-         | one endpoint change, 2 × ipvsadm | netlink messages per change | agent memory (API) |\n\
-         |---|---|---|---|---|---|---|---|---|---|\n",
+         | one endpoint change, 2 × ipvsadm | netlink messages per change \
+         | nftables write, converging | nftables write, one endpoint change | agent memory (API) |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
-    let mut csv =
-        String::from("services,endpoints,source,what,run,seconds,messages,rss_kib,hwm_kib\n");
+    let mut csv = String::from(
+        "services,endpoints,source,what,run,seconds,messages,rss_kib,hwm_kib,nft_elements,nft_seconds\n",
+    );
     let sizes: Vec<(u32, bool)> = o
         .sizes
         .iter()
@@ -421,8 +500,8 @@ fn agent(lab: &Lab, kipvs: &Path, o: &BenchOpts, repeat: u32) -> Result<Table> {
                     let c = v["change_seconds"].as_f64().unwrap_or(f64::NAN);
                     base.push(l);
                     base_change.push(c);
-                    let _ = writeln!(csv, "{n},{e},ipvsadm,restore,{run},{l},,,");
-                    let _ = writeln!(csv, "{n},{e},ipvsadm,change,{run},{c},,,");
+                    let _ = writeln!(csv, "{n},{e},ipvsadm,restore,{run},{l},,,,,");
+                    let _ = writeln!(csv, "{n},{e},ipvsadm,change,{run},{c},,,,,");
                 }
                 Err(err) => {
                     eprintln!("bench: {args}: {err}");
@@ -431,15 +510,15 @@ fn agent(lab: &Lab, kipvs: &Path, o: &BenchOpts, repeat: u32) -> Result<Table> {
             }
         }
         let not_run = || "not run".to_owned();
-        let mut messages = files.messages.clone();
-        messages.extend(&api.messages);
-        let all = AgentSamples {
-            messages,
-            ..Default::default()
-        };
+        let mut all = AgentSamples::default();
+        for s in [&files, &api] {
+            all.messages.extend(&s.messages);
+            all.converge_nft.extend(&s.converge_nft);
+            all.change_nft.extend(&s.change_nft);
+        }
         let _ = writeln!(
             md,
-            "| {n} × {e} | {} | {} | {} | {}, {} | {} | {} | {} | {} | {} |",
+            "| {n} × {e} | {} | {} | {} | {}, {} | {} | {} | {} | {} | {} | {} | {} |",
             if full {
                 cell(&files.converge, &files.failure)
             } else {
@@ -465,6 +544,8 @@ fn agent(lab: &Lab, kipvs: &Path, o: &BenchOpts, repeat: u32) -> Result<Table> {
                 not_run()
             },
             all.messages_cell(),
+            AgentSamples::nft_cell(&all.converge_nft),
+            AgentSamples::nft_cell(&all.change_nft),
             api.memory_cell(),
         );
     }

@@ -121,8 +121,12 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
                 "bench": "agent", "services": n, "endpoints": e,
                 "source": format!("{source:?}").to_lowercase(),
                 "converge_seconds": r.converge_secs, "converge_messages": r.converge_messages,
-                "change_seconds": r.changes.iter().map(|c| c.0).collect::<Vec<_>>(),
-                "change_messages": r.changes.iter().map(|c| c.1).collect::<Vec<_>>(),
+                "converge_nft_elements": r.converge_nft.elements,
+                "converge_nft_seconds": r.converge_nft.secs,
+                "change_seconds": r.changes.iter().map(|c| c.secs).collect::<Vec<_>>(),
+                "change_messages": r.changes.iter().map(|c| c.messages).collect::<Vec<_>>(),
+                "change_nft_elements": r.changes.iter().map(|c| c.nft.elements).collect::<Vec<_>>(),
+                "change_nft_seconds": r.changes.iter().map(|c| c.nft.secs).collect::<Vec<_>>(),
                 "rss_kib": r.rss_kib, "hwm_kib": r.hwm_kib,
             })
         }
@@ -177,8 +181,9 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
             json!({
                 "bench": "compare", "backend": backend.name(), "services": size.services,
                 "endpoints": size.endpoints, "samples": samples,
-                "connects": r.connect.connects, "connect_p50_us": r.connect.p50_us,
-                "connect_p99_us": r.connect.p99_us,
+                "connects": r.connect.map(|c| c.connects),
+                "connect_p50_us": r.connect.map(|c| c.p50_us),
+                "connect_p99_us": r.connect.map(|c| c.p99_us),
             })
         }
     };

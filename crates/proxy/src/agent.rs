@@ -367,6 +367,7 @@ fn log_report(r: &SyncReport) {
             messages = r.messages,
             nft_elements = r.firewall_elements,
             nft_replaced = r.firewall_replaced,
+            nft_us = r.firewall_micros,
             "synced"
         );
     } else {

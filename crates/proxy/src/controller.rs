@@ -240,6 +240,8 @@ pub struct SyncReport {
     pub firewall_elements: usize,
     /// The nftables table was written whole.
     pub firewall_replaced: bool,
+    /// Time spent writing the nftables table, in microseconds.
+    pub firewall_micros: u64,
 }
 
 /// The engine. See the module docs.
@@ -819,7 +821,10 @@ impl<D: Dataplane> Engine<D> {
                 FirewallWrite::Update(diff)
             }
         };
-        match self.dataplane.write_firewall(&write) {
+        let started = std::time::Instant::now();
+        let written = self.dataplane.write_firewall(&write);
+        report.firewall_micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        match written {
             Ok(()) => {
                 report.firewall_elements = write.len();
                 match write {
