@@ -148,7 +148,8 @@ pub struct Latency {
 #[derive(Debug, Clone, PartialEq)]
 pub struct CompareRun {
     pub samples: Vec<Sample>,
-    pub connect: Latency,
+    /// `None` when the load ran out of time (nothing after it was run).
+    pub connect: Option<Latency>,
 }
 
 /// What to run.
@@ -237,7 +238,31 @@ pub fn run(plan: &Plan) -> Result<CompareRun, BenchError> {
         }
         Backend::Nftables => vec![Box::new(Nftables::new(plan.step_timeout)?)],
     };
-    let load = peers[0].apply(&empty, &base)?;
+    let load = match peers[0].apply(&empty, &base) {
+        Ok(t) => t,
+        Err(BenchError::Timeout(_)) => {
+            // Nothing else can be measured without the table loaded.
+            for m in &methods {
+                samples.push(Sample {
+                    method: m.clone(),
+                    scenario: Scenario::Load,
+                    seconds: Err(format!("> {} s", plan.step_timeout.as_secs())),
+                });
+                for (scenario, _) in updates(&base, n, e) {
+                    samples.push(Sample {
+                        method: m.clone(),
+                        scenario,
+                        seconds: Err("not run".to_owned()),
+                    });
+                }
+            }
+            return Ok(CompareRun {
+                samples,
+                connect: None,
+            });
+        }
+        Err(err) => return Err(err),
+    };
     peers[0].verify(&base)?;
     for m in &methods {
         samples.push(Sample {
@@ -279,7 +304,10 @@ pub fn run(plan: &Plan) -> Result<CompareRun, BenchError> {
             });
         }
     }
-    Ok(CompareRun { samples, connect })
+    Ok(CompareRun {
+        samples,
+        connect: Some(connect),
+    })
 }
 
 /// The node sysctls `kipvs proxy` sets at start (kube-proxy's IPVS mode

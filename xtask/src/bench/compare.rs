@@ -79,11 +79,20 @@ impl Results {
             ("connect_p50_us", &mut self.p50),
             ("connect_p99_us", &mut self.p99),
         ] {
-            let us = v[key].as_f64().unwrap_or(f64::NAN);
+            let scenario = key.trim_end_matches("_us").replace('_', "-");
+            let Some(us) = v[key].as_f64() else {
+                // The load ran out of time: no connect was made.
+                self.failures
+                    .insert((n, backend.to_owned()), "not run".to_owned());
+                let _ = writeln!(
+                    self.csv,
+                    "{n},{e},{backend},{backend},{scenario},{run},,not run"
+                );
+                continue;
+            };
             map.entry((n, backend.to_owned()))
                 .or_default()
                 .push(us / 1e6);
-            let scenario = key.trim_end_matches("_us").replace('_', "-");
             let _ = writeln!(
                 self.csv,
                 "{n},{e},{backend},{backend},{scenario},{run},{},",
@@ -241,12 +250,6 @@ fn markdown(r: &Results, o: &BenchOpts, repeat: u32, backends: &[&str], wall: Du
         }
         md.push('\n');
     }
-    let sizes = o
-        .sizes
-        .iter()
-        .map(u32::to_string)
-        .collect::<Vec<_>>()
-        .join(",");
     let _ = writeln!(
         md,
         "Each cell: median of {repeat} run(s) [min–max when repeated] (ratio to kipvs's median; \
@@ -281,10 +284,11 @@ fn markdown(r: &Results, o: &BenchOpts, repeat: u32, backends: &[&str], wall: Du
         "Machine: {}; guest kernel {} under QEMU TCG (2 vCPUs, no KVM). The host is shared \
          with other engineers' builds, so absolute times are noisy; the ratios compare runs \
          made side by side, minutes apart. Whole run: {} wall time.\n\n\
-         Reproduce: `cargo xtask bench --sizes {sizes} --repeat {repeat}`.",
+         Reproduce: `{}`.",
         machine(),
         crate::lab::KERNEL_VERSION,
         secs(wall.as_secs_f64()),
+        o.reproduce(super::Suite::Compare),
     );
     md
 }
@@ -302,7 +306,41 @@ mod tests {
         }
         let mut o = Cli::parse_from(["bench"]).o;
         o.sizes = sizes;
+        o.repeat = Some(1);
         o
+    }
+
+    #[test]
+    fn a_load_that_ran_out_of_time_leaves_the_rest_of_its_row_not_run() {
+        let mut r = Results::default();
+        let v = serde_json::json!({
+            "samples": [{"method": "nftables", "scenario": "load", "seconds": null,
+                         "error": "> 60 s"},
+                        {"method": "nftables", "scenario": "add-service", "seconds": null,
+                         "error": "not run"},
+                        {"method": "nftables", "scenario": "change-endpoint", "seconds": null,
+                         "error": "not run"},
+                        {"method": "nftables", "scenario": "delete-service", "seconds": null,
+                         "error": "not run"}],
+            "connect_p50_us": null, "connect_p99_us": null,
+        });
+        r.record(5000, 10, "nftables", 0, &v);
+        let mut o = opts(vec![5000]);
+        o.step_timeout = 60;
+        o.backends = vec!["kipvs".into(), "nftables".into()];
+        let md = markdown(&r, &o, 1, &["nftables"], Duration::from_secs(9));
+        assert!(
+            md.contains("| nftables | > 60 s | not run | not run | not run | not run | not run |"),
+            "{md}"
+        );
+        assert!(
+            r.csv
+                .contains("5000,10,nftables,nftables,connect-p50,0,,not run\n")
+        );
+        assert!(md.contains(
+            "Reproduce: `cargo xtask bench --sizes 5000 --repeat 1 --backends kipvs,nftables \
+             --step-timeout 60`"
+        ));
     }
 
     #[test]
