@@ -2,6 +2,10 @@
 //!
 //! - `benches/desired.rs` (criterion): the desired-state computation and the
 //!   diff at 10k and 50k Services, on the host — pure code, no kernel.
+//! - `benches/encode.rs` (criterion): message encoding — the IPVS requests
+//!   of a whole load at 10k/50k Services and of one endpoint change, parsing
+//!   a destination back, and the nfnetlink element batches of the whole
+//!   nftables table at 10k Services and of one endpoint change.
 //! - [`synthetic`]: N Services × E endpoints, shaped like a real cluster's
 //!   ClusterIP Services, shared by the micro-benchmarks and the lab benches.
 //! - [`ipvs_load`]: an empty IPVS table loaded three ways (kipvs pipelined,
