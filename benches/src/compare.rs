@@ -38,7 +38,7 @@ use kipvs_ipvs::Client;
 use kipvs_proxy::controller::{Engine, Input, Ownership};
 use kipvs_proxy::desired::{self, Context, Family};
 use kipvs_proxy::diff::DiffConfig;
-use kipvs_proxy::kernel::{KernelDataplane, LinkBinder};
+use kipvs_proxy::kernel::{Firewall, KernelDataplane, LinkBinder};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -324,7 +324,9 @@ fn ipvs_sysctls() -> Result<(), BenchError> {
     Ok(())
 }
 
-/// kipvs: the sync engine over the kernel.
+/// kipvs: the sync engine over the kernel, with its nftables table (the
+/// masquerade, VIP port filter and hairpin elements every sync writes in
+/// the agent, as kube-proxy's modes write their own filter rules).
 struct Kipvs {
     engine: Engine<KernelDataplane<LinkBinder>>,
     endpoints: u32,
@@ -350,8 +352,19 @@ impl Kipvs {
             nodeport_range: 30000..=32767,
             exclude: Vec::new(),
         };
+        let mut firewall = Firewall::new(
+            kipvs_nft::Nft::new("nft"),
+            kipvs_nft::Skeleton {
+                masquerade_all: false,
+                cluster_cidrs: Vec::new(),
+                mark: kipvs_nft::DEFAULT_MASQUERADE_MARK,
+            },
+        );
+        firewall
+            .read()
+            .map_err(|e| BenchError::Failed(format!("nft: {e}")))?;
         let engine = Engine::new(
-            KernelDataplane::new(Client::new()?, binder),
+            KernelDataplane::new(Client::new()?, binder).with_firewall(firewall),
             ctx,
             ownership,
             DiffConfig::default(),
@@ -419,7 +432,24 @@ impl Peer for Kipvs {
     }
 
     fn verify(&mut self, c: &Cluster) -> Result<(), BenchError> {
-        verify_ipvs(c)
+        verify_ipvs(c)?;
+        // The nftables table holds what the engine derived, as `nft` reads
+        // it back.
+        let held = kipvs_nft::Nft::new("nft")
+            .read()
+            .map_err(|e| BenchError::Failed(format!("nft: {e}")))?
+            .ok_or_else(|| BenchError::Failed("kipvs's nftables table is missing".into()))?
+            .elements;
+        let want: BTreeSet<_> = self.engine.firewall_elements().cloned().collect();
+        if held != want || want.len() < c.len() {
+            return Err(BenchError::Failed(format!(
+                "kipvs's nftables table holds {} elements, the engine derived {} for {} Services",
+                held.len(),
+                want.len(),
+                c.len()
+            )));
+        }
+        Ok(())
     }
 }
 

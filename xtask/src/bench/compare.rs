@@ -267,9 +267,10 @@ fn markdown(r: &Results, o: &BenchOpts, repeat: u32, backends: &[&str], wall: Du
         "How: one fresh VM per backend × size × run, each loading N Services × {e} endpoints \
          (ClusterIP:80/TCP → endpoint:8080), then adding Service N, moving endpoint 0 of \
          Service N/2 and deleting Service N; every step is verified in the kernel before its time \
-         counts. kipvs: the sync engine (desired state → diff → pipelined netlink), timed from \
-         the sync's start to the kernel's last acknowledgement, desired-state computation \
-         included. Peer tools: the command alone, its input generated beforehand (ipvsadm: \
+         counts. kipvs: the sync engine (desired state → diff → pipelined netlink, plus the \
+         elements of its nftables table over nfnetlink: masquerade, VIP port filter, hairpin), \
+         timed from the sync's start to the kernel's last acknowledgement, desired-state \
+         computation included. Peer tools: the command alone, its input generated beforehand (ipvsadm: \
          `ipvsadm -R` + `ip -batch` to load, one `ipvsadm`/`ip addr` command per change; \
          iptables: kube-proxy's iptables-mode chains, `iptables-restore --noflush` rewriting \
          every chain (full) or the top-level chains and the changed Service's (partial, \
