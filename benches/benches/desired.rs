@@ -4,27 +4,14 @@
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use kipvs_benches::synthetic;
-use kipvs_proxy::desired::{self, Context, Family};
+use kipvs_proxy::desired;
 use kipvs_proxy::diff::{self, DiffConfig, Draining, ObservedRealServer, ObservedVirtualServer};
 use kipvs_proxy::model::ObjectRef;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::hint::black_box;
 
-fn ctx() -> Context {
-    Context {
-        node_name: "bench".into(),
-        node_zone: None,
-        families: [Family::V4].into(),
-        nodeport_addresses: vec![],
-        local_addresses: BTreeSet::new(),
-        default_scheduler: "rr".parse().unwrap(),
-        local_fallback_to_cluster: false,
-        service_proxy_name: None,
-    }
-}
-
 fn bench(c: &mut Criterion) {
-    let ctx = ctx();
+    let ctx = synthetic::context();
     let mut g = c.benchmark_group("desired");
     g.sample_size(10);
     for n in [10_000u32, 50_000] {

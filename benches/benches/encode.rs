@@ -9,7 +9,7 @@ use kipvs_benches::{ipvs_load, synthetic};
 use kipvs_ipvs::message::{emit_request, parse_reply};
 use kipvs_ipvs::{Destination, Op};
 use kipvs_nft::{Element, ElementDiff};
-use kipvs_proxy::desired::{self, Context, Family};
+use kipvs_proxy::desired;
 use std::collections::BTreeSet;
 use std::hint::black_box;
 
@@ -17,19 +17,6 @@ use std::hint::black_box;
 /// beyond the header.
 const FAMILY_ID: u16 = 0x1c;
 const FLAGS: u16 = 0x05; // NLM_F_REQUEST | NLM_F_ACK
-
-fn ctx() -> Context {
-    Context {
-        node_name: "bench".into(),
-        node_zone: None,
-        families: [Family::V4].into(),
-        nodeport_addresses: vec![],
-        local_addresses: BTreeSet::new(),
-        default_scheduler: "rr".parse().unwrap(),
-        local_fallback_to_cluster: false,
-        service_proxy_name: None,
-    }
-}
 
 fn encode_all(ops: &[Op]) -> Vec<u8> {
     let mut buf = Vec::with_capacity(ops.len() * 96);
@@ -42,7 +29,7 @@ fn encode_all(ops: &[Op]) -> Vec<u8> {
 /// Every nftables element of the synthetic cluster, as the agent derives
 /// them.
 fn elements(n: u32, e: u32) -> BTreeSet<Element> {
-    let ctx = ctx();
+    let ctx = synthetic::context();
     let mut out = BTreeSet::new();
     for i in 0..n {
         let svc = synthetic::service(i);
@@ -111,7 +98,7 @@ fn nft(c: &mut Criterion) {
         b.iter(|| kipvs_nft::netlink::encode(black_box(d), 1).expect("encodes"))
     });
     // One endpoint of one Service moved: its elements before and after.
-    let ctx = ctx();
+    let ctx = synthetic::context();
     let svc = synthetic::service(n / 2);
     let of = |moved: Option<u32>| {
         let slice = synthetic::slice(n / 2, 10, moved);

@@ -36,7 +36,7 @@ use crate::synthetic::{self, cluster_ip, endpoint_ip};
 use crate::{BenchError, seconds_since};
 use kipvs_ipvs::Client;
 use kipvs_proxy::controller::{Engine, Input, Ownership};
-use kipvs_proxy::desired::{self, Context, Family};
+use kipvs_proxy::desired;
 use kipvs_proxy::diff::DiffConfig;
 use kipvs_proxy::kernel::{Firewall, KernelDataplane, LinkBinder};
 use std::collections::{BTreeMap, BTreeSet};
@@ -337,16 +337,7 @@ impl Kipvs {
     fn new(endpoints: u32) -> Result<Kipvs, BenchError> {
         let binder = LinkBinder::ensure("kube-ipvs0")
             .map_err(|e| BenchError::Failed(format!("kube-ipvs0: {e}")))?;
-        let ctx = Context {
-            node_name: "bench-node".into(),
-            node_zone: None,
-            families: BTreeSet::from([Family::V4]),
-            nodeport_addresses: Vec::new(),
-            local_addresses: BTreeSet::new(),
-            default_scheduler: "rr".parse().expect("rr is a scheduler"),
-            local_fallback_to_cluster: false,
-            service_proxy_name: None,
-        };
+        let ctx = synthetic::context();
         let ownership = Ownership {
             nodeport_addresses: BTreeSet::new(),
             nodeport_range: 30000..=32767,

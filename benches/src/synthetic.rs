@@ -5,8 +5,25 @@
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kipvs_proxy::desired::{Context, Family};
 use serde_json::json;
+use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
+
+/// The node every benchmark's desired state is computed for: IPv4, `rr`,
+/// no NodePort addresses (the synthetic Services are ClusterIP only).
+pub fn context() -> Context {
+    Context {
+        node_name: "bench-node".into(),
+        node_zone: None,
+        families: BTreeSet::from([Family::V4]),
+        nodeport_addresses: Vec::new(),
+        local_addresses: BTreeSet::new(),
+        default_scheduler: "rr".parse().expect("rr is a scheduler"),
+        local_fallback_to_cluster: false,
+        service_proxy_name: None,
+    }
+}
 
 /// The ClusterIP of Service `i`.
 pub fn cluster_ip(i: u32) -> Ipv4Addr {
