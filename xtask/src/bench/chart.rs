@@ -21,7 +21,8 @@ fn err(e: impl std::fmt::Display) -> anyhow::Error {
     anyhow!("drawing a chart: {e}")
 }
 
-/// The y range of a set of positive values, widened to whole decades.
+/// The y range of a set of positive values, widened to whole decades with
+/// room around them, so no point sits on the frame.
 fn decades(values: impl Iterator<Item = f64>) -> (f64, f64) {
     let (lo, hi) = values
         .filter(|v| v.is_finite() && *v > 0.0)
@@ -29,10 +30,36 @@ fn decades(values: impl Iterator<Item = f64>) -> (f64, f64) {
     if lo > hi {
         return (1e-3, 1.0);
     }
+    let bottom = 10f64.powf((lo / 1.5).log10().floor());
     (
-        10f64.powf(lo.log10().floor()),
-        10f64.powf(hi.log10().ceil()).max(lo * 10.0),
+        bottom,
+        10f64.powf((hi * 1.5).log10().ceil()).max(bottom * 10.0),
     )
+}
+
+/// One legend for the whole picture, in a strip of its own below the
+/// panels, so it never hides a point: a line sample and a name per entry.
+fn legend_strip(
+    area: &DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>,
+    entries: &[(String, ShapeStyle)],
+) -> Result<()> {
+    let font = TextStyle::from(("sans-serif", 15).into_font());
+    let (width, _) = area.dim_in_pixel();
+    let mut x = 20i32;
+    let mut y = 12i32;
+    for (name, style) in entries {
+        let text_w = area.estimate_text_size(name, &font).map_err(err)?.0 as i32;
+        if x + 36 + text_w > width as i32 - 20 {
+            x = 20;
+            y += 24;
+        }
+        area.draw(&PathElement::new(vec![(x, y + 8), (x + 28, y + 8)], *style))
+            .map_err(err)?;
+        area.draw(&Text::new(name.clone(), (x + 36, y), font.clone()))
+            .map_err(err)?;
+        x += 36 + text_w + 28;
+    }
+    Ok(())
 }
 
 fn x_range(sizes: &[u32]) -> (f64, f64) {
@@ -93,8 +120,20 @@ pub fn update_chart(path: &Path, r: &Results, sizes: &[u32], backends: &[&str]) 
         .filter(|(b, _)| backends.contains(b))
         .flat_map(|(_, m)| m.iter().copied())
         .collect();
+    let style = |k: usize| {
+        ShapeStyle::from(&COLORS[k % COLORS.len()]).stroke_width(if k == 0 { 3 } else { 2 })
+    };
+    let (panels, legend) = root.split_vertically(root.dim_in_pixel().1 - 44);
+    legend_strip(
+        &legend,
+        &methods
+            .iter()
+            .enumerate()
+            .map(|(k, m)| ((*m).to_owned(), style(k)))
+            .collect::<Vec<_>>(),
+    )?;
     let (x0, x1) = x_range(sizes);
-    for ((scenario, label), area) in SCENARIOS.iter().zip(root.split_evenly((2, 2))) {
+    for ((scenario, label), area) in SCENARIOS.iter().zip(panels.split_evenly((2, 2))) {
         let points = |m: &str| -> Vec<(f64, f64)> {
             sizes
                 .iter()
@@ -105,25 +144,14 @@ pub fn update_chart(path: &Path, r: &Results, sizes: &[u32], backends: &[&str]) 
         let mut chart = log_log(&area, label, 20, (x0, x1), (y0, y1))?;
         for (k, m) in methods.iter().enumerate() {
             let color = COLORS[k % COLORS.len()];
-            let style = ShapeStyle::from(&color).stroke_width(if k == 0 { 3 } else { 2 });
             let pts = points(m);
             chart
-                .draw_series(LineSeries::new(pts.clone(), style))
-                .map_err(err)?
-                .label(*m)
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
+                .draw_series(LineSeries::new(pts.clone(), style(k)))
+                .map_err(err)?;
             chart
                 .draw_series(pts.into_iter().map(|p| Circle::new(p, 4, color.filled())))
                 .map_err(err)?;
         }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .position(SeriesLabelPosition::UpperLeft)
-            .label_font(("sans-serif", 13))
-            .draw()
-            .map_err(err)?;
     }
     root.present().map_err(err)?;
     Ok(())
@@ -131,8 +159,18 @@ pub fn update_chart(path: &Path, r: &Results, sizes: &[u32], backends: &[&str]) 
 
 /// Connect latency vs N per backend: p50 solid, p99 dashed.
 pub fn connect_chart(path: &Path, r: &Results, sizes: &[u32], backends: &[&str]) -> Result<()> {
-    let root = BitMapBackend::new(path, (1000, 650)).into_drawing_area();
+    let root = BitMapBackend::new(path, (1000, 690)).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
+    let style = |k: usize| ShapeStyle::from(&COLORS[k % COLORS.len()]).stroke_width(2);
+    let (root, legend) = root.split_vertically(690 - 40);
+    legend_strip(
+        &legend,
+        &backends
+            .iter()
+            .enumerate()
+            .map(|(k, b)| ((*b).to_owned(), style(k)))
+            .collect::<Vec<_>>(),
+    )?;
     let series = |map: &std::collections::BTreeMap<(u32, String), Vec<f64>>, b: &str| {
         sizes
             .iter()
@@ -158,14 +196,11 @@ pub fn connect_chart(path: &Path, r: &Results, sizes: &[u32], backends: &[&str])
     )?;
     for (k, b) in backends.iter().enumerate() {
         let color = COLORS[k % COLORS.len()];
-        let style = ShapeStyle::from(&color).stroke_width(2);
         chart
-            .draw_series(LineSeries::new(series(&r.p50, b), style))
-            .map_err(err)?
-            .label(*b)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
+            .draw_series(LineSeries::new(series(&r.p50, b), style(k)))
+            .map_err(err)?;
         chart
-            .draw_series(DashedLineSeries::new(series(&r.p99, b), 6, 4, style))
+            .draw_series(DashedLineSeries::new(series(&r.p99, b), 6, 4, style(k)))
             .map_err(err)?;
         chart
             .draw_series(
@@ -175,13 +210,42 @@ pub fn connect_chart(path: &Path, r: &Results, sizes: &[u32], backends: &[&str])
             )
             .map_err(err)?;
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .position(SeriesLabelPosition::UpperLeft)
-        .draw()
-        .map_err(err)?;
     root.present().map_err(err)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_range_leaves_room_around_every_point() {
+        let (lo, hi) = decades([0.0100, 0.5, 31.0].into_iter());
+        assert_eq!((lo, hi), (1e-3, 100.0));
+        let (lo, hi) = decades([0.02, 0.05].into_iter());
+        assert_eq!((lo, hi), (1e-2, 0.1));
+    }
+
+    #[test]
+    fn both_charts_are_drawn_with_their_legend_strip() {
+        let mut r = Results::default();
+        for (n, t) in [(1000u32, 0.8), (5000, 4.0)] {
+            for (scenario, _) in SCENARIOS {
+                r.times
+                    .insert((n, "kipvs".into(), scenario.into()), vec![t / 100.0]);
+                r.times
+                    .insert((n, "nftables".into(), scenario.into()), vec![t]);
+            }
+            r.p50.insert((n, "kipvs".into()), vec![400e-6]);
+            r.p99.insert((n, "kipvs".into()), vec![900e-6]);
+        }
+        let dir = std::env::temp_dir().join(format!("kipvs-chart-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (u, c) = (dir.join("u.png"), dir.join("c.png"));
+        update_chart(&u, &r, &[1000, 5000], &["kipvs", "nftables"]).unwrap();
+        connect_chart(&c, &r, &[1000, 5000], &["kipvs", "nftables"]).unwrap();
+        assert!(std::fs::metadata(&u).unwrap().len() > 10_000);
+        assert!(std::fs::metadata(&c).unwrap().len() > 10_000);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
