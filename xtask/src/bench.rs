@@ -76,6 +76,10 @@ pub struct BenchOpts {
     /// whole cluster too).
     #[arg(long, default_value_t = 12288)]
     memory_size_mib: u32,
+    /// compare: only draw the charts again from benches/results/compare.csv
+    /// (after a change to the charts), running nothing.
+    #[arg(long)]
+    redraw: bool,
 }
 
 impl BenchOpts {
@@ -137,6 +141,10 @@ impl BenchOpts {
 
 pub fn run(ws: &Path, mut opts: BenchOpts) -> Result<()> {
     let suite = opts.suite.unwrap_or(Suite::Compare);
+    if opts.redraw {
+        anyhow::ensure!(suite == Suite::Compare, "--redraw is for the compare suite");
+        return compare::redraw(ws);
+    }
     if opts.sizes.is_empty() {
         opts.sizes = match suite {
             Suite::Compare | Suite::Ipvs => vec![1000, 5000, 10000],

@@ -108,12 +108,69 @@ impl Results {
         let _ = writeln!(self.csv, "{n},{e},{backend},{backend},,{run},,{why}");
     }
 
+    /// The numbers of a run's `compare.csv` (what [`Results::record`] and
+    /// [`Results::fail`] wrote), to draw its charts again.
+    pub fn from_csv(text: &str) -> Result<Results> {
+        let mut r = Results::default();
+        for (i, line) in text.lines().enumerate().skip(1) {
+            let f: Vec<&str> = line.splitn(8, ',').collect();
+            let [n, _e, backend, method, scenario, _run, seconds, why] = f[..] else {
+                anyhow::bail!("compare.csv:{}: expected 8 fields: {line}", i + 1);
+            };
+            let n: u32 = n
+                .parse()
+                .map_err(|_| anyhow::anyhow!("compare.csv:{}: bad size {n:?}", i + 1))?;
+            let t: Option<f64> = seconds.parse().ok();
+            match (scenario, t) {
+                ("connect-p50", Some(t)) => r.p50.entry((n, backend.into())).or_default().push(t),
+                ("connect-p99", Some(t)) => r.p99.entry((n, backend.into())).or_default().push(t),
+                ("", None) => {
+                    r.failures.insert((n, backend.into()), why.into());
+                }
+                (_, Some(t)) => r
+                    .times
+                    .entry((n, method.into(), scenario.into()))
+                    .or_default()
+                    .push(t),
+                (_, None) => {
+                    r.step_failures
+                        .insert((n, method.into(), scenario.into()), why.into());
+                }
+            }
+        }
+        r.csv = text.to_owned();
+        Ok(r)
+    }
+
     pub fn median(&self, n: u32, method: &str, scenario: &str) -> Option<f64> {
         let v = self
             .times
             .get(&(n, method.to_owned(), scenario.to_owned()))?;
         super::med(v)
     }
+}
+
+/// Draws the charts again from `benches/results/compare.csv`, running
+/// nothing (`cargo xtask bench --redraw`).
+pub fn redraw(ws: &Path) -> Result<()> {
+    let dir = ws.join("benches/results");
+    let r = Results::from_csv(&std::fs::read_to_string(dir.join("compare.csv"))?)?;
+    let sizes: Vec<u32> = r
+        .times
+        .keys()
+        .map(|k| k.0)
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let backends: Vec<&str> = BACKENDS
+        .iter()
+        .map(|(b, _)| *b)
+        .filter(|b| r.csv.lines().any(|l| l.split(',').nth(2) == Some(*b)))
+        .collect();
+    super::chart::update_chart(&dir.join("compare-update.png"), &r, &sizes, &backends)?;
+    super::chart::connect_chart(&dir.join("compare-connect.png"), &r, &sizes, &backends)?;
+    eprintln!("xtask: drew compare-update.png and compare-connect.png from compare.csv");
+    Ok(())
 }
 
 pub fn run(ws: &Path, lab: &Lab, kipvs: &Path, o: &BenchOpts, repeat: u32) -> Result<()> {
@@ -383,6 +440,33 @@ mod tests {
         assert!(
             r.csv
                 .contains("1000,10,kipvs,kipvs,connect-p50,0,0.0005,\n")
+        );
+    }
+
+    #[test]
+    fn the_csv_reads_back_into_the_same_numbers() {
+        let mut r = Results {
+            csv: "services,endpoints,backend,method,scenario,run,seconds,error\n".into(),
+            ..Default::default()
+        };
+        let v = serde_json::json!({
+            "samples": [json_sample("kipvs", "load", 2.0),
+                        {"method": "kipvs", "scenario": "add-service", "seconds": null,
+                         "error": "> 120 s"}],
+            "connect_p50_us": 500.0, "connect_p99_us": 900.0,
+        });
+        r.record(1000, 10, "kipvs", 0, &v);
+        r.fail(1000, 10, "nftables", 0, "the VM ran out of time, 1800 s");
+        let back = Results::from_csv(&r.csv).unwrap();
+        assert_eq!(back.times, r.times);
+        assert_eq!(back.p50, r.p50);
+        assert_eq!(back.p99, r.p99);
+        assert_eq!(back.step_failures, r.step_failures);
+        assert_eq!(
+            back.failures
+                .get(&(1000, "nftables".into()))
+                .map(String::as_str),
+            Some("the VM ran out of time  1800 s")
         );
     }
 
