@@ -5,7 +5,7 @@
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
-use kipvs_benches::{agent_sync, compare, ipvs_load};
+use kipvs_benches::{agent_sync, compare, ipvs_load, peer_rules};
 use serde_json::json;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -64,6 +64,27 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 120)]
         step_timeout: u64,
     },
+    /// Print the input a peer tool loads the synthetic cluster from, as
+    /// `compare` feeds it, to time a load by hand: e.g.
+    /// `kipvs bench rules iptables > f; time iptables-legacy-restore --noflush < f`.
+    Rules {
+        #[arg(value_enum)]
+        tool: RulesFor,
+        #[command(flatten)]
+        size: Size,
+    },
+}
+
+/// Whose input `kipvs bench rules` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RulesFor {
+    /// `ipvsadm -R` input (the addresses go with `ip -batch`, not printed).
+    Ipvsadm,
+    /// `iptables-restore --noflush` input: kube-proxy's iptables-mode nat
+    /// chains.
+    Iptables,
+    /// `nft -f` input: kube-proxy's nftables-mode table.
+    Nftables,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -84,6 +105,19 @@ pub struct Size {
 
 pub fn run(cmd: BenchCommand) -> Result<()> {
     let line = match cmd {
+        BenchCommand::Rules { tool, size } => {
+            let (n, e) = (size.services, size.endpoints);
+            let (empty, full) = (Default::default(), compare::cluster(n, e));
+            let text = match tool {
+                RulesFor::Ipvsadm => ipvs_load::restore_rules(n, e),
+                RulesFor::Iptables => peer_rules::iptables_restore(&empty, &full, false),
+                RulesFor::Nftables => {
+                    peer_rules::nft_skeleton() + &peer_rules::nft_update(&empty, &full)
+                }
+            };
+            print!("{text}");
+            return Ok(());
+        }
         BenchCommand::IpvsLoad { method, size, dump } => {
             let (n, e) = (size.services, size.endpoints);
             let seconds = ipvs_load::load(method, n, e)
