@@ -36,6 +36,8 @@ pub struct Observed {
     pub elements: BTreeSet<Element>,
     /// Sets kipvs does not know (the table is not kipvs's current one).
     pub unknown_sets: Vec<String>,
+    /// The sets of kipvs's that the table has.
+    pub sets: BTreeSet<SetName>,
 }
 
 /// The `nft` binary.
@@ -109,6 +111,27 @@ impl Nft {
         }
     }
 
+    /// kipvs's table without its sets' elements (`nft --terse`), or `None`
+    /// when there is none: the skeleton to check, cheap at any size (the
+    /// elements of 10k Services take nft seconds to list; they are read
+    /// over netlink, [`crate::netlink::ElementSocket::dump`]).
+    pub fn read_skeleton(&self) -> Result<Option<Observed>, NftError> {
+        match self.run(&["-t", "-j", "list", "table", FAMILY, TABLE], None) {
+            Ok(json) => parse_table(&json),
+            Err(NftError::Refused { stderr, .. }) if stderr.contains("No such file") => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The elements of one of kipvs's sets.
+    pub fn read_set(&self, set: SetName) -> Result<BTreeSet<Element>, NftError> {
+        let json = self.run(
+            &["-j", "list", "set", FAMILY, TABLE, &set.to_string()],
+            None,
+        )?;
+        Ok(parse_items(&json)?.1.elements)
+    }
+
     /// Deletes kipvs's table if it exists (`kipvs proxy --cleanup`).
     pub fn delete_table(&mut self) -> Result<(), NftError> {
         self.apply(&format!(
@@ -119,6 +142,12 @@ impl Nft {
 
 /// Parses `nft -j list table inet kipvs`.
 pub fn parse_table(json: &str) -> Result<Option<Observed>, NftError> {
+    let (found, out) = parse_items(json)?;
+    Ok(found.then_some(out))
+}
+
+/// The table (whether it was in the listing) and its sets.
+fn parse_items(json: &str) -> Result<(bool, Observed), NftError> {
     let v: Value = serde_json::from_str(json).map_err(|e| NftError::Json(e.to_string()))?;
     let items = v
         .get("nftables")
@@ -143,6 +172,7 @@ pub fn parse_table(json: &str) -> Result<Option<Observed>, NftError> {
                 out.unknown_sets.push(name.to_owned());
                 continue;
             };
+            out.sets.insert(set);
             for e in s
                 .get("elem")
                 .and_then(Value::as_array)
@@ -153,5 +183,5 @@ pub fn parse_table(json: &str) -> Result<Option<Observed>, NftError> {
             }
         }
     }
-    Ok(found.then_some(out))
+    Ok((found, out))
 }

@@ -24,6 +24,11 @@
 //!   bytes in a concatenation (nft's `NFT_REG32_SIZE`); a lone field is not
 //!   padded (`hc-ports`' keys are 2 bytes).
 //!
+//! - Reading back: `NFT_MSG_GETSETELEM` with `NLM_F_DUMP` per set; the
+//!   kernel answers with `NFT_MSG_NEWSETELEM` messages laid out as above,
+//!   then `NLMSG_DONE`. Each key is decoded by the set's type
+//!   ([`decode_key`]); a key of another shape means the set is not kipvs's.
+//!
 //! Interval sets (`lb-allowed`) need range ends and stay with `nft`
 //! ([`supported`]).
 
@@ -43,6 +48,7 @@ const NFPROTO_INET: u8 = 1;
 const NFNETLINK_V0: u8 = 0;
 // nf_tables.h
 const NFT_MSG_NEWSETELEM: u16 = 12;
+const NFT_MSG_GETSETELEM: u16 = 13;
 const NFT_MSG_DELSETELEM: u16 = 14;
 const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
 const NFTA_SET_ELEM_LIST_SET: u16 = 2;
@@ -55,7 +61,9 @@ const NLA_F_NESTED: u16 = 1 << 15;
 const NLM_F_REQUEST: u16 = 0x01;
 const NLM_F_ACK: u16 = 0x04;
 const NLM_F_CREATE: u16 = 0x400;
+const NLM_F_DUMP: u16 = 0x300;
 const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
 const NLMSG_HDRLEN: usize = 16;
 
 /// Elements per set-element message: the nested element list must stay
@@ -80,6 +88,9 @@ pub enum NetlinkError {
     Refused { what: String, source: io::Error },
     #[error("{0} cannot be written over netlink (an interval set)")]
     Unsupported(String),
+    /// An element the kernel listed is not shaped like one of kipvs's.
+    #[error("reading {set}: {what}")]
+    Decode { set: String, what: String },
 }
 
 /// One encoded batch and what each acknowledged message was.
@@ -264,6 +275,109 @@ pub fn element_key(e: &Element, key: &mut Vec<u8>) {
     }
 }
 
+/// The element a key of `set` stands for; `None` when the key is not shaped
+/// like the set's elements (or the set is an interval set).
+pub fn decode_key(set: SetName, key: &[u8]) -> Option<Element> {
+    use crate::element::SetKind;
+    let alen = if set.v6 { 16 } else { 4 };
+    let addr = |b: &[u8]| -> Option<IpAddr> {
+        Some(if set.v6 {
+            IpAddr::from(<[u8; 16]>::try_from(b).ok()?)
+        } else {
+            IpAddr::from(<[u8; 4]>::try_from(b).ok()?)
+        })
+    };
+    // addr, then the protocol padded to 4 bytes, then the port padded to 4.
+    let vs = |b: &[u8]| -> Option<Vs> {
+        let proto = match b.get(alen)? {
+            6 => Proto::Tcp,
+            17 => Proto::Udp,
+            132 => Proto::Sctp,
+            _ => return None,
+        };
+        let port = u16::from_be_bytes([*b.get(alen + 4)?, *b.get(alen + 5)?]);
+        Some(Vs::new(addr(b.get(..alen)?)?, proto, port))
+    };
+    let vs_len = alen + 8;
+    match set.kind {
+        SetKind::VipAddrs if key.len() == alen => addr(key).map(Element::VipAddress),
+        SetKind::VipPorts if key.len() == vs_len => vs(key).map(Element::VipPort),
+        SetKind::ClusterPorts if key.len() == vs_len => vs(key).map(Element::ClusterPort),
+        SetKind::ExternalPorts if key.len() == vs_len => vs(key).map(Element::ExternalPort),
+        SetKind::LbRestricted if key.len() == vs_len => vs(key).map(Element::LbRestricted),
+        SetKind::Hairpin if key.len() == vs_len + alen => {
+            let v = vs(key)?;
+            // kipvs's hairpin elements repeat the endpoint's address.
+            (addr(&key[vs_len..])? == v.addr).then_some(Element::Hairpin(v))
+        }
+        SetKind::HealthCheckPorts if key.len() == 2 => {
+            Some(Element::HealthCheckPort(u16::from_be_bytes([
+                key[0], key[1],
+            ])))
+        }
+        _ => None,
+    }
+}
+
+/// The attributes of one level: (type without flags, value).
+fn attributes(mut b: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+    std::iter::from_fn(move || {
+        if b.len() < 4 {
+            return None;
+        }
+        let len = u16::from_ne_bytes([b[0], b[1]]) as usize;
+        let kind = u16::from_ne_bytes([b[2], b[3]]) & !(NLA_F_NESTED | 0x4000);
+        if len < 4 || len > b.len() {
+            return None;
+        }
+        let value = &b[4..len];
+        b = &b[((len + 3) & !3).min(b.len())..];
+        Some((kind, value))
+    })
+}
+
+/// The keys of one `NFT_MSG_NEWSETELEM` message's payload (after the
+/// `nfgenmsg`).
+pub fn element_keys(payload: &[u8]) -> Vec<&[u8]> {
+    fn find(b: &[u8], kind: u16) -> Option<&[u8]> {
+        attributes(b).find(|a| a.0 == kind).map(|a| a.1)
+    }
+    let mut out = Vec::new();
+    for (kind, list) in attributes(payload) {
+        if kind != NFTA_SET_ELEM_LIST_ELEMENTS {
+            continue;
+        }
+        for (kind, elem) in attributes(list) {
+            if kind != NFTA_LIST_ELEM {
+                continue;
+            }
+            if let Some(value) =
+                find(elem, NFTA_SET_ELEM_KEY).and_then(|k| find(k, NFTA_DATA_VALUE))
+            {
+                out.push(value);
+            }
+        }
+    }
+    out
+}
+
+/// A dump request for the elements of `set`.
+fn dump_request(set: SetName, seq: u32) -> Vec<u8> {
+    let mut out = Vec::new();
+    let start = header(
+        &mut out,
+        (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETSETELEM,
+        NLM_F_REQUEST | NLM_F_DUMP,
+        seq,
+        NFPROTO_INET,
+        0,
+    );
+    attr_str(&mut out, NFTA_SET_ELEM_LIST_TABLE, TABLE);
+    attr_str(&mut out, NFTA_SET_ELEM_LIST_SET, &set.to_string());
+    finish(&mut out, start);
+    out
+}
+
 fn proto_number(p: Proto) -> u8 {
     match p {
         Proto::Tcp => 6,
@@ -395,6 +509,68 @@ impl ElementSocket {
     }
 }
 
+impl ElementSocket {
+    /// Every element of `set` (not an interval set), dumped from the kernel.
+    pub fn dump(&mut self, set: SetName) -> Result<Vec<Element>, NetlinkError> {
+        let bad = |what: String| NetlinkError::Decode {
+            set: set.to_string(),
+            what,
+        };
+        if set.kind == crate::element::SetKind::LbAllowed {
+            return Err(NetlinkError::Unsupported(set.to_string()));
+        }
+        self.seq = self.seq.wrapping_add(1);
+        let seq = self.seq;
+        self.socket.send(&dump_request(set, seq), 0)?;
+        let mut out = Vec::new();
+        loop {
+            self.rx.clear();
+            match self.socket.recv(&mut self.rx, 0) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e.into()),
+            }
+            let mut d: &[u8] = &self.rx;
+            while d.len() >= NLMSG_HDRLEN {
+                let len = u32::from_ne_bytes(d[0..4].try_into().unwrap()) as usize;
+                let kind = u16::from_ne_bytes(d[4..6].try_into().unwrap());
+                let mseq = u32::from_ne_bytes(d[8..12].try_into().unwrap());
+                if len < NLMSG_HDRLEN || len > d.len() {
+                    return Err(bad(format!("a truncated message ({len} bytes)")));
+                }
+                let body = &d[NLMSG_HDRLEN..len];
+                d = &d[((len + 3) & !3).min(d.len())..];
+                if mseq != seq {
+                    continue;
+                }
+                match kind {
+                    NLMSG_DONE => return Ok(out),
+                    NLMSG_ERROR => {
+                        let errno = body
+                            .get(..4)
+                            .map_or(0, |b| -i32::from_ne_bytes(b.try_into().unwrap()));
+                        if errno != 0 {
+                            return Err(NetlinkError::Refused {
+                                what: format!("listing {set}"),
+                                source: io::Error::from_raw_os_error(errno),
+                            });
+                        }
+                    }
+                    k if k == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWSETELEM => {
+                        // After the 4-byte nfgenmsg.
+                        for key in element_keys(body.get(4..).unwrap_or_default()) {
+                            out.push(decode_key(set, key).ok_or_else(|| {
+                                bad(format!("an element keyed {key:02x?} is not kipvs's"))
+                            })?);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
 /// The (sequence number, errno) of each acknowledgement in a datagram.
 pub fn acks(mut datagram: &[u8]) -> Vec<(u32, i32)> {
     let mut out = Vec::new();
@@ -448,6 +624,72 @@ mod tests {
             a.push(0);
         }
         a
+    }
+
+    #[test]
+    fn every_key_decodes_back_to_its_element() {
+        let v4 = |p| Vs::new("10.96.0.1".parse().unwrap(), Proto::Tcp, p);
+        let v6 = Vs::new("fd00::1".parse().unwrap(), Proto::Sctp, 443);
+        let all = [
+            Element::VipAddress("10.96.0.1".parse().unwrap()),
+            Element::VipAddress("fd00::1".parse().unwrap()),
+            Element::VipPort(v4(80)),
+            Element::ClusterPort(v6),
+            Element::ExternalPort(Vs::new("10.0.0.9".parse().unwrap(), Proto::Udp, 53)),
+            Element::LbRestricted(v4(8443)),
+            Element::Hairpin(v4(8080)),
+            Element::Hairpin(v6),
+            Element::HealthCheckPort(31000),
+        ];
+        for e in all {
+            let mut key = Vec::new();
+            element_key(&e, &mut key);
+            assert_eq!(decode_key(e.set(), &key), Some(e.clone()), "{e:?}");
+        }
+        // A key of another shape is not kipvs's.
+        let set = Element::VipPort(v4(80)).set();
+        assert_eq!(
+            decode_key(set, &[10, 96, 0, 1, 99, 0, 0, 0, 0, 80, 0, 0]),
+            None
+        );
+        assert_eq!(decode_key(set, &[10, 96, 0, 1]), None);
+        let hairpin = Element::Hairpin(v4(1)).set();
+        let mut other = Vec::new();
+        element_key(&Element::Hairpin(v4(1)), &mut other);
+        other[15] = 7; // the repeated address differs
+        assert_eq!(decode_key(hairpin, &other), None);
+    }
+
+    #[test]
+    fn the_keys_of_an_element_message_are_found_again() {
+        let elements = [
+            Element::VipAddress("10.96.0.1".parse().unwrap()),
+            Element::VipAddress("10.96.0.2".parse().unwrap()),
+        ];
+        let batch = encode(&diff(&elements, &[]), 1).unwrap().unwrap();
+        // The second message of the batch is the NEWSETELEM: skip the
+        // batch begin (20 bytes) and the element message's nlmsghdr and
+        // nfgenmsg.
+        let len = u32::from_ne_bytes(batch.bytes[20..24].try_into().unwrap()) as usize;
+        let payload = &batch.bytes[20 + 16 + 4..20 + len];
+        let keys = element_keys(payload);
+        assert_eq!(keys, vec![&[10, 96, 0, 1][..], &[10, 96, 0, 2][..]]);
+        assert!(element_keys(&payload[..payload.len() - 3]).len() < 2);
+    }
+
+    #[test]
+    fn a_dump_request_names_the_table_and_the_set() {
+        let set = Element::VipAddress("10.96.0.1".parse().unwrap()).set();
+        let got = dump_request(set, 9);
+        let want = nlmsg(
+            0x0a0d,
+            0x301,
+            9,
+            1,
+            0,
+            &[nla(1, b"kipvs\0"), nla(2, b"vip-addrs-v4\0")].concat(),
+        );
+        assert_eq!(got, want);
     }
 
     /// The bytes, spelled out from the kernel's ABI numbers: batch begin

@@ -162,11 +162,40 @@ fn netlink_elements_are_what_nft_reads_back() {
             delete: BTreeSet::new(),
         })
         .unwrap();
+    let t = std::time::Instant::now();
     let read = nft.read().unwrap().unwrap().elements;
+    let by_nft = t.elapsed();
     assert!(many.is_subset(&read), "every element is in the table");
     let mut all = b.clone();
     all.insert(Element::HealthCheckPort(31000));
     all.extend(many);
     assert_eq!(read, all);
+
+    // Read back the way the agent's resync does: the skeleton by nft
+    // --terse, every set but the interval one dumped over netlink.
+    let t = std::time::Instant::now();
+    let skeleton_read = nft.read_skeleton().unwrap().unwrap();
+    assert!(
+        skeleton_read.elements.is_empty(),
+        "--terse lists no elements"
+    );
+    assert_eq!(
+        skeleton_read.sets,
+        kipvs_nft::SetName::all().collect::<BTreeSet<_>>()
+    );
+    let mut dumped = BTreeSet::new();
+    for set in kipvs_nft::SetName::all() {
+        if set.kind == kipvs_nft::element::SetKind::LbAllowed {
+            dumped.extend(nft.read_set(set).unwrap());
+        } else {
+            dumped.extend(socket.dump(set).unwrap());
+        }
+    }
+    let by_dump = t.elapsed();
+    assert_eq!(dumped, all);
+    eprintln!(
+        "reading {} elements back: nft -j list {by_nft:?}, nft -t + netlink dumps {by_dump:?}",
+        all.len()
+    );
     nft.delete_table().unwrap();
 }

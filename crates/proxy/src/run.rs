@@ -110,6 +110,8 @@ pub enum RunError {
     Ipvs(#[from] kipvs_ipvs::Error),
     #[error("nftables: {0}")]
     Nft(#[from] kipvs_nft::NftError),
+    #[error("nftables: {0}")]
+    Firewall(#[from] crate::kernel::FirewallError),
     #[error("Kubernetes client: {0}")]
     Kube(String),
     #[error("the sync loop stopped unexpectedly")]
