@@ -725,10 +725,27 @@ fn measure_datapath(plan: &Plan, c: &Cluster) -> Result<Latency, BenchError> {
     run_cmd(&["bash", "-c", &script], b"", plan.step_timeout)?;
     let to = SocketAddr::from((cluster_ip(last), 80));
     let stop = Arc::new(AtomicBool::new(false));
+    let (ready_tx, ready) = channel();
     let listener = {
         let stop = stop.clone();
-        std::thread::spawn(move || in_netns(SERVER_NS, || listen(8080, &stop)))
+        std::thread::spawn(move || {
+            in_netns(SERVER_NS, || {
+                listen(8080, &stop, || {
+                    let _ = ready_tx.send(());
+                })
+            })
+        })
     };
+    // The first connect must find the listener bound: on a busy host the
+    // thread can start late, and a SYN before bind() is refused.
+    if ready.recv_timeout(Duration::from_secs(30)).is_err() {
+        stop.store(true, Ordering::Relaxed);
+        let why = match listener.join() {
+            Ok(Err(e)) => e.to_string(),
+            _ => "no listener after 30 s".to_owned(),
+        };
+        return Err(BenchError::Failed(format!("the server's listener: {why}")));
+    }
     let connects = plan.connects;
     let latency = std::thread::spawn(move || in_netns(CLIENT_NS, || connect_latency(to, connects)))
         .join()
@@ -765,9 +782,10 @@ fn in_netns<T>(name: &str, f: impl FnOnce() -> Result<T, BenchError>) -> Result<
 /// dropped SYN costs a 1 s retransmit that is no cost of the data path).
 /// The handshake completes in the kernel, so polling here adds nothing to
 /// a connect's time.
-pub fn listen(port: u16, stop: &AtomicBool) -> Result<(), BenchError> {
+pub fn listen(port: u16, stop: &AtomicBool, bound: impl FnOnce()) -> Result<(), BenchError> {
     let listener = std::net::TcpListener::bind(("0.0.0.0", port))?;
     listener.set_nonblocking(true)?;
+    bound();
     while !stop.load(Ordering::Relaxed) {
         match listener.accept() {
             Ok(conn) => drop(conn),

@@ -23,7 +23,9 @@
 //! Services the table holds ~130k elements, which `nft` parses slowly, and
 //! an endpoint change should not start a process. Only the interval set
 //! `lb-allowed` (whose elements nft splits into ranges) stays with `nft`.
-//! Reading back ([`Nft::read`]) parses `nft -j list table inet kipvs`.
+//! Reading back: [`Nft::read_skeleton`] (`nft --terse`) for the skeleton, the
+//! elements over netlink ([`netlink::ElementSocket::dump`]); [`Nft::read`]
+//! parses all of `nft -j list table inet kipvs` for tests and tools.
 //!
 //! Which rule does what, and why, is documented on [`Skeleton::render`].
 
