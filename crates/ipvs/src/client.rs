@@ -356,6 +356,25 @@ fn missing(name: &str) -> DecodeError {
     DecodeError::from(format!("{name}: missing"))
 }
 
+/// Each service key once, in the order keys first appear, with the entry
+/// seen last for it: a dump resumed by index after a concurrent change can
+/// repeat a service, and the later copy is the fresher one.
+pub fn dedupe_services(entries: Vec<ServiceEntry>) -> Vec<ServiceEntry> {
+    let mut at: std::collections::HashMap<ServiceKey, usize> =
+        std::collections::HashMap::with_capacity(entries.len());
+    let mut out: Vec<ServiceEntry> = Vec::with_capacity(entries.len());
+    for e in entries {
+        match at.entry(e.service.key) {
+            std::collections::hash_map::Entry::Occupied(i) => out[*i.get()] = e,
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(out.len());
+                out.push(e);
+            }
+        }
+    }
+    out
+}
+
 /// Read the destinations of one service on `conn`.
 fn dump_destinations(
     conn: &mut Conn,
@@ -541,6 +560,11 @@ impl Client {
     }
 
     /// Every service, with its counters (a multi-part dump).
+    ///
+    /// The kernel resumes a dump by index, so a service added or deleted
+    /// between two parts can shift the table and repeat an entry; exact
+    /// repeats of a service key are dropped ([`dedupe_services`]: each key
+    /// once, where it first appeared, with the entry seen last).
     pub fn services(&mut self) -> Result<Vec<ServiceEntry>, Error> {
         let family = self.family;
         let conn = self.conn()?;
@@ -556,7 +580,7 @@ impl Client {
             Ok(())
         });
         result.map_err(|f| name_read(&read, f))?;
-        Ok(out)
+        Ok(dedupe_services(out))
     }
 
     /// The destinations of a service, with their counters. The kernel
@@ -573,7 +597,9 @@ impl Client {
     /// dump and one destination dump per service. The destination dumps run
     /// on up to [`set_dump_threads`](Client::set_dump_threads) sockets in
     /// parallel (a netlink socket runs one dump at a time). It is not an
-    /// atomic snapshot: a service deleted meanwhile shows no destinations.
+    /// atomic snapshot: a service deleted meanwhile shows no destinations,
+    /// and a service the kernel's resumed dump repeated is listed once
+    /// (see [`services`](Client::services)).
     pub fn dump_all(&mut self) -> Result<Vec<TableEntry>, Error> {
         let services = self.services()?;
         let keys: Vec<ServiceKey> = services.iter().map(|s| s.service.key).collect();
@@ -923,6 +949,47 @@ fn resolve(conn: &mut Conn) -> Result<u16, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Stats;
+
+    #[test]
+    fn a_repeated_service_is_kept_once_where_it_first_appeared_with_its_last_copy() {
+        let entry = |port: u16, conns: u64| ServiceEntry {
+            service: Service::new(
+                ServiceKey::tcp(std::net::Ipv4Addr::new(10, 0, 0, 1), port),
+                "rr",
+            ),
+            stats: Stats {
+                conns,
+                ..Default::default()
+            },
+        };
+        let fwmark = ServiceEntry {
+            service: Service::new(
+                ServiceKey::FwMark {
+                    family: crate::AddressFamily::Inet,
+                    mark: 80,
+                },
+                "rr",
+            ),
+            stats: Stats::default(),
+        };
+        let got = dedupe_services(vec![
+            entry(80, 1),
+            entry(81, 1),
+            fwmark.clone(),
+            entry(80, 2),
+            entry(82, 1),
+            entry(80, 3),
+        ]);
+        assert_eq!(
+            got,
+            vec![entry(80, 3), entry(81, 1), fwmark, entry(82, 1)],
+            "each key once, in first-seen order, the last copy"
+        );
+        let unique = vec![entry(1, 0), entry(2, 0)];
+        assert_eq!(dedupe_services(unique.clone()), unique);
+        assert_eq!(dedupe_services(Vec::new()), Vec::new());
+    }
 
     #[test]
     fn window_follows_receive_buffer() {

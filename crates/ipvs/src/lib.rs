@@ -116,7 +116,7 @@ pub mod message;
 mod op;
 pub mod types;
 
-pub use client::Client;
+pub use client::{Client, dedupe_services};
 pub use error::Error;
 pub use op::{Op, Read};
 pub use types::{
