@@ -1,8 +1,9 @@
 //! `kipvs`: the one binary, thin on purpose. `kipvs proxy` runs the agent
 //! (crates/proxy); `list`, `save`, `restore` and `conns` read and write the
 //! kernel in ipvsadm's formats (crates/ipvs); `explain` asks the agent;
-//! `bench` runs the lab benchmarks (benches/). Errors become
-//! `kipvs: error: …` and exit code 1 here, at the edge.
+//! `bench` runs the lab benchmarks (benches/). Errors, argument errors
+//! included, become `kipvs: error: …` and exit code 1 here, at the edge;
+//! `--help` and `--version` exit 0.
 
 mod agent_client;
 mod bench;
@@ -49,8 +50,40 @@ enum Command {
     },
 }
 
+/// Parses the command line. Help and version print and exit 0; any other
+/// error prints `kipvs: error: …` (clap's message and its usage lines) and
+/// exits 1, like every other kipvs error.
+fn parse() -> Cli {
+    use clap::error::ErrorKind;
+    let e = match Cli::try_parse() {
+        Ok(cli) => return cli,
+        Err(e) => e,
+    };
+    match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            let _ = e.print();
+            std::process::exit(0);
+        }
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            eprint!("kipvs: error: a command is required\n\n{}", e.render());
+        }
+        _ => eprint!("kipvs: {}", error_text(&e.render().to_string())),
+    }
+    std::process::exit(1);
+}
+
+/// clap's rendered error with its own `error: ` prefix replaced by kipvs's.
+fn error_text(rendered: &str) -> String {
+    let body = rendered.strip_prefix("error: ").unwrap_or(rendered);
+    let mut out = format!("error: {body}");
+    if !out.ends_with('\n') {
+        out.push('\n');
+    }
+    out
+}
+
 fn main() {
-    let cli = Cli::parse();
+    let cli = parse();
     let result = match cli.command {
         Command::Proxy(args) => proxy::run(*args),
         Command::Bench(cmd) => bench::run(cmd),
