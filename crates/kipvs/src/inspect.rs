@@ -35,6 +35,13 @@ fn read_table(ipvs: &mut Client) -> Result<Vec<TableEntry>> {
 }
 
 #[derive(Debug, Args)]
+#[command(after_help = "\
+Each line is byte for byte ipvsadm's. A virtual server the agent programs gets
+`  # NAMESPACE/NAME:PORT (KIND)` appended: PORT is the Service port's name, or its
+number when the port is unnamed; KIND is ClusterIP, externalIP, LoadBalancer or
+NodePort. Cut each line at `  # ` (or use --no-names) for ipvsadm's text.
+Firewall-mark virtual servers are never named (kipvs makes none).
+The --json schema, every field with its type and unit: docs/json.md.")]
 pub struct ListArgs {
     /// Numeric output (always; accepted for ipvsadm's muscle memory).
     #[arg(short = 'n', long)]
@@ -90,11 +97,12 @@ pub struct ListArgs {
     /// The firewall mark matches IPv6 packets.
     #[arg(short = '6', long = "ipv6", requires = "fwmark")]
     ipv6: bool,
-    /// Only the virtual servers of this Service (asks the agent).
+    /// Only the virtual servers of this Service (asks the agent; a name
+    /// without a namespace is in `default`).
     #[arg(long, value_name = "NAMESPACE/NAME")]
     service: Option<String>,
     /// One JSON object per virtual server, with its real servers, counters
-    /// and Service (a stable schema, documented in the kipvs crate's json.rs).
+    /// and Service (a stable schema, every field described in docs/json.md).
     #[arg(long)]
     json: bool,
     /// Refresh every --interval, like `watch` (with --rate for live rates).
@@ -206,7 +214,9 @@ fn list_once(a: &ListArgs, ipvs: &mut Client) -> Result<String> {
 }
 
 /// Appends `  # namespace/name:port (kind)` to the lines of virtual servers
-/// the agent named; every other byte is ipvsadm's.
+/// the agent named (`port`: the Service port's name, or its number when it
+/// has none); every byte before the two spaces is ipvsadm's, so cutting
+/// each line at `  # ` gives `ipvsadm -Ln` back.
 fn with_names(listing: &str, names: &[VirtualServerInfo]) -> String {
     if names.is_empty() {
         return listing.to_owned();
@@ -215,12 +225,12 @@ fn with_names(listing: &str, names: &[VirtualServerInfo]) -> String {
     for line in listing.lines() {
         out.push_str(line);
         if let Some(o) = vs_line_owner(line, names) {
-            let port = if o.port_name.is_empty() {
-                String::new()
-            } else {
-                format!(":{}", o.port_name)
-            };
-            out.push_str(&format!("  # {}{port} ({})", o.service, o.kind));
+            out.push_str(&format!(
+                "  # {}:{} ({})",
+                o.service,
+                o.port_label(),
+                o.kind
+            ));
         }
         out.push('\n');
     }
@@ -379,14 +389,26 @@ mod tests {
 
     #[test]
     fn names_go_at_the_end_of_virtual_server_lines_only() {
-        let names = vec![VirtualServerInfo {
-            protocol: "TCP".into(),
-            address: "10.96.0.10".parse().unwrap(),
-            port: 80,
-            service: "default/hostnames".into(),
-            port_name: "http".into(),
-            kind: "ClusterIP".into(),
-        }];
+        let names = vec![
+            VirtualServerInfo {
+                protocol: "TCP".into(),
+                address: "10.96.0.10".parse().unwrap(),
+                port: 80,
+                service: "default/hostnames".into(),
+                port_name: "http".into(),
+                kind: "ClusterIP".into(),
+                service_port: Some(80),
+            },
+            VirtualServerInfo {
+                protocol: "TCP".into(),
+                address: "10.96.0.11".parse().unwrap(),
+                port: 80,
+                service: "shop/one".into(),
+                port_name: String::new(),
+                kind: "ClusterIP".into(),
+                service_port: Some(80),
+            },
+        ];
         let listing = "IP Virtual Server version 1.2.1 (size=4096)\n\
                        Prot LocalAddress:Port Scheduler Flags\n\
                        \x20 -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n\
@@ -398,7 +420,17 @@ mod tests {
             named.lines().nth(3),
             Some("TCP  10.96.0.10:80 rr  # default/hostnames:http (ClusterIP)")
         );
-        assert_eq!(named.lines().nth(5), Some("TCP  10.96.0.11:80 rr"));
+        assert_eq!(
+            named.lines().nth(5),
+            Some("TCP  10.96.0.11:80 rr  # shop/one:80 (ClusterIP)"),
+            "an unnamed port shows its number"
+        );
+        assert_eq!(named.lines().nth(4), listing.lines().nth(4));
+        let cut: String = named
+            .lines()
+            .map(|l| format!("{}\n", l.split("  # ").next().unwrap()))
+            .collect();
+        assert_eq!(cut, listing, "ipvsadm's bytes, untouched");
         assert_eq!(with_names(listing, &[]), listing);
     }
 }

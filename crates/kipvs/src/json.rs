@@ -1,14 +1,17 @@
 //! `kipvs list --json`: the IPVS table as JSON, one object per virtual
 //! server with its real servers, counters and (when the agent answers) the
 //! Kubernetes Service port it serves. The schema is stable: fields are only
-//! ever added.
+//! ever added. Every field, with its type, unit and when it is null or
+//! absent, is described for users in `docs/json.md` (with `kipvs conns
+//! --json`'s).
 //!
 //! ```json
 //! [{"protocol": "TCP", "address": "10.96.0.10", "port": 80, "fwmark": null,
 //!   "family": "IPv4", "scheduler": "rr", "flags": ["persistent"],
 //!   "persistence_timeout": 10800, "netmask": "255.255.255.255",
 //!   "persistence_engine": null,
-//!   "service": {"name": "default/hostnames", "port": "http", "kind": "ClusterIP"},
+//!   "service": {"name": "default/hostnames", "port": "http", "port_number": 80,
+//!               "kind": "ClusterIP"},
 //!   "stats": {"conns": 3, "in_packets": 18, "out_packets": 12, "in_bytes": 1200,
 //!             "out_bytes": 2400, "cps": 0, "in_pps": 0, "out_pps": 0,
 //!             "in_bps": 0, "out_bps": 0},
@@ -43,7 +46,12 @@ pub struct VirtualServer {
 #[derive(Debug, Serialize)]
 pub struct ServicePort {
     pub name: String,
+    /// The Service port's name, or its number (as a string) when unnamed:
+    /// what `kipvs list` shows after `namespace/name:`.
     pub port: String,
+    /// The Service port's number; absent when the agent is older.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port_number: Option<u16>,
     pub kind: String,
 }
 
@@ -163,7 +171,8 @@ pub fn table(table: &[TableEntry], names: &[VirtualServerInfo]) -> Vec<VirtualSe
                 persistence_engine: s.persistence_engine.clone(),
                 service: owner(&s.key, names).map(|o| ServicePort {
                     name: o.service.clone(),
-                    port: o.port_name.clone(),
+                    port: o.port_label(),
+                    port_number: o.service_port,
                     kind: o.kind.clone(),
                 }),
                 stats: (&t.service.stats).into(),
@@ -226,6 +235,7 @@ mod tests {
             service: "default/hostnames".into(),
             port_name: "http".into(),
             kind: "ClusterIP".into(),
+            service_port: Some(80),
         }];
         let got = serde_json::to_string_pretty(&super::table(&table, &names)).unwrap() + "\n";
         let path =

@@ -94,6 +94,24 @@ pub struct VirtualServerInfo {
     pub port_name: String,
     /// `ClusterIP`, `externalIP`, `LoadBalancer` or `NodePort`.
     pub kind: String,
+    /// The Service port's number (`spec.ports[].port`; for a NodePort
+    /// virtual server too, whose own port is the node port). Absent from
+    /// agents older than this field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_port: Option<u16>,
+}
+
+impl VirtualServerInfo {
+    /// The Service port as `kipvs list` shows it: its name when it has one,
+    /// its number otherwise (`?` if an older agent did not say).
+    pub fn port_label(&self) -> String {
+        if !self.port_name.is_empty() {
+            self.port_name.clone()
+        } else {
+            self.service_port
+                .map_or_else(|| "?".to_owned(), |p| p.to_string())
+        }
+    }
 }
 
 fn answer<D: Dataplane>(engine: &mut Engine<D>, q: Query) {
@@ -108,6 +126,7 @@ fn answer<D: Dataplane>(engine: &mut Engine<D>, q: Query) {
                     service: o.service.to_string(),
                     port_name: o.port_name.clone(),
                     kind: crate::desired::explain::kind_name(o.kind).to_owned(),
+                    service_port: engine.service_port_number(o),
                 })
                 .collect();
             let _ = tx.send(list);

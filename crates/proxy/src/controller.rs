@@ -338,6 +338,19 @@ impl<D: Dataplane> Engine<D> {
             .flat_map(|s| s.virtual_servers.iter().map(|(k, (_, owner))| (k, owner)))
     }
 
+    /// The number of the Service port an owner names (`port` in the
+    /// Service's spec), if the Service is still known.
+    pub fn service_port_number(&self, owner: &ServicePortRef) -> Option<u16> {
+        let svc = self.services.get(&owner.service)?;
+        svc.spec
+            .as_ref()?
+            .ports
+            .as_ref()?
+            .iter()
+            .find(|p| p.name.as_deref().unwrap_or("") == owner.port_name)
+            .and_then(|p| u16::try_from(p.port).ok())
+    }
+
     /// Why each endpoint of a Service is or is not a real server, and which
     /// of its real servers are draining in the kernel with their connection
     /// counts, read now (one dump per virtual server with a draining real

@@ -498,6 +498,7 @@ mod tests {
                         service: "default/web".into(),
                         port_name: "http".into(),
                         kind: "ClusterIP".into(),
+                        service_port: Some(80),
                     }]);
                 }
             }
