@@ -6,6 +6,10 @@ use std::path::Path;
 use std::process::Command;
 
 fn check(name: &str, args: &[&str]) {
+    check_file(&format!("{name}.txt"), args);
+}
+
+fn check_file(file: &str, args: &[&str]) {
     let out = Command::new(env!("CARGO_BIN_EXE_kipvs"))
         .args(args)
         .env("COLUMNS", "100")
@@ -13,7 +17,7 @@ fn check(name: &str, args: &[&str]) {
         .expect("kipvs runs");
     assert!(out.status.success(), "kipvs {args:?} failed");
     let got = String::from_utf8(out.stdout).expect("utf-8");
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/snapshots/{name}.txt"));
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/snapshots/{file}"));
     if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
         std::fs::write(&path, &got).unwrap();
         return;
@@ -47,4 +51,16 @@ fn help_texts_are_reviewed() {
     ] {
         check(&format!("help-{cmd}"), &[cmd, "--help"]);
     }
+}
+
+/// `kipvs conns --json` is an interface too (docs/json.md): the binary
+/// reads a captured `/proc/net/ip_vs_conn` (v4, v6, a firewall-mark
+/// template, a SIP persistence engine's data).
+#[test]
+fn conns_json_is_reviewed() {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ip_vs_conn");
+    check_file(
+        "conns.json",
+        &["conns", "--json", "--proc-file", fixture.to_str().unwrap()],
+    );
 }
