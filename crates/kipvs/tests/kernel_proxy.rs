@@ -722,3 +722,294 @@ fn metrics_count_real_traffic_and_the_health_check_port_follows_local_endpoints(
     assert_eq!(configz["mode"], "ipvs");
     assert_eq!(configz["hostnameOverride"], "lab");
 }
+
+/// An EndpointSlice of `service` named `name` with its own port list and
+/// endpoint lines (YAML flow maps).
+fn slice_yaml(service: &str, name: &str, ports: &str, endpoints: &[&str]) -> String {
+    let eps: String = endpoints.iter().map(|e| format!("  - {e}\n")).collect();
+    format!(
+        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+         metadata: {{name: {name}, namespace: default, labels: {{kubernetes.io/service-name: {service}}}}}\n\
+         addressType: IPv4\nports: {ports}\nendpoints:\n{eps}"
+    )
+}
+
+/// `kipvs list` lines cut back to ipvsadm's: everything before `  # `.
+fn without_names(listing: &str) -> String {
+    listing
+        .lines()
+        .map(|l| format!("{}\n", l.split("  # ").next().unwrap()))
+        .collect()
+}
+
+/// Issue #7's operator view against one agent fed by the fake API server:
+/// `kipvs explain` gives each reason an endpoint can have (ready, not ready,
+/// serving-terminating fallback, another node under a `Local` policy, no
+/// port of that name, draining with a live connection), and `kipvs list`
+/// names the virtual servers kipvs owns without changing ipvsadm's bytes
+/// (`--service`, `--json`, `--watch`, `--no-names`).
+#[test]
+#[ignore = "needs the kernel lab"]
+fn explain_every_reason_and_list_names_from_an_agent_on_the_fake_api() {
+    reset();
+    for (name, n) in [("pod-a", 1), ("pod-b", 2)] {
+        pod(name, n);
+    }
+    netns("client", 9);
+    // A virtual server kipvs does not own: listed, never named.
+    sh("ipvsadm -A -t 192.0.2.1:80 -s wrr");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let api = rt.block_on(FakeApiServer::start()).unwrap();
+    let _guard = rt.enter();
+    let kc = kubeconfig(&api.url());
+    let agent = Agent::start(
+        &["--kubeconfig", kc.to_str().unwrap()],
+        &[],
+        "explain-reasons",
+    );
+    let kipvs = env!("CARGO_BIN_EXE_kipvs");
+    let svc = |y: &str| api.apply(&yaml::<k8s_openapi::api::core::v1::Service>(y));
+    let eps = |y: &str| api.apply(&yaml::<k8s_openapi::api::discovery::v1::EndpointSlice>(y));
+    let web_ports =
+        "[{name: http, port: 9376, protocol: TCP}, {name: echo, port: 9000, protocol: TCP}]";
+
+    // web: first pod-b alone, which gets a long-lived connection.
+    svc(&service("web", "10.96.1.60", ""));
+    eps(&slice_yaml(
+        "web",
+        "web-1",
+        web_ports,
+        &["{addresses: [10.244.2.2], conditions: {ready: true}, nodeName: lab}"],
+    ));
+    // local: both traffic policies Local, one endpoint here, one elsewhere.
+    svc(&service(
+        "local",
+        "10.96.1.61",
+        "  type: NodePort\n  externalTrafficPolicy: Local\n  internalTrafficPolicy: Local\n",
+    )
+    .replace(
+        "targetPort: 9376, protocol: TCP}",
+        "targetPort: 9376, protocol: TCP, nodePort: 30081}",
+    ));
+    eps(&slice_yaml(
+        "local",
+        "local-1",
+        web_ports,
+        &[
+            "{addresses: [10.244.1.2], conditions: {ready: true}, nodeName: lab}",
+            "{addresses: [10.244.6.2], conditions: {ready: true}, nodeName: other}",
+        ],
+    ));
+    // fallback: one unnamed port, its only endpoint terminating but serving.
+    svc(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: fallback, namespace: default}\n\
+         spec:\n  clusterIP: 10.96.1.62\n  ports:\n  - {port: 80, targetPort: 9376, protocol: TCP}\n",
+    );
+    eps(&slice_yaml(
+        "fallback",
+        "fallback-1",
+        "[{port: 9376, protocol: TCP}]",
+        &[
+            "{addresses: [10.244.2.2], conditions: {ready: false, serving: true, terminating: true}, nodeName: lab}",
+        ],
+    ));
+    wait_until("web's echo virtual server", Duration::from_secs(20), || {
+        real_servers("10.96.1.60:9000").len() == 1
+            && real_servers("10.96.1.62:80").len() == 1
+            && real_servers("10.96.1.61:80").len() == 1
+    });
+    let mut conn = Command::new("ip")
+        .args(["netns", "exec", "client", "bash", "-c"])
+        .arg("sleep 600 | busybox nc 10.96.1.60 9000 >/dev/null")
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("nc starts");
+    wait_until("the live connection", Duration::from_secs(10), || {
+        sh("ipvsadm -Ln -t 10.96.1.60:9000")
+            .lines()
+            .any(|l| l.contains("10.244.2.2:9000") && l.split_whitespace().nth(4) == Some("1"))
+    });
+    // Now pod-b leaves web (draining, one connection), pod-a is ready, one
+    // endpoint is not ready, and a second slice has none of web's ports.
+    eps(&slice_yaml(
+        "web",
+        "web-1",
+        web_ports,
+        &[
+            "{addresses: [10.244.1.2], conditions: {ready: true}, nodeName: lab}",
+            "{addresses: [10.244.7.2], conditions: {ready: false}, nodeName: lab}",
+        ],
+    ));
+    eps(&slice_yaml(
+        "web",
+        "web-2",
+        "[{name: metrics, port: 9100, protocol: TCP}]",
+        &["{addresses: [10.244.8.2], conditions: {ready: true}, nodeName: lab}"],
+    ));
+    wait_until("pod-b draining on web", Duration::from_secs(15), || {
+        real_servers("10.96.1.60:9000").contains(&"10.244.2.2:9000 Masq 0".to_owned())
+            && real_servers("10.96.1.60:80").contains(&"10.244.1.2:9376 Masq 1".to_owned())
+    });
+
+    let web = sh(&format!("{kipvs} explain default/web"));
+    for want in [
+        "virtual server TCP 10.96.1.60:80 (ClusterIP)",
+        "10.244.1.2:9376",
+        "real server (ready)",
+        "10.244.7.2:9376",
+        "not a real server: not ready",
+        "not a real server: its slice has no port of this name and protocol (it has ",
+        "draining TCP 10.96.1.60:9000 -> 10.244.2.2:9000: weight 0 until its connections end (1 active",
+    ] {
+        assert!(
+            web.contains(want),
+            "explain default/web lacks `{want}`:\n{web}"
+        );
+    }
+    let line = |text: &str, addr: &str| {
+        text.lines()
+            .find(|l| l.trim_start().starts_with(addr))
+            .unwrap_or_else(|| panic!("no line for {addr}:\n{text}"))
+            .to_owned()
+    };
+    assert!(
+        line(&web, "10.244.7.2:9376").ends_with("not a real server: not ready"),
+        "{web}"
+    );
+    assert!(
+        line(&web, "10.244.8.2").contains("no port of this name"),
+        "{web}"
+    );
+    let web_json = sh(&format!("{kipvs} explain --json default/web"));
+    for want in [
+        "\"not-ready\"",
+        "\"no-matching-port\"",
+        "\"real-server\"",
+        "\"active_conns\": 1",
+    ] {
+        assert!(web_json.contains(want), "lacks {want}: {web_json}");
+    }
+
+    let local = sh(&format!("{kipvs} explain default/local:http"));
+    assert!(
+        line(&local, "10.244.6.2:9376")
+            .ends_with("not a real server: on node other, and the traffic policy is Local"),
+        "{local}"
+    );
+    assert!(
+        line(&local, "10.244.1.2:9376").ends_with("real server (ready)"),
+        "{local}"
+    );
+    assert!(local.contains("(NodePort)"), "{local}");
+
+    let fallback = sh(&format!("{kipvs} explain default/fallback"));
+    assert!(
+        line(&fallback, "10.244.2.2:9376")
+            .ends_with("real server (terminating but serving, and no endpoint is ready)"),
+        "{fallback}"
+    );
+    assert_eq!(sh(&format!("{kipvs} explain 10.96.1.62:80")), fallback);
+
+    // list: ipvsadm's bytes, then the Service of each owned virtual server.
+    let mut listing = String::new();
+    wait_until(
+        "list == ipvsadm -Ln up to the names",
+        Duration::from_secs(15),
+        || {
+            listing = sh(&format!("{kipvs} list"));
+            without_names(&listing) == sh("ipvsadm -Ln")
+        },
+    );
+    for want in [
+        "TCP  10.96.1.60:80 rr  # default/web:http (ClusterIP)\n",
+        "TCP  10.96.1.60:9000 rr  # default/web:echo (ClusterIP)\n",
+        "TCP  10.96.1.61:80 rr  # default/local:http (ClusterIP)\n",
+        "TCP  10.96.1.62:80 rr  # default/fallback:80 (ClusterIP)\n",
+        "TCP  192.0.2.1:80 wrr\n",
+    ] {
+        assert!(listing.contains(want), "list lacks {want:?}:\n{listing}");
+    }
+    assert!(
+        listing.contains(":30081 rr  # default/local:http (NodePort)\n"),
+        "{listing}"
+    );
+    assert_eq!(
+        listing.lines().filter(|l| l.contains("  # ")).count(),
+        listing.lines().filter(|l| l.starts_with("TCP ")).count() - 1,
+        "every owned virtual server named, the foreign one not:\n{listing}"
+    );
+    wait_until("--no-names == ipvsadm -Ln", Duration::from_secs(15), || {
+        sh(&format!("{kipvs} list --no-names")) == sh("ipvsadm -Ln")
+    });
+
+    let only_web = sh(&format!("{kipvs} list --service default/web"));
+    let vs_lines: Vec<&str> = only_web.lines().filter(|l| l.starts_with("TCP ")).collect();
+    assert_eq!(
+        vs_lines,
+        [
+            "TCP  10.96.1.60:80 rr  # default/web:http (ClusterIP)",
+            "TCP  10.96.1.60:9000 rr  # default/web:echo (ClusterIP)"
+        ],
+        "{only_web}"
+    );
+    assert!(only_web.contains("  -> 10.244.1.2:9376"), "{only_web}");
+    assert_eq!(
+        sh(&format!("{kipvs} list --service web"))
+            .lines()
+            .filter(|l| l.starts_with("TCP "))
+            .count(),
+        2
+    );
+    let none = sh(&format!("{kipvs} list --service default/nope"));
+    assert!(!none.contains("TCP "), "{none}");
+
+    let json: serde_json::Value =
+        serde_json::from_str(&sh(&format!("{kipvs} list --json"))).unwrap();
+    let entry = |addr: &str, port: u16| {
+        json.as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["address"] == addr && v["port"] == port)
+            .unwrap_or_else(|| panic!("no {addr}:{port} in {json:#}"))
+            .clone()
+    };
+    assert_eq!(
+        entry("10.96.1.60", 80)["service"],
+        serde_json::json!({"name": "default/web", "port": "http", "port_number": 80, "kind": "ClusterIP"})
+    );
+    assert_eq!(
+        entry("10.96.1.62", 80)["service"],
+        serde_json::json!({"name": "default/fallback", "port": "80", "port_number": 80, "kind": "ClusterIP"})
+    );
+    assert_eq!(entry("192.0.2.1", 80)["service"], serde_json::Value::Null);
+    let drained = entry("10.96.1.60", 9000);
+    let rs = drained["real_servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["address"] == "10.244.2.2")
+        .unwrap();
+    assert_eq!(
+        (rs["weight"].as_u64(), rs["active_conns"].as_u64()),
+        (Some(0), Some(1))
+    );
+    let web_json: serde_json::Value =
+        serde_json::from_str(&sh(&format!("{kipvs} list --json --service default/web"))).unwrap();
+    assert_eq!(web_json.as_array().unwrap().len(), 2, "{web_json:#}");
+
+    // --watch refreshes: frames under `timeout`, each one named.
+    let (_, watched) = try_sh(&format!(
+        "timeout 4 {kipvs} list --watch --interval 0.2 --service default/web"
+    ));
+    let frames = watched.matches("Every 0.2s: kipvs list").count();
+    let named = watched.matches("# default/web:http (ClusterIP)").count();
+    println!("--watch --interval 0.2 for 4 s: {frames} frames");
+    assert!(frames >= 3, "{frames} frames in 4 s:\n{watched}");
+    assert!(named >= frames - 1, "{named} named of {frames}");
+    assert_eq!(watched.matches("\x1b[H\x1b[2J").count(), frames);
+
+    let _ = conn.kill();
+    let _ = conn.wait();
+    drop(agent);
+    sh("ipvsadm -D -t 192.0.2.1:80");
+}
