@@ -204,3 +204,105 @@ fn without_cap_net_admin_every_command_says_so() {
         );
     }
 }
+
+/// `kipvs list` == `ipvsadm -Ln` on a table kipvs built (`kipvs restore`
+/// of ipvsadm's rules), for every display option alone and every pair of
+/// them ipvsadm accepts; then, after real packets, `--stats --exact`.
+#[test]
+#[ignore = "needs the kernel lab"]
+fn list_matches_ipvsadm_on_a_kipvs_built_table_for_every_option_pair_and_after_traffic() {
+    build_with_ipvsadm();
+    let saved = sh("ipvsadm -S -n");
+    sh("ipvsadm -C");
+    std::fs::write("/tmp/kipvs-pairs-rules", &saved).unwrap();
+    sh(&format!("{KIPVS} restore /tmp/kipvs-pairs-rules"));
+    assert_eq!(sh("ipvsadm -S -n"), saved, "kipvs built the same table");
+
+    let options = [
+        "--stats",
+        "--rate",
+        "--exact",
+        "--thresholds",
+        "--persistent-conn",
+        "--tun-info",
+        "--nosort",
+    ];
+    let mut combos = vec![String::new()];
+    for (i, a) in options.iter().enumerate() {
+        combos.push((*a).to_owned());
+        for b in &options[i + 1..] {
+            combos.push(format!("{a} {b}"));
+        }
+    }
+    let (mut compared, mut refused) = (0, Vec::new());
+    for opts in &combos {
+        let (ok, theirs, _) = run(&format!("ipvsadm -Ln {opts}"));
+        if !ok {
+            refused.push(opts.clone());
+            continue;
+        }
+        assert_eq!(
+            sh(&format!("{KIPVS} list -n {opts} --no-names")),
+            theirs,
+            "kipvs list {opts} on a kipvs-built table"
+        );
+        compared += 1;
+    }
+    println!(
+        "compared {compared} option sets with ipvsadm; ipvsadm refused {}: {refused:?}",
+        refused.len()
+    );
+    assert!(compared >= 20, "{compared} compared, refused {refused:?}");
+
+    // Traffic: TCP connections from a client namespace to a virtual server
+    // on a dummy address, masqueraded back to the client's own address where
+    // nothing listens (each SYN in, each RST out, counted). Counters settle
+    // when the sending stops.
+    sh(
+        "ip link add kipvs-pairs type dummy; ip addr add 10.78.0.1/32 dev kipvs-pairs; \
+        ip link set kipvs-pairs up; sysctl -qw net.ipv4.ip_forward=1; \
+        ip netns add kc; ip link add h-kc type veth peer name eth0 netns kc; \
+        ip addr add 10.79.0.1/24 dev h-kc; ip link set h-kc up; \
+        ip -n kc addr add 10.79.0.2/24 dev eth0; ip -n kc link set eth0 up; \
+        ip -n kc link set lo up; ip -n kc route add default via 10.79.0.1",
+    );
+    sh(&format!(
+        "printf '%s\\n' '-A -t 10.78.0.1:5300 -s rr' '-a -t 10.78.0.1:5300 -r 10.79.0.2:5300 -m' \
+         | {KIPVS} restore -"
+    ));
+    run(
+        "for i in 1 2 3 4 5; do ip netns exec kc curl -s --max-time 1 http://10.78.0.1:5300/; done",
+    );
+    let mut last = (String::new(), String::new());
+    let mut equal = false;
+    for _ in 0..20 {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let ours = sh(&format!("{KIPVS} list --stats --exact --no-names"));
+        let theirs = sh("ipvsadm -Ln --stats --exact");
+        if ours == theirs {
+            equal = true;
+            last = (ours, theirs);
+            break;
+        }
+        last = (ours, theirs);
+    }
+    assert!(
+        equal,
+        "--stats --exact after traffic:\nkipvs:\n{}\nipvsadm:\n{}",
+        last.0, last.1
+    );
+    let vs = last
+        .0
+        .lines()
+        .find(|l| l.starts_with("TCP  10.78.0.1:5300"))
+        .unwrap_or_else(|| panic!("no TCP 10.78.0.1:5300 line:\n{}", last.0))
+        .to_owned();
+    let in_pkts: u64 = vs.split_whitespace().nth(3).unwrap().parse().unwrap();
+    println!("after traffic: {vs}");
+    let conns: u64 = vs.split_whitespace().nth(2).unwrap().parse().unwrap();
+    assert!(
+        conns >= 5 && in_pkts >= 5,
+        "the connections were counted: {vs}"
+    );
+    sh("ipvsadm -C; ip link del kipvs-pairs; ip link del h-kc; ip netns del kc");
+}
