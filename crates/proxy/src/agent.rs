@@ -376,7 +376,12 @@ fn log_report(r: &SyncReport) {
     for e in &r.errors {
         tracing::error!(error = %e, "sync");
     }
-    if r.changes > 0 || r.bound > 0 || r.unbound > 0 || r.firewall_elements > 0 {
+    if r.changes > 0
+        || r.bound > 0
+        || r.unbound > 0
+        || r.firewall_elements > 0
+        || r.conntrack_deleted > 0
+    {
         tracing::info!(
             services = r.services,
             changes = r.changes,
@@ -387,6 +392,7 @@ fn log_report(r: &SyncReport) {
             nft_elements = r.firewall_elements,
             nft_replaced = r.firewall_replaced,
             nft_us = r.firewall_micros,
+            conntrack_deleted = r.conntrack_deleted,
             "synced"
         );
     } else {

@@ -30,6 +30,7 @@ use crate::diff::{self, Change, DiffConfig, Draining, ObservedVirtualServer};
 use crate::model::*;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kipvs_conntrack::Filter;
 use kipvs_nft::{Element, ElementDiff};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -92,6 +93,22 @@ pub trait Dataplane {
         let _ = write;
         Ok(())
     }
+    /// Deletes the conntrack entries any filter matches
+    /// ([`crate::conntrack::stale_flows`]), after the IPVS changes that
+    /// made them stale.
+    fn clear_conntrack(&mut self, filters: &[Filter]) -> Result<ConntrackCleared, DataplaneError> {
+        let _ = filters;
+        Ok(ConntrackCleared::default())
+    }
+}
+
+/// What one conntrack cleanup did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConntrackCleared {
+    /// Entries deleted (or already gone).
+    pub deleted: usize,
+    /// Deletes the kernel refused, each naming its flow.
+    pub errors: Vec<String>,
 }
 
 /// One write of kipvs's nftables table.
@@ -242,6 +259,10 @@ pub struct SyncReport {
     pub firewall_replaced: bool,
     /// Time spent writing the nftables table, in microseconds.
     pub firewall_micros: u64,
+    /// Stale UDP conntrack entries deleted, and the cleanups or deletes that
+    /// failed (each also in `errors`, naming its Services).
+    pub conntrack_deleted: usize,
+    pub conntrack_errors: usize,
 }
 
 /// The engine. See the module docs.
@@ -591,6 +612,9 @@ impl<D: Dataplane> Engine<D> {
         let mut keys: BTreeSet<VirtualServerKey> = BTreeSet::new();
         let mut touched_addresses: BTreeSet<IpAddr> = BTreeSet::new();
         let mut touched_elements: BTreeSet<Element> = BTreeSet::new();
+        // Stale UDP conntrack entries, per Service, cleared after the IPVS
+        // changes.
+        let mut stale_flows: Vec<(ObjectRef, Vec<Filter>)> = Vec::new();
         for id in &dirty {
             if let Some(old) = self.applied.get(id) {
                 keys.extend(old.virtual_servers.keys().copied());
@@ -670,6 +694,13 @@ impl<D: Dataplane> Engine<D> {
             for a in &new.addresses {
                 *self.address_users.entry(*a).or_default() += 1;
                 touched_addresses.insert(*a);
+            }
+            let filters = crate::conntrack::stale_flows(
+                self.applied.get(id).unwrap_or(&ServiceState::default()),
+                &new,
+            );
+            if !filters.is_empty() {
+                stale_flows.push((id.clone(), filters));
             }
             if new.virtual_servers.is_empty() && new.addresses.is_empty() {
                 self.applied.remove(id);
@@ -802,7 +833,55 @@ impl<D: Dataplane> Engine<D> {
             }
         }
         report.messages = self.dataplane.messages_sent() - messages_before;
+        // 5. UDP conntrack entries the changes left stale (never fatal).
+        self.clear_conntrack(&stale_flows, &mut report);
         report
+    }
+
+    /// Deletes the stale UDP conntrack entries of the Services just
+    /// recomputed, in one cleanup; a failure is reported naming them (the
+    /// agent logs and counts report errors).
+    fn clear_conntrack(&mut self, stale: &[(ObjectRef, Vec<Filter>)], report: &mut SyncReport) {
+        if stale.is_empty() {
+            return;
+        }
+        let filters: Vec<Filter> = stale.iter().flat_map(|(_, f)| f.iter().copied()).collect();
+        let services = || {
+            stale
+                .iter()
+                .map(|(id, _)| id.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        match self.dataplane.clear_conntrack(&filters) {
+            Ok(cleared) => {
+                report.conntrack_deleted += cleared.deleted;
+                if !cleared.errors.is_empty() {
+                    report.conntrack_errors += cleared.errors.len();
+                    let e = format!(
+                        "clearing stale UDP conntrack entries of {}: {}",
+                        services(),
+                        cleared.errors.join("; ")
+                    );
+                    report.errors.push(e);
+                }
+                if cleared.deleted > 0 {
+                    tracing::debug!(
+                        deleted = cleared.deleted,
+                        services = %services(),
+                        "cleared stale UDP conntrack entries"
+                    );
+                }
+            }
+            Err(e) => {
+                report.conntrack_errors += 1;
+                let e = format!(
+                    "clearing stale UDP conntrack entries of {}: {e}",
+                    services()
+                );
+                report.errors.push(e);
+            }
+        }
     }
 
     /// Writes what the table lacks or has too much of, among the elements

@@ -2,7 +2,7 @@
 //! crates/link, kipvs's nftables table through crates/nft, and the
 //! conversions between the controller's model and the kernel's types.
 
-use crate::controller::{Dataplane, DataplaneError, FirewallWrite};
+use crate::controller::{ConntrackCleared, Dataplane, DataplaneError, FirewallWrite};
 use crate::diff::{Change, ObservedRealServer, ObservedVirtualServer};
 use crate::model::{Persistence, Protocol, VirtualServer, VirtualServerKey};
 use kipvs_ipvs as ipvs;
@@ -299,6 +299,8 @@ pub struct KernelDataplane<B> {
     binder: B,
     messages: u64,
     firewall: Option<Firewall>,
+    /// The ctnetlink socket, opened at the first conntrack cleanup.
+    conntrack: Option<kipvs_conntrack::Conntrack>,
 }
 
 impl<B: Binder> KernelDataplane<B> {
@@ -308,6 +310,7 @@ impl<B: Binder> KernelDataplane<B> {
             binder,
             messages: 0,
             firewall: None,
+            conntrack: None,
         }
     }
 
@@ -403,6 +406,33 @@ impl<B: Binder + Send> Dataplane for KernelDataplane<B> {
             Some(f) => f
                 .write(write)
                 .map_err(|e| DataplaneError::new(e.to_string())),
+        }
+    }
+
+    /// One dump per family the filters name, then one pipelined delete per
+    /// matching entry (ctnetlink's messages are not counted in
+    /// [`Dataplane::messages_sent`], which counts IPVS and kube-ipvs0's).
+    fn clear_conntrack(
+        &mut self,
+        filters: &[kipvs_conntrack::Filter],
+    ) -> Result<ConntrackCleared, DataplaneError> {
+        let ct = match &mut self.conntrack {
+            Some(ct) => ct,
+            None => self.conntrack.insert(
+                kipvs_conntrack::Conntrack::open()
+                    .map_err(|e| DataplaneError::new(e.to_string()))?,
+            ),
+        };
+        match ct.clear(filters) {
+            Ok(c) => Ok(ConntrackCleared {
+                deleted: c.deleted,
+                errors: c.errors.iter().map(|(_, e)| e.to_string()).collect(),
+            }),
+            Err(e) => {
+                // A fresh socket next time (the dump may have left replies).
+                self.conntrack = None;
+                Err(DataplaneError::new(e.to_string()))
+            }
         }
     }
 

@@ -36,6 +36,7 @@
 pub mod agent;
 pub mod cleanup;
 pub mod config;
+pub mod conntrack;
 pub mod controller;
 pub mod desired;
 pub mod diff;

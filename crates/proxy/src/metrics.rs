@@ -90,6 +90,8 @@ pub enum SyncErrorKind {
     Address,
     /// Reading the kernel failed.
     Read,
+    /// Clearing stale UDP conntrack entries failed.
+    Conntrack,
 }
 
 impl SyncErrorKind {
@@ -99,6 +101,7 @@ impl SyncErrorKind {
             SyncErrorKind::Ipvs => "ipvs",
             SyncErrorKind::Address => "address",
             SyncErrorKind::Read => "read",
+            SyncErrorKind::Conntrack => "conntrack",
         }
     }
 
@@ -111,6 +114,8 @@ impl SyncErrorKind {
             SyncErrorKind::Address
         } else if e.starts_with("reading ") {
             SyncErrorKind::Read
+        } else if e.starts_with("clearing stale UDP conntrack") {
+            SyncErrorKind::Conntrack
         } else {
             SyncErrorKind::Ipvs
         }
@@ -326,7 +331,8 @@ impl Metrics {
         registry.register(
             "kipvs_sync_errors",
             "Sync errors by kind (service: invalid Service; ipvs: a refused IPVS change; \
-             address: kube-ipvs0 binding; read: reading the kernel)",
+             address: kube-ipvs0 binding; read: reading the kernel; \
+             conntrack: clearing stale UDP conntrack entries)",
             m.sync_errors.clone(),
         );
         registry.register_collector(Box::new(m.virtual_servers.clone()));

@@ -4,8 +4,11 @@
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kipvs_conntrack::{Filter, IPPROTO_UDP};
 use kipvs_nft::Element;
-use kipvs_proxy::controller::{Dataplane, DataplaneError, Engine, FirewallWrite, Input, Ownership};
+use kipvs_proxy::controller::{
+    ConntrackCleared, Dataplane, DataplaneError, Engine, FirewallWrite, Input, Ownership,
+};
 use kipvs_proxy::desired::{Context, Family};
 use kipvs_proxy::diff::{self, Change, DiffConfig, ObservedVirtualServer};
 use kipvs_proxy::model::{ObjectRef, Protocol, VirtualServerKey};
@@ -24,6 +27,11 @@ struct Memory {
     /// The nftables table's elements (`None`: no table of kipvs's).
     fw: Option<BTreeSet<Element>>,
     fw_writes: Vec<FirewallWrite>,
+    /// Conntrack cleanups: how many IPVS changes had been applied, the
+    /// filters.
+    conntrack: Vec<(usize, Vec<Filter>)>,
+    /// Conntrack cleanups fail.
+    conntrack_fails: bool,
 }
 
 impl Dataplane for Memory {
@@ -97,6 +105,16 @@ impl Dataplane for Memory {
         }
         self.fw_writes.push(write.clone());
         Ok(())
+    }
+    fn clear_conntrack(&mut self, filters: &[Filter]) -> Result<ConntrackCleared, DataplaneError> {
+        if self.conntrack_fails {
+            return Err(DataplaneError::new("ctnetlink socket: permission denied"));
+        }
+        self.conntrack.push((self.log.len(), filters.to_vec()));
+        Ok(ConntrackCleared {
+            deleted: filters.len(),
+            errors: vec![],
+        })
     }
 }
 
@@ -608,4 +626,93 @@ fn the_sync_loop_updates_the_metrics_and_the_health_check_ports() {
     );
     drop(tx);
     sync.join().unwrap();
+}
+
+fn udp_service(name: &str, ip: &str) -> Service {
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {"clusterIP": ip, "ports": [{"port": 53, "protocol": "UDP"}]}
+    }))
+    .unwrap()
+}
+
+fn udp_slice(name: &str, svc: &str, ips: &[&str]) -> EndpointSlice {
+    let eps: Vec<_> = ips.iter().map(|ip| json!({"addresses": [ip]})).collect();
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "namespace": "default", "labels": {"kubernetes.io/service-name": svc}},
+        "addressType": "IPv4", "ports": [{"port": 5353, "protocol": "UDP"}], "endpoints": eps
+    }))
+    .unwrap()
+}
+
+#[test]
+fn a_replaced_udp_endpoint_clears_its_conntrack_entries_after_the_ipvs_changes() {
+    let mut e = Engine::new(Memory::default(), ctx(), ownership(), DiffConfig::default());
+    e.replace_services(vec![
+        udp_service("dns", "10.96.0.10"),
+        service("web", "10.96.0.11"),
+    ]);
+    e.replace_slices(vec![
+        udp_slice("dns-1", "dns", &["10.244.0.7"]),
+        slice("web-1", "web", &["10.244.0.8"]),
+    ]);
+    let r = e.resync(0);
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    let vip: IpAddr = "10.96.0.10".parse().unwrap();
+    let base = Filter {
+        orig_dst: Some(vip),
+        orig_dst_port: Some(53),
+        ..Filter::protocol(IPPROTO_UDP)
+    };
+    // The first sync: only flows that went nowhere (never translated).
+    let (_, first) = &e.dataplane().conntrack[0];
+    assert_eq!(
+        first,
+        &vec![Filter {
+            untranslated: true,
+            ..base
+        }]
+    );
+    // The TCP Service and an unchanged sync ask for nothing.
+    let r = e.sync(1);
+    assert_eq!(r.conntrack_deleted, 0);
+    assert_eq!(e.dataplane().conntrack.len(), 1);
+
+    e.input(Input::SliceApplied(Box::new(udp_slice(
+        "dns-1",
+        "dns",
+        &["10.244.0.9"],
+    ))));
+    let r = e.sync(2);
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    assert_eq!(r.conntrack_deleted, 1);
+    let log_len = e.dataplane().log.len();
+    let (applied_before, filters) = e.dataplane().conntrack.last().unwrap();
+    assert_eq!(*applied_before, log_len, "after the IPVS changes");
+    assert_eq!(
+        filters,
+        &vec![Filter {
+            reply_src: Some("10.244.0.7".parse().unwrap()),
+            reply_src_port: Some(5353),
+            ..base
+        }]
+    );
+}
+
+#[test]
+fn a_failed_conntrack_cleanup_is_reported_with_its_service_and_is_not_fatal() {
+    let mut e = Engine::new(Memory::default(), ctx(), ownership(), DiffConfig::default());
+    e.replace_services(vec![udp_service("dns", "10.96.0.10")]);
+    e.replace_slices(vec![udp_slice("dns-1", "dns", &["10.244.0.7"])]);
+    e.dataplane_mut().conntrack_fails = true;
+    let r = e.resync(0);
+    assert_eq!(r.conntrack_errors, 1);
+    assert_eq!(
+        r.errors,
+        vec![
+            "clearing stale UDP conntrack entries of default/dns: ctnetlink socket: permission denied"
+        ]
+    );
+    assert_eq!(e.dataplane().table.len(), 1, "the IPVS changes went in");
+    assert!(!r.stale);
 }
