@@ -3,7 +3,8 @@
 //! namespace keeps one UDP flow (a fixed source port, a datagram every
 //! 100 ms) to a Service whose only endpoint is replaced; the agent deletes
 //! the flow's conntrack entry and the client gets answers from the new
-//! endpoint. A second phase replaces the endpoint by hand (`ipvsadm`, no
+//! endpoint; then again with the client paused, so that only kipvs can
+//! have deleted the entry. A last phase replaces the endpoint by hand (`ipvsadm`, no
 //! agent) to show what the entry does when nobody deletes it: on this
 //! kernel IPVS drops it itself at the next packet (`expire_nodest_conn`).
 //! Run by
@@ -112,11 +113,16 @@ fn echo(name: &'static str) {
 /// Answers the client got: when, and from which pod.
 type Answers = Arc<Mutex<Vec<(Instant, String)>>>;
 
-/// A client in pod `name` sending to `vip:53` from port 40000 every 100 ms.
-fn client(name: &str, vip: &'static str, stop: Arc<AtomicBool>) -> Answers {
+/// A client in pod `name` sending to `vip:53` from port 40000 every 100 ms
+/// until `stop`; its thread ends (and its socket closes) after that.
+fn client(
+    name: &str,
+    vip: &'static str,
+    stop: Arc<AtomicBool>,
+) -> (Answers, std::thread::JoinHandle<()>) {
     let answers: Answers = Arc::default();
     let out = answers.clone();
-    in_netns(name, move || {
+    let thread = in_netns(name, move || {
         let s = UdpSocket::bind("0.0.0.0:40000").expect("bind 40000");
         s.set_read_timeout(Some(Duration::from_millis(100)))
             .unwrap();
@@ -132,7 +138,7 @@ fn client(name: &str, vip: &'static str, stop: Arc<AtomicBool>) -> Answers {
             std::thread::sleep(Duration::from_millis(100).saturating_sub(sent.elapsed()));
         }
     });
-    answers
+    (answers, thread)
 }
 
 /// The first answer from `who` after `since`.
@@ -239,10 +245,12 @@ fn conntrack_a_udp_client_follows_its_replaced_endpoint() {
     pod("pod-a", 1);
     pod("pod-b", 2);
     pod("pod-c", 3);
+    pod("pod-d", 4);
     pod("client", 9);
     echo("pod-a");
     echo("pod-b");
     echo("pod-c");
+    echo("pod-d");
     let dir = manifests("conntrack");
     write(&dir, "dns.yaml", &dns_service());
     write(&dir, "dns-slice.yaml", &dns_slice(1));
@@ -253,7 +261,7 @@ fn conntrack_a_udp_client_follows_its_replaced_endpoint() {
 
     let stop = Arc::new(AtomicBool::new(false));
     let start = Instant::now();
-    let answers = client("client", VIP, stop.clone());
+    let (answers, running) = client("client", VIP, stop.clone());
     wait_until("answers from pod-a", Duration::from_secs(10), || {
         first_from(&answers, "pod-a", start).is_some()
     });
@@ -280,11 +288,40 @@ fn conntrack_a_udp_client_follows_its_replaced_endpoint() {
     assert!(took < Duration::from_secs(3), "took {took:?}");
     let after = entries();
     assert!(!after.contains("src=10.244.1.2"), "{after}");
-    wait_until("the cleanup in the log", Duration::from_secs(5), || {
+
+    // Whether kipvs or IPVS (below) deleted that entry depends on whether a
+    // datagram came between the real server's removal and the cleanup. With
+    // the client paused, only kipvs can: pod-b → pod-c, and the entry to
+    // pod-b must be gone before the client sends again.
+    stop.store(true, Ordering::Relaxed);
+    running.join().unwrap();
+    let stale = entries();
+    assert!(stale.contains("src=10.244.2.2"), "{stale}");
+    let cleanups = || {
         std::fs::read_to_string("/tmp/ct-agent.log")
             .unwrap_or_default()
-            .contains("conntrack_deleted=1")
+            .matches("conntrack_deleted=1")
+            .count()
+    };
+    let before = cleanups();
+    sh("ip link del h-pod-b");
+    write(&dir, "dns-slice.yaml", &dns_slice(3));
+    wait_until("kipvs's cleanup", Duration::from_secs(10), || {
+        cleanups() > before
     });
+    let after = entries();
+    assert!(!after.contains("src=10.244.2.2"), "{after}");
+    let stop = Arc::new(AtomicBool::new(false));
+    let resumed = Instant::now();
+    let (answers, _running) = client("client", VIP, stop.clone());
+    wait_until("answers from pod-c", Duration::from_secs(10), || {
+        first_from(&answers, "pod-c", resumed).is_some()
+    });
+    report(&format!(
+        "with kipvs, client paused: the entry to pod-b deleted by kipvs; pod-c answered {:?} \
+         after the client resumed",
+        first_from(&answers, "pod-c", resumed).unwrap() - resumed
+    ));
 
     // Without kipvs: the same replacement by hand, and nobody deletes the
     // entry. With kipvs's sysctls (`expire_nodest_conn=1`, `conntrack=1`)
@@ -294,23 +331,23 @@ fn conntrack_a_udp_client_follows_its_replaced_endpoint() {
     // kube-proxy rule kept as a guarantee, not the only way out.
     drop(agent);
     sh(
-        "ipvsadm -a -u 10.96.5.10:53 -r 10.244.3.2:5353 -m && ip link del h-pod-b && \
-        ipvsadm -d -u 10.96.5.10:53 -r 10.244.2.2:5353",
+        "ipvsadm -a -u 10.96.5.10:53 -r 10.244.4.2:5353 -m && ip link del h-pod-c && \
+        ipvsadm -d -u 10.96.5.10:53 -r 10.244.3.2:5353",
     );
     let by_hand = Instant::now();
-    wait_until("answers from pod-c", Duration::from_secs(5), || {
-        first_from(&answers, "pod-c", by_hand).is_some()
+    wait_until("answers from pod-d", Duration::from_secs(5), || {
+        first_from(&answers, "pod-d", by_hand).is_some()
     });
-    let took = first_from(&answers, "pod-c", by_hand).unwrap() - by_hand;
+    let took = first_from(&answers, "pod-d", by_hand).unwrap() - by_hand;
     let entry = entries();
     report(&format!(
-        "without the cleanup (by hand, no agent): pod-c answered {took:?} after the real \
+        "without the cleanup (by hand, no agent): pod-d answered {took:?} after the real \
          server was replaced ({}); entry: {}",
         summary(&answers, by_hand),
         entry.trim()
     ));
     assert!(
-        entry.contains("src=10.244.3.2") && !entry.contains("src=10.244.2.2"),
+        entry.contains("src=10.244.4.2") && !entry.contains("src=10.244.3.2"),
         "{entry}"
     );
     stop.store(true, Ordering::Relaxed);
