@@ -1,7 +1,8 @@
 //! The agent's Prometheus metrics, served at `/metrics` on the local
 //! server (`127.0.0.1:10249`).
 //!
-//! kube-proxy's names, help and buckets, with the `ip_family` label of
+//! kube-proxy's names, types, help (with the `[ALPHA] ` prefix kube-proxy's
+//! stability framework puts on the wire) and buckets ([`KUBE_PROXY_METRICS`]), with the `ip_family` label of
 //! kube-proxy ≥ 1.33 (`IPv4`/`IPv6`) on the per-family metrics:
 //! `kubeproxy_sync_proxy_rules_duration_seconds`,
 //! `kubeproxy_sync_proxy_rules_last_timestamp_seconds`,
@@ -27,6 +28,7 @@
 use crate::desired::Family;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family as MetricFamily;
 use prometheus_client::metrics::gauge::Gauge;
@@ -200,6 +202,173 @@ impl Collector for VirtualServerStats {
     }
 }
 
+/// kube-proxy's metrics as kube-proxy (≥ 1.33) exposes them: (name as
+/// exposed, type, label names, help without the `[ALPHA] ` prefix).
+pub const KUBE_PROXY_METRICS: &[(&str, &str, &[&str], &str)] = &[
+    (
+        "kubeproxy_sync_proxy_rules_duration_seconds",
+        "histogram",
+        &["ip_family"],
+        "SyncProxyRules latency in seconds",
+    ),
+    (
+        "kubeproxy_sync_proxy_rules_last_timestamp_seconds",
+        "gauge",
+        &["ip_family"],
+        "The last time proxy rules were successfully synced",
+    ),
+    (
+        "kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds",
+        "gauge",
+        &["ip_family"],
+        "The last time a sync of proxy rules was queued",
+    ),
+    (
+        "kubeproxy_network_programming_duration_seconds",
+        "histogram",
+        &["ip_family"],
+        "In Cluster Network Programming Latency in seconds",
+    ),
+    (
+        "kubeproxy_sync_proxy_rules_endpoint_changes_total",
+        "counter",
+        &[],
+        "Cumulative proxy rules Endpoint changes",
+    ),
+    (
+        "kubeproxy_sync_proxy_rules_endpoint_changes_pending",
+        "gauge",
+        &[],
+        "Pending proxy rules Endpoint changes",
+    ),
+    (
+        "kubeproxy_sync_proxy_rules_service_changes_total",
+        "counter",
+        &[],
+        "Cumulative proxy rules Service changes",
+    ),
+    (
+        "kubeproxy_sync_proxy_rules_service_changes_pending",
+        "gauge",
+        &[],
+        "Pending proxy rules Service changes",
+    ),
+    (
+        "kubeproxy_sync_proxy_rules_no_local_endpoints_total",
+        "gauge",
+        &["traffic_policy", "ip_family"],
+        "Number of services with a Local traffic policy and no endpoints",
+    ),
+    (
+        "kubeproxy_proxy_healthz_total",
+        "counter",
+        &["code"],
+        "Cumulative proxy healthz HTTP status",
+    ),
+    (
+        "kubeproxy_proxy_livez_total",
+        "counter",
+        &["code"],
+        "Cumulative proxy livez HTTP status",
+    ),
+];
+
+/// The help of a [`KUBE_PROXY_METRICS`] entry.
+fn kube_proxy_help(name: &str) -> String {
+    let help = KUBE_PROXY_METRICS
+        .iter()
+        .find(|m| m.0 == name)
+        .map_or("", |m| m.3);
+    format!("[ALPHA] {help}")
+}
+
+/// Encodes kube-proxy's metrics with kube-proxy's help (see [`Metrics::new`]).
+#[derive(Debug)]
+struct KubeProxyCollector {
+    sync_duration: MetricFamily<IpFamilyLabel, Histogram>,
+    last_sync: MetricFamily<IpFamilyLabel, Gauge<f64, AtomicU64>>,
+    last_queued: MetricFamily<IpFamilyLabel, Gauge<f64, AtomicU64>>,
+    network_programming: MetricFamily<IpFamilyLabel, Histogram>,
+    endpoint_changes: Counter,
+    endpoint_changes_pending: Gauge,
+    service_changes: Counter,
+    service_changes_pending: Gauge,
+    no_local_endpoints: MetricFamily<NoLocalLabels, Gauge>,
+    healthz: MetricFamily<CodeLabel, Counter>,
+    livez: MetricFamily<CodeLabel, Counter>,
+}
+
+impl Collector for KubeProxyCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        fn one(
+            encoder: &mut DescriptorEncoder,
+            name: &str,
+            metric: &impl EncodeMetric,
+        ) -> Result<(), std::fmt::Error> {
+            // The encoder adds a counter's `_total`.
+            let bare = match metric.metric_type() {
+                MetricType::Counter => name.trim_end_matches("_total"),
+                _ => name,
+            };
+            let m = encoder.encode_descriptor(
+                bare,
+                &kube_proxy_help(name),
+                None,
+                metric.metric_type(),
+            )?;
+            metric.encode(m)
+        }
+        let e = &mut encoder;
+        one(
+            e,
+            "kubeproxy_sync_proxy_rules_duration_seconds",
+            &self.sync_duration,
+        )?;
+        one(
+            e,
+            "kubeproxy_sync_proxy_rules_last_timestamp_seconds",
+            &self.last_sync,
+        )?;
+        one(
+            e,
+            "kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds",
+            &self.last_queued,
+        )?;
+        one(
+            e,
+            "kubeproxy_network_programming_duration_seconds",
+            &self.network_programming,
+        )?;
+        one(
+            e,
+            "kubeproxy_sync_proxy_rules_endpoint_changes_total",
+            &self.endpoint_changes,
+        )?;
+        one(
+            e,
+            "kubeproxy_sync_proxy_rules_endpoint_changes_pending",
+            &self.endpoint_changes_pending,
+        )?;
+        one(
+            e,
+            "kubeproxy_sync_proxy_rules_service_changes_total",
+            &self.service_changes,
+        )?;
+        one(
+            e,
+            "kubeproxy_sync_proxy_rules_service_changes_pending",
+            &self.service_changes_pending,
+        )?;
+        one(
+            e,
+            "kubeproxy_sync_proxy_rules_no_local_endpoints_total",
+            &self.no_local_endpoints,
+        )?;
+        one(e, "kubeproxy_proxy_healthz_total", &self.healthz)?;
+        one(e, "kubeproxy_proxy_livez_total", &self.livez)
+    }
+}
+
 /// The agent's metrics. Cheap to update from the sync thread (atomics
 /// behind each metric); encoded on a scrape.
 pub struct Metrics {
@@ -267,62 +436,22 @@ impl Metrics {
             sync_errors: Default::default(),
             virtual_servers: Default::default(),
         };
-        registry.register(
-            "kubeproxy_sync_proxy_rules_duration_seconds",
-            "SyncProxyRules latency in seconds",
-            m.sync_duration.clone(),
-        );
-        registry.register(
-            "kubeproxy_sync_proxy_rules_last_timestamp_seconds",
-            "The last time proxy rules were successfully synced",
-            m.last_sync.clone(),
-        );
-        registry.register(
-            "kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds",
-            "The last time a sync of proxy rules was queued",
-            m.last_queued.clone(),
-        );
-        registry.register(
-            "kubeproxy_network_programming_duration_seconds",
-            "In Cluster Network Programming Latency in seconds",
-            m.network_programming.clone(),
-        );
-        // Counters get `_total` from the encoder.
-        registry.register(
-            "kubeproxy_sync_proxy_rules_endpoint_changes",
-            "Cumulative proxy rules Endpoint changes",
-            m.endpoint_changes.clone(),
-        );
-        registry.register(
-            "kubeproxy_sync_proxy_rules_endpoint_changes_pending",
-            "Pending proxy rules Endpoint changes",
-            m.endpoint_changes_pending.clone(),
-        );
-        registry.register(
-            "kubeproxy_sync_proxy_rules_service_changes",
-            "Cumulative proxy rules Service changes",
-            m.service_changes.clone(),
-        );
-        registry.register(
-            "kubeproxy_sync_proxy_rules_service_changes_pending",
-            "Pending proxy rules Service changes",
-            m.service_changes_pending.clone(),
-        );
-        registry.register(
-            "kubeproxy_sync_proxy_rules_no_local_endpoints_total",
-            "Number of services with a Local traffic policy and no endpoints",
-            m.no_local_endpoints.clone(),
-        );
-        registry.register(
-            "kubeproxy_proxy_healthz",
-            "Cumulative proxy healthz HTTP status",
-            m.healthz.clone(),
-        );
-        registry.register(
-            "kubeproxy_proxy_livez",
-            "Cumulative proxy livez HTTP status",
-            m.livez.clone(),
-        );
+        // kube-proxy's metrics go through a collector: the registry would
+        // end their help with a period, and kube-proxy's wire help starts
+        // with its stability level (`[ALPHA] `).
+        registry.register_collector(Box::new(KubeProxyCollector {
+            sync_duration: m.sync_duration.clone(),
+            last_sync: m.last_sync.clone(),
+            last_queued: m.last_queued.clone(),
+            network_programming: m.network_programming.clone(),
+            endpoint_changes: m.endpoint_changes.clone(),
+            endpoint_changes_pending: m.endpoint_changes_pending.clone(),
+            service_changes: m.service_changes.clone(),
+            service_changes_pending: m.service_changes_pending.clone(),
+            no_local_endpoints: m.no_local_endpoints.clone(),
+            healthz: m.healthz.clone(),
+            livez: m.livez.clone(),
+        }));
         registry.register(
             "kipvs_netlink_messages",
             "Netlink messages the syncs sent to the kernel",
@@ -670,6 +799,55 @@ mod tests {
         assert_eq!(v("kipvs_virtual_server_connections_total", &vs), 3.0);
         let out: Vec<_> = vs.iter().copied().chain([("direction", "out")]).collect();
         assert_eq!(v("kipvs_virtual_server_bytes_total", &out), 5000.0);
+
+        // Every kube-proxy metric: its help, type and exactly its label set.
+        for (name, kind, labels, help) in KUBE_PROXY_METRICS {
+            let family = match *kind {
+                "counter" => name.trim_end_matches("_total"),
+                _ => name,
+            };
+            let help_line = format!("# HELP {family} [ALPHA] {help}\n");
+            assert!(text.contains(&help_line), "no {help_line:?} in\n{text}");
+            let type_line = format!("# TYPE {family} {kind}\n");
+            assert!(text.contains(&type_line), "no {type_line:?} in\n{text}");
+            let mine: Vec<_> = s
+                .iter()
+                .filter(|x| match *kind {
+                    "histogram" => x
+                        .name
+                        .strip_prefix(*name)
+                        .is_some_and(|t| ["_bucket", "_sum", "_count"].contains(&t)),
+                    _ => x.name == *name,
+                })
+                .collect();
+            assert!(!mine.is_empty(), "no sample of {name}");
+            for x in mine {
+                let keys: Vec<&str> = x
+                    .labels
+                    .keys()
+                    .map(String::as_str)
+                    .filter(|k| *k != "le")
+                    .collect();
+                let mut want = labels.to_vec();
+                want.sort_unstable();
+                assert_eq!(keys, want, "{name}'s labels: {x:?}");
+            }
+        }
+        // Nothing else named kubeproxy_*.
+        for x in &s {
+            assert!(
+                !x.name.starts_with("kubeproxy_")
+                    || KUBE_PROXY_METRICS.iter().any(|m| x.name.starts_with(m.0)),
+                "{} is not kube-proxy's",
+                x.name
+            );
+        }
+        assert!(
+            text.contains(
+                "# HELP kipvs_netlink_messages Netlink messages the syncs sent to the kernel.\n"
+            ),
+            "kipvs's own help is the registry's: {text}"
+        );
 
         // Synced with nothing pending: the pending gauges drop to 0; the
         // per-virtual-server samples belong to one scrape only.
