@@ -504,6 +504,24 @@ fn against_a_fake_api_server_create_update_delete_relist_and_reconnect() {
     );
     assert_eq!(curl("http://10.96.1.50/").as_deref(), Some("pod-a"));
 
+    // kube-proxy's birth cry: one Starting event on the Node, from kipvs.
+    wait_until("the Starting event", Duration::from_secs(10), || {
+        !api.recorded_events().is_empty()
+    });
+    let events = api.recorded_events();
+    assert_eq!(events.len(), 1, "{events:#?}");
+    let e = &events[0];
+    assert_eq!(
+        (&e["reason"], &e["type"], &e["reportingController"]),
+        (&"Starting".into(), &"Normal".into(), &"kipvs".into()),
+        "{e:#}"
+    );
+    assert_eq!(
+        (&e["regarding"]["kind"], &e["regarding"]["name"]),
+        (&"Node".into(), &"lab".into()),
+        "{e:#}"
+    );
+
     // Update: a second endpoint.
     api.apply(&yaml::<k8s_openapi::api::discovery::v1::EndpointSlice>(
         &slice("web", &[1, 2]),

@@ -7,7 +7,9 @@
 //! stream new ones as newline-delimited JSON; bookmarks when asked for;
 //! `410 Gone` (an ERROR event) for a resourceVersion older than the last
 //! [`FakeApiServer::compact`]; label selectors (`k`, `!k`, `k=v`, `k!=v`) and
-//! `metadata.name` field selectors. Tests can cut every open watch
+//! `metadata.name` field selectors. It also accepts `events.k8s.io/v1`
+//! Events (POST, and merge PATCH of one it holds), kept for
+//! [`FakeApiServer::recorded_events`]. Tests can cut every open watch
 //! ([`FakeApiServer::disconnect_watches`]) or make the server answer 503
 //! ([`FakeApiServer::set_available`]).
 //!
@@ -80,6 +82,10 @@ struct Shared {
     available: std::sync::atomic::AtomicBool,
     requests: AtomicU64,
     watches: AtomicU64,
+    /// `events.k8s.io/v1` Events by (namespace, name), in creation order.
+    recorded: Mutex<Vec<((String, String), Value)>>,
+    /// The Kubernetes verb of every Events request (`create`, `patch` …).
+    event_verbs: Mutex<Vec<&'static str>>,
 }
 
 /// A running fake API server on 127.0.0.1 (a random port).
@@ -108,6 +114,8 @@ impl FakeApiServer {
             available: true.into(),
             requests: 0.into(),
             watches: 0.into(),
+            recorded: Mutex::new(Vec::new()),
+            event_verbs: Mutex::new(Vec::new()),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
@@ -247,6 +255,19 @@ impl FakeApiServer {
     pub fn watches(&self) -> u64 {
         self.shared.watches.load(Ordering::SeqCst)
     }
+
+    /// The `events.k8s.io/v1` Events posted so far (as last patched), in
+    /// creation order.
+    pub fn recorded_events(&self) -> Vec<Value> {
+        let recorded = self.shared.recorded.lock().unwrap();
+        recorded.iter().map(|(_, v)| v.clone()).collect()
+    }
+
+    /// The Kubernetes verb (`create`, `patch`, `update`, …) of every request
+    /// made to the `events.k8s.io` Events API, in order.
+    pub fn event_verbs(&self) -> Vec<&'static str> {
+        self.shared.event_verbs.lock().unwrap().clone()
+    }
 }
 
 fn guess_kind(v: &Value) -> Option<String> {
@@ -284,6 +305,123 @@ fn route(path: &str) -> Option<(Kind, Option<String>, Option<String>)> {
         _ => return None,
     };
     Some((kind, ns, name))
+}
+
+/// `/apis/events.k8s.io/v1/namespaces/NS/events[/NAME]` → (NS, NAME).
+fn events_route(path: &str) -> Option<(String, Option<String>)> {
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match parts.as_slice() {
+        ["apis", "events.k8s.io", "v1", "namespaces", ns, "events"] => Some((ns.to_string(), None)),
+        [
+            "apis",
+            "events.k8s.io",
+            "v1",
+            "namespaces",
+            ns,
+            "events",
+            name,
+        ] => Some((ns.to_string(), Some(name.to_string()))),
+        _ => None,
+    }
+}
+
+/// POST (create) or PATCH (JSON merge patch) of an `events.k8s.io/v1` Event.
+async fn event_request(
+    shared: &Shared,
+    req: Request,
+    namespace: String,
+    name: Option<String>,
+) -> Response {
+    let method = req.method().clone();
+    let verb = match (method.as_str(), &name) {
+        ("POST", _) => "create",
+        ("PATCH", _) => "patch",
+        ("PUT", _) => "update",
+        ("DELETE", _) => "delete",
+        ("GET", None) => "list",
+        ("GET", Some(_)) => "get",
+        _ => "other",
+    };
+    shared.event_verbs.lock().unwrap().push(verb);
+    let body = match axum::body::to_bytes(req.into_body(), 1 << 20).await {
+        Ok(b) => b,
+        Err(e) => {
+            let body = status(400, "BadRequest", &e.to_string());
+            return (StatusCode::BAD_REQUEST, axum::Json(body)).into_response();
+        }
+    };
+    let Ok(mut v) = serde_json::from_slice::<Value>(&body) else {
+        let body = status(400, "BadRequest", "the body is not JSON");
+        return (StatusCode::BAD_REQUEST, axum::Json(body)).into_response();
+    };
+    let rv = {
+        let mut store = shared.store.lock().unwrap();
+        store.rv += 1;
+        store.rv
+    };
+    let mut recorded = shared.recorded.lock().unwrap();
+    match (method.as_str(), name) {
+        ("POST", None) => {
+            let Some(n) = v["metadata"]["name"].as_str().map(str::to_owned) else {
+                let body = status(422, "Invalid", "metadata.name: Required value");
+                return (StatusCode::UNPROCESSABLE_ENTITY, axum::Json(body)).into_response();
+            };
+            let key = (namespace.clone(), n.clone());
+            if recorded.iter().any(|(k, _)| *k == key) {
+                let body = status(
+                    409,
+                    "AlreadyExists",
+                    &format!("events \"{n}\" already exists"),
+                );
+                return (StatusCode::CONFLICT, axum::Json(body)).into_response();
+            }
+            v["kind"] = json!("Event");
+            v["apiVersion"] = json!("events.k8s.io/v1");
+            v["metadata"]["namespace"] = json!(namespace);
+            v["metadata"]["resourceVersion"] = json!(rv.to_string());
+            v["metadata"]["uid"] = json!(format!("uid-Event-{namespace}-{n}"));
+            recorded.push((key, v.clone()));
+            (StatusCode::CREATED, axum::Json(v)).into_response()
+        }
+        ("PATCH", Some(n)) => {
+            let key = (namespace, n.clone());
+            let Some((_, old)) = recorded.iter_mut().find(|(k, _)| *k == key) else {
+                let body = status(404, "NotFound", &format!("events \"{n}\" not found"));
+                return (StatusCode::NOT_FOUND, axum::Json(body)).into_response();
+            };
+            merge_patch(old, v);
+            old["metadata"]["resourceVersion"] = json!(rv.to_string());
+            axum::Json(old.clone()).into_response()
+        }
+        (m, _) => {
+            let body = status(
+                405,
+                "MethodNotAllowed",
+                &format!("the fake takes no {m} of events"),
+            );
+            (StatusCode::METHOD_NOT_ALLOWED, axum::Json(body)).into_response()
+        }
+    }
+}
+
+/// RFC 7386 JSON merge patch.
+fn merge_patch(target: &mut Value, patch: Value) {
+    match patch {
+        Value::Object(fields) => {
+            if !target.is_object() {
+                *target = json!({});
+            }
+            let obj = target.as_object_mut().expect("an object");
+            for (k, v) in fields {
+                if v.is_null() {
+                    obj.remove(&k);
+                } else {
+                    merge_patch(obj.entry(k).or_insert(Value::Null), v);
+                }
+            }
+        }
+        other => *target = other,
+    }
 }
 
 struct Filter {
@@ -393,6 +531,9 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     if !shared.available.load(Ordering::SeqCst) {
         let body = status(503, "ServiceUnavailable", "the fake API server is down");
         return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
+    }
+    if let Some((namespace, name)) = events_route(req.uri().path()) {
+        return event_request(&shared, req, namespace, name).await;
     }
     let Some((kind, namespace, name)) = route(req.uri().path()) else {
         let body = status(

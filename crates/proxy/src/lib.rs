@@ -28,7 +28,8 @@
 //! Around them: [`config`] reads kube-proxy's `KubeProxyConfiguration`
 //! and its flag precedence (pure), [`run`] starts the agent (node setup,
 //! IPVS timeouts, the scheduler probe), [`cleanup`] removes what kipvs (or,
-//! on migration, kube-proxy) left.
+//! on migration, kube-proxy) left, [`events`] records kube-proxy's
+//! `Starting` event on the Node (API mode).
 //!
 //! `fake_api` (feature `fake-api`) is an in-process fake API server speaking
 //! real HTTP list/watch, for tests.
@@ -41,6 +42,7 @@ pub mod controller;
 pub mod desired;
 pub mod diff;
 pub mod dirwatch;
+pub mod events;
 pub mod healthcheck;
 pub mod http;
 pub mod kernel;

@@ -313,6 +313,12 @@ pub async fn run(
         )),
         Source::Api { kubeconfig } => {
             let client = kube_client(kubeconfig).await?;
+            // kube-proxy's birth cry, once the watchers start; best-effort.
+            let (events_client, node) = (client.clone(), opts.node_name.clone());
+            tokio::spawn(async move {
+                crate::events::record_starting(events_client, &node, 5, Duration::from_secs(2))
+                    .await;
+            });
             tokio::spawn(source::watch_api(
                 client,
                 opts.node_name.clone(),

@@ -52,11 +52,13 @@ pub const WATCHED: &[(&str, &str, &[&str])] = &[
     ("", "nodes", &["get", "list", "watch"]),
 ];
 
-/// Recording events, in both event APIs (as kube-proxy's role grants).
-pub const EVENTS: &[(&str, &str, &[&str])] = &[
-    ("", "events", &["create", "patch", "update"]),
-    ("events.k8s.io", "events", &["create", "patch", "update"]),
-];
+/// Recording events ([`crate::events`]): kube's `Recorder` creates
+/// `events.k8s.io/v1` Events and patches a repeat into a series; it never
+/// uses the core `v1` Events API nor `update`. kube-proxy's ClusterRole
+/// (`system:node-proxier`) also grants core events and `update`, for
+/// client-go's fallback to `v1` Events on API servers older than 1.19;
+/// kipvs needs neither, so its role leaves them out (least privilege).
+pub const EVENTS: &[(&str, &str, &[&str])] = &[("events.k8s.io", "events", &["create", "patch"])];
 
 /// Watches Services, EndpointSlices and this node's Node with kube's
 /// watchers (with backoff, so an unreachable API server is retried forever

@@ -158,3 +158,74 @@ async fn kube_watcher_lists_watches_relists_and_resumes() {
         ["apply"]
     );
 }
+
+/// kube-proxy's birth cry: one `events.k8s.io/v1` Event, type Normal,
+/// reason `Starting`, regarding this node's Node, reported by `kipvs`; a
+/// repeat within kube's cache window patches it into a series.
+#[tokio::test]
+async fn the_agent_records_the_starting_event_on_its_node() {
+    use kipvs_proxy::events;
+    let api = FakeApiServer::start().await.unwrap();
+    let started =
+        events::record_starting(api.client(), "node-a", 1, Duration::from_millis(10)).await;
+    assert!(started, "the fake accepted the event");
+    let recorded = api.recorded_events();
+    assert_eq!(recorded.len(), 1, "{recorded:#?}");
+    let e = &recorded[0];
+    assert_eq!(e["apiVersion"], "events.k8s.io/v1");
+    assert_eq!(e["metadata"]["namespace"], "default");
+    assert!(
+        e["metadata"]["name"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("node-a.")),
+        "{e:#}"
+    );
+    assert_eq!(e["type"], "Normal");
+    assert_eq!(e["reason"], "Starting");
+    assert_eq!(e["action"], "StartKubeProxy");
+    assert_eq!(e["note"], "Starting kipvs.");
+    assert_eq!(e["reportingController"], "kipvs");
+    assert_eq!(e["reportingInstance"], "node-a");
+    assert_eq!(e["regarding"]["kind"], "Node");
+    assert_eq!(e["regarding"]["name"], "node-a");
+    assert!(e["eventTime"].is_string(), "{e:#}");
+
+    // The same recorder again: a PATCH making it a series of 2.
+    let recorder = events::recorder(api.client(), "node-a");
+    let reference = events::node_ref("node-a");
+    recorder
+        .publish(&events::starting(), &reference)
+        .await
+        .unwrap();
+    recorder
+        .publish(&events::starting(), &reference)
+        .await
+        .unwrap();
+    let recorded = api.recorded_events();
+    assert_eq!(recorded.len(), 2, "one more event, then patched");
+    assert_eq!(recorded[1]["series"]["count"], 2, "{:#}", recorded[1]);
+
+    // The verbs used are exactly the role's (kipvs_proxy::source::EVENTS,
+    // which deploy/'s test compares with the ClusterRole).
+    let mut used = api.event_verbs();
+    used.sort_unstable();
+    used.dedup();
+    let granted: Vec<&str> = kipvs_proxy::source::EVENTS
+        .iter()
+        .filter(|(group, resource, _)| *group == "events.k8s.io" && *resource == "events")
+        .flat_map(|(_, _, verbs)| verbs.iter().copied())
+        .collect();
+    assert_eq!(used, granted);
+    assert_eq!(kipvs_proxy::source::EVENTS.len(), 1, "no core v1 events");
+
+    // No API server at all: false after the attempts, no panic.
+    let nowhere =
+        kube::Client::try_from(kube::Config::new("http://127.0.0.1:9".parse().unwrap())).unwrap();
+    let started = tokio::time::timeout(
+        Duration::from_secs(30),
+        events::record_starting(nowhere, "node-a", 2, Duration::from_millis(10)),
+    )
+    .await
+    .expect("gives up in time");
+    assert!(!started);
+}
