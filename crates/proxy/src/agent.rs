@@ -64,7 +64,13 @@ pub struct Status {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// The health-check node ports and what they answer for.
     pub service_health: BTreeMap<u16, crate::healthcheck::ServiceHealth>,
-    /// Woken when `service_health` gains or loses a port.
+    /// This node's NodePort addresses as of the last sync (the engine's
+    /// [`crate::desired::Context::nodeport_addresses`]): the health-check
+    /// servers listen there when `nodePortAddresses` restricts them.
+    pub nodeport_addresses: Vec<std::net::IpAddr>,
+    /// Woken after every sync that published `service_health` and
+    /// `nodeport_addresses`: the health-check servers then follow a port or
+    /// address change and retry the listeners that failed to bind.
     pub service_health_changed: Arc<tokio::sync::Notify>,
 }
 
@@ -275,13 +281,11 @@ pub fn run<D: Dataplane>(
             );
             let ports = crate::healthcheck::service_health(engine.local_endpoints());
             let mut s = status.lock().unwrap();
-            if s.service_health != ports {
-                let new_ports = !s.service_health.keys().eq(ports.keys());
-                s.service_health = ports;
-                if new_ports {
-                    s.service_health_changed.notify_one();
-                }
-            }
+            s.service_health = ports;
+            s.nodeport_addresses = engine.context().nodeport_addresses.clone();
+            // Every sync: the servers compare cheaply, and a listener that
+            // failed to bind (port in use) is retried.
+            s.service_health_changed.notify_one();
             s.ready = true;
             s.syncs += 1;
             s.messages += report.messages;

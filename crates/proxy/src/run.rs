@@ -350,10 +350,15 @@ pub async fn run(
         }));
     }
     // Health-check node ports, on the NodePort addresses when
-    // `nodePortAddresses` restricts them (those known at start).
+    // `nodePortAddresses` restricts them (as of each sync).
     let restricted = opts.nodeport_filter != NodePortFilter::All;
+    status
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .nodeport_addresses = ctx_nodeports;
     servers.push(tokio::spawn(crate::healthcheck::serve_service_health(
-        crate::healthcheck::listen_addresses(restricted, &ctx_nodeports, &opts.families),
+        restricted,
+        opts.families.clone(),
         status.clone(),
         opts.timing.sync_period,
     )));
