@@ -283,7 +283,7 @@ fn kube_proxy_help(name: &str) -> String {
 }
 
 /// Encodes kube-proxy's metrics with kube-proxy's help (see [`Metrics::new`]).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct KubeProxyCollector {
     sync_duration: MetricFamily<IpFamilyLabel, Histogram>,
     last_sync: MetricFamily<IpFamilyLabel, Gauge<f64, AtomicU64>>,
@@ -373,17 +373,9 @@ impl Collector for KubeProxyCollector {
 /// behind each metric); encoded on a scrape.
 pub struct Metrics {
     registry: Registry,
-    sync_duration: MetricFamily<IpFamilyLabel, Histogram>,
-    last_sync: MetricFamily<IpFamilyLabel, Gauge<f64, AtomicU64>>,
-    last_queued: MetricFamily<IpFamilyLabel, Gauge<f64, AtomicU64>>,
-    network_programming: MetricFamily<IpFamilyLabel, Histogram>,
-    endpoint_changes: Counter,
-    endpoint_changes_pending: Gauge,
-    service_changes: Counter,
-    service_changes_pending: Gauge,
-    no_local_endpoints: MetricFamily<NoLocalLabels, Gauge>,
-    healthz: MetricFamily<CodeLabel, Counter>,
-    livez: MetricFamily<CodeLabel, Counter>,
+    /// kube-proxy's metrics (clones share the values with the registered
+    /// collector).
+    kube: KubeProxyCollector,
     netlink_messages: Counter,
     sync_errors: MetricFamily<KindLabel, Counter>,
     virtual_servers: Arc<VirtualServerStats>,
@@ -417,21 +409,23 @@ impl Metrics {
         // Histograms need their buckets: families with a constructor.
         let m = Metrics {
             registry: Registry::default(),
-            sync_duration: MetricFamily::new_with_constructor(
-                (|| Histogram::new(exponential_buckets(0.001, 2.0, 15))) as fn() -> Histogram,
-            ),
-            last_sync: Default::default(),
-            last_queued: Default::default(),
-            network_programming: MetricFamily::new_with_constructor(
-                (|| Histogram::new(network_programming_buckets())) as fn() -> Histogram,
-            ),
-            endpoint_changes: Default::default(),
-            endpoint_changes_pending: Default::default(),
-            service_changes: Default::default(),
-            service_changes_pending: Default::default(),
-            no_local_endpoints: Default::default(),
-            healthz: Default::default(),
-            livez: Default::default(),
+            kube: KubeProxyCollector {
+                sync_duration: MetricFamily::new_with_constructor(
+                    (|| Histogram::new(exponential_buckets(0.001, 2.0, 15))) as fn() -> Histogram,
+                ),
+                last_sync: Default::default(),
+                last_queued: Default::default(),
+                network_programming: MetricFamily::new_with_constructor(
+                    (|| Histogram::new(network_programming_buckets())) as fn() -> Histogram,
+                ),
+                endpoint_changes: Default::default(),
+                endpoint_changes_pending: Default::default(),
+                service_changes: Default::default(),
+                service_changes_pending: Default::default(),
+                no_local_endpoints: Default::default(),
+                healthz: Default::default(),
+                livez: Default::default(),
+            },
             netlink_messages: Default::default(),
             sync_errors: Default::default(),
             virtual_servers: Default::default(),
@@ -439,19 +433,7 @@ impl Metrics {
         // kube-proxy's metrics go through a collector: the registry would
         // end their help with a period, and kube-proxy's wire help starts
         // with its stability level (`[ALPHA] `).
-        registry.register_collector(Box::new(KubeProxyCollector {
-            sync_duration: m.sync_duration.clone(),
-            last_sync: m.last_sync.clone(),
-            last_queued: m.last_queued.clone(),
-            network_programming: m.network_programming.clone(),
-            endpoint_changes: m.endpoint_changes.clone(),
-            endpoint_changes_pending: m.endpoint_changes_pending.clone(),
-            service_changes: m.service_changes.clone(),
-            service_changes_pending: m.service_changes_pending.clone(),
-            no_local_endpoints: m.no_local_endpoints.clone(),
-            healthz: m.healthz.clone(),
-            livez: m.livez.clone(),
-        }));
+        registry.register_collector(Box::new(m.kube.clone()));
         registry.register(
             "kipvs_netlink_messages",
             "Netlink messages the syncs sent to the kernel",
@@ -470,20 +452,21 @@ impl Metrics {
 
     /// A Service change arrived (not yet synced).
     pub fn service_changed(&self) {
-        self.service_changes.inc();
-        self.service_changes_pending.inc();
+        self.kube.service_changes.inc();
+        self.kube.service_changes_pending.inc();
     }
 
     /// An EndpointSlice change arrived (not yet synced).
     pub fn endpoint_changed(&self) {
-        self.endpoint_changes.inc();
-        self.endpoint_changes_pending.inc();
+        self.kube.endpoint_changes.inc();
+        self.kube.endpoint_changes_pending.inc();
     }
 
     /// A sync was queued at `unix_secs`.
     pub fn queued(&self, families: impl IntoIterator<Item = Family>, unix_secs: f64) {
         for f in families {
-            self.last_queued
+            self.kube
+                .last_queued
                 .get_or_create(&family_label(f))
                 .set(unix_secs);
         }
@@ -500,19 +483,20 @@ impl Metrics {
     ) {
         for f in families {
             let l = family_label(f);
-            self.sync_duration.get_or_create(&l).observe(seconds);
-            self.last_sync.get_or_create(&l).set(unix_secs);
+            self.kube.sync_duration.get_or_create(&l).observe(seconds);
+            self.kube.last_sync.get_or_create(&l).set(unix_secs);
         }
         if nothing_pending {
-            self.service_changes_pending.set(0);
-            self.endpoint_changes_pending.set(0);
+            self.kube.service_changes_pending.set(0);
+            self.kube.endpoint_changes_pending.set(0);
         }
     }
 
     /// An endpoint change of `family` reached the kernel `seconds` after
     /// its trigger time.
     pub fn network_programmed(&self, family: Family, seconds: f64) {
-        self.network_programming
+        self.kube
+            .network_programming
             .get_or_create(&family_label(family))
             .observe(seconds.max(0.0));
     }
@@ -523,7 +507,8 @@ impl Metrics {
             TrafficPolicy::Internal => "internal",
             TrafficPolicy::External => "external",
         };
-        self.no_local_endpoints
+        self.kube
+            .no_local_endpoints
             .get_or_create(&NoLocalLabels {
                 traffic_policy,
                 ip_family: family_name(family),
@@ -543,7 +528,8 @@ impl Metrics {
 
     /// A `/healthz` answer with HTTP status `code`.
     pub fn healthz(&self, code: u16) {
-        self.healthz
+        self.kube
+            .healthz
             .get_or_create(&CodeLabel {
                 code: code.to_string(),
             })
@@ -552,7 +538,8 @@ impl Metrics {
 
     /// A `/livez` answer with HTTP status `code`.
     pub fn livez(&self, code: u16) {
-        self.livez
+        self.kube
+            .livez
             .get_or_create(&CodeLabel {
                 code: code.to_string(),
             })
