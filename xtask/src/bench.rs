@@ -83,16 +83,21 @@ pub struct BenchOpts {
 }
 
 impl BenchOpts {
-    /// The command that repeats this run: the suite, sizes and repeat
-    /// count, plus every option the suite uses that is not its default.
-    fn reproduce(&self, suite: Suite) -> String {
+    /// The options as `cargo xtask bench` alone gives them.
+    fn defaults() -> BenchOpts {
         use clap::Parser;
         #[derive(Parser)]
         struct Cli {
             #[command(flatten)]
             o: BenchOpts,
         }
-        let d = Cli::parse_from(["bench"]).o;
+        Cli::parse_from(["bench"]).o
+    }
+
+    /// The command that repeats this run: the suite, sizes and repeat
+    /// count, plus every option the suite uses that is not its default.
+    fn reproduce(&self, suite: Suite) -> String {
+        let d = BenchOpts::defaults();
         let join = |v: &[u32]| v.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
         let mut cmd = String::from("cargo xtask bench");
         match suite {

@@ -13,72 +13,16 @@
 //! The network is kernel_firewall.rs's: pods are namespaces `10.244.N.2`
 //! behind `10.244.N.1`, routing the pod and Service networks to the node.
 
+mod lab;
+
+use lab::{manifests, pod_netns, reset, sh, try_sh, wait_until, write};
 use std::net::UdpSocket;
 use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-fn sh(cmd: &str) -> String {
-    let (ok, out, err) = try_sh(cmd);
-    assert!(ok, "`{cmd}` failed: {out}{err}");
-    out
-}
-
-/// Whether it succeeded, stdout and stderr.
-fn try_sh(cmd: &str) -> (bool, String, String) {
-    let out = Command::new("bash")
-        .args(["-c", cmd])
-        .output()
-        .expect("bash runs");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !ok() {
-        if start.elapsed() > timeout {
-            let (_, logs, _) = try_sh("tail -n 30 /tmp/ct-*.log");
-            let (_, ipvs, _) = try_sh("ipvsadm -Ln");
-            panic!("timed out after {timeout:?} waiting for {what}\nipvs:\n{ipvs}\nlogs:\n{logs}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// A clean node: no kipvs, no IPVS services, no kube-ipvs0, no kipvs
-/// table, no conntrack entries, no namespaces.
-fn reset() {
-    let _ = try_sh(
-        "pkill -9 -x kipvs; ipvsadm -C; ip link del kube-ipvs0 2>/dev/null; \
-         nft delete table inet kipvs 2>/dev/null; conntrack -F 2>/dev/null",
-    );
-    sh(
-        "for ns in $(ip netns list | cut -d' ' -f1); do ip netns pids $ns | xargs -r kill -9; done; \
-        ip -all netns delete 2>/dev/null; \
-        for l in $(ip -o link show | cut -d: -f2 | cut -d@ -f1 | grep '^ h-'); do ip link del $l; done; true",
-    );
-    sh("sysctl -qw net.ipv4.ip_forward=1");
-}
-
-/// A pod namespace `10.244.N.2` routing the pod and Service networks to
-/// the node.
-fn pod(name: &str, n: u8) {
-    sh(&format!(
-        "ip netns add {name} && ip link add h-{name} type veth peer name eth0 netns {name} && \
-         ip addr add 10.244.{n}.1/24 dev h-{name} && ip link set h-{name} up && \
-         ip -n {name} addr add 10.244.{n}.2/24 dev eth0 && ip -n {name} link set lo up && \
-         ip -n {name} link set eth0 up && \
-         ip -n {name} route add 10.244.0.0/16 via 10.244.{n}.1 && \
-         ip -n {name} route add 10.96.0.0/16 via 10.244.{n}.1"
-    ));
-}
 
 /// Runs `f` on a thread inside namespace `name` (sockets it opens stay
 /// there).
@@ -173,19 +117,6 @@ fn report(line: &str) {
     let _ = writeln!(std::io::stderr(), "kernel_conntrack: {line}");
 }
 
-fn manifests(test: &str) -> PathBuf {
-    let dir = PathBuf::from(format!("/tmp/kipvs-test-{test}"));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn write(dir: &Path, file: &str, text: &str) {
-    let tmp = dir.join(format!(".{file}.tmp"));
-    std::fs::write(&tmp, text).unwrap();
-    std::fs::rename(tmp, dir.join(file)).unwrap();
-}
-
 const VIP: &str = "10.96.5.10";
 
 fn dns_service() -> String {
@@ -242,11 +173,11 @@ fn entries() -> String {
 #[ignore = "needs the kernel lab"]
 fn conntrack_a_udp_client_follows_its_replaced_endpoint() {
     reset();
-    pod("pod-a", 1);
-    pod("pod-b", 2);
-    pod("pod-c", 3);
-    pod("pod-d", 4);
-    pod("client", 9);
+    pod_netns("pod-a", 1);
+    pod_netns("pod-b", 2);
+    pod_netns("pod-c", 3);
+    pod_netns("pod-d", 4);
+    pod_netns("client", 9);
     echo("pod-a");
     echo("pod-b");
     echo("pod-c");

@@ -11,80 +11,17 @@
 //! clients are namespaces `192.168.N.2` (N = 50, 60) whose default route is
 //! the node (`192.168.N.1`, a node address, so a NodePort address).
 
+mod lab;
+
+use lab::{manifests, netns, pod_netns, reset, sh, try_sh, wait_until, write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn sh(cmd: &str) -> String {
-    let out = Command::new("bash")
-        .args(["-c", cmd])
-        .output()
-        .expect("bash runs");
-    assert!(
-        out.status.success(),
-        "`{cmd}` failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf-8")
-}
-
-/// Whether it succeeded, stdout and stderr.
-fn try_sh(cmd: &str) -> (bool, String, String) {
-    let out = Command::new("bash")
-        .args(["-c", cmd])
-        .output()
-        .expect("bash runs");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !ok() {
-        if start.elapsed() > timeout {
-            let (_, logs, _) = try_sh("tail -n 30 /tmp/fw-*.log");
-            let (_, table, _) = try_sh("nft list table inet kipvs");
-            panic!("timed out after {timeout:?} waiting for {what}\nnft:\n{table}\nlogs:\n{logs}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-const CLEAN_NETNS: &str = "for ns in $(ip netns list | cut -d' ' -f1); do \
-    ip netns pids $ns | xargs -r kill -9; done; ip -all netns delete 2>/dev/null; \
-    for l in $(ip -o link show | cut -d: -f2 | cut -d@ -f1 | grep '^ h-'); do ip link del $l; done; true";
-
-/// A clean node: no kipvs, no IPVS services, no kube-ipvs0, no kipvs table.
-fn reset() {
-    let _ = try_sh(
-        "pkill -9 -x kipvs; ipvsadm -C; ip link del kube-ipvs0 2>/dev/null; \
-         nft delete table inet kipvs 2>/dev/null; conntrack -F 2>/dev/null",
-    );
-    sh(CLEAN_NETNS);
-    sh("sysctl -qw net.ipv4.ip_forward=1");
-}
-
-/// A namespace `NAME` with `PREFIX.2/24` inside and `PREFIX.1` on the node.
-fn netns(name: &str, prefix: &str, routes: &str) {
-    sh(&format!(
-        "ip netns add {name} && ip link add h-{name} type veth peer name eth0 netns {name} && \
-         ip addr add {prefix}.1/24 dev h-{name} && ip link set h-{name} up && \
-         ip -n {name} addr add {prefix}.2/24 dev eth0 && ip -n {name} link set lo up && \
-         ip -n {name} link set eth0 up && ip -n {name} route add {routes} via {prefix}.1"
-    ));
-}
-
 /// A pod answering its own name on 9376 (`/`) and the client address it
 /// sees (`/cgi-bin/ip`), with routes to the pod and Service networks only.
 fn pod(name: &str, n: u8) {
-    netns(name, &format!("10.244.{n}"), "10.244.0.0/16");
-    sh(&format!(
-        "ip -n {name} route add 10.96.0.0/16 via 10.244.{n}.1"
-    ));
+    pod_netns(name, n);
     sh(&format!(
         "mkdir -p /tmp/www-{name}/cgi-bin && echo {name} > /tmp/www-{name}/index.html && \
          printf '#!/bin/bash\\necho Content-Type: text/plain\\necho\\necho $REMOTE_ADDR\\n' \
@@ -105,19 +42,6 @@ fn get(ns: &str, url: &str) -> Result<String, String> {
     } else {
         Err(err.trim().to_owned())
     }
-}
-
-fn manifests(test: &str) -> PathBuf {
-    let dir = PathBuf::from(format!("/tmp/kipvs-test-{test}"));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn write(dir: &Path, file: &str, text: &str) {
-    let tmp = dir.join(format!(".{file}.tmp"));
-    std::fs::write(&tmp, text).unwrap();
-    std::fs::rename(tmp, dir.join(file)).unwrap();
 }
 
 /// A Service `name` with port 80 → 9376 and `spec` lines added.

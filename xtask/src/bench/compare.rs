@@ -356,13 +356,7 @@ mod tests {
     use super::*;
 
     fn opts(sizes: Vec<u32>) -> BenchOpts {
-        use clap::Parser;
-        #[derive(Parser)]
-        struct Cli {
-            #[command(flatten)]
-            o: BenchOpts,
-        }
-        let mut o = Cli::parse_from(["bench"]).o;
+        let mut o = BenchOpts::defaults();
         o.sizes = sizes;
         o.repeat = Some(1);
         o
