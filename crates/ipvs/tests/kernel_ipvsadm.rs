@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::{ipvsadm, reset, sh};
+use common::{ipvsadm, reset, setup_namespaces, sh, teardown_namespaces};
 use kipvs_ipvs::ipvsadm::{
     ListOptions, list, list_conns, list_conns_persistent, parse_conns, parse_rules, save,
 };
@@ -409,37 +409,11 @@ fn text_a_bad_line_applies_nothing() {
 
 const VIP: &str = "10.96.0.10";
 
-fn setup_namespaces() {
-    sh("ip netns add kc && ip netns add ks");
-    sh("ip link add kc0 type veth peer name eth0 netns kc");
-    sh("ip link add ks0 type veth peer name eth0 netns ks");
-    sh("ip addr add 192.168.10.1/24 dev kc0 && ip link set kc0 up");
-    sh("ip addr add 192.168.20.1/24 dev ks0 && ip link set ks0 up");
-    for (ns, net) in [("kc", 10), ("ks", 20)] {
-        sh(&format!(
-            "ip -n {ns} link set lo up && ip -n {ns} addr add 192.168.{net}.2/24 dev eth0 \
-             && ip -n {ns} link set eth0 up && ip -n {ns} route add default via 192.168.{net}.1"
-        ));
-    }
-    sh("echo 1 > /proc/sys/net/ipv4/ip_forward");
-    sh(&format!("ip addr add {VIP}/32 dev lo"));
-    sh("mkdir -p /tmp/www && echo hello-from-ks > /tmp/www/index.html");
-    sh("ip netns exec ks busybox httpd -p 80 -h /tmp/www");
-}
-
-fn teardown_namespaces() {
-    let _ = common::shell(&format!(
-        "for p in $(ip netns pids ks); do kill $p; done; ip netns del kc; ip netns del ks; \
-         ip addr del {VIP}/32 dev lo"
-    ))
-    .status();
-}
-
 #[test]
 #[ignore = "needs the kernel lab"]
 fn text_connections_and_counters_after_traffic_equal_ipvsadm() {
     reset();
-    setup_namespaces();
+    setup_namespaces(VIP);
     // A plain service, a persistent one (templates), a UDP one.
     ipvsadm(&format!("-A -t {VIP}:80 -s rr"));
     ipvsadm(&format!("-a -t {VIP}:80 -r 192.168.20.2:80 -m"));
@@ -457,6 +431,18 @@ fn text_connections_and_counters_after_traffic_equal_ipvsadm() {
     sh(&format!(
         "ip netns exec kc bash -c 'echo x > /dev/udp/{VIP}/53'"
     ));
+
+    // The kernel publishes per-CPU counters from its rate estimator, every
+    // two seconds: wait for the connections to show before comparing lists.
+    let counted = || {
+        ipvsadm("-Ln --stats --exact").lines().any(|l| {
+            l.starts_with(&format!("TCP  {VIP}:80 ")) && l.split_whitespace().nth(2) != Some("0")
+        })
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !counted() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
 
     let proc_conns = || std::fs::read_to_string("/proc/net/ip_vs_conn").unwrap();
     let conns = parse_conns(&proc_conns()).unwrap();
@@ -527,6 +513,6 @@ fn text_connections_and_counters_after_traffic_equal_ipvsadm() {
                 && l.split_whitespace().nth(2) != Some("0")),
         "traffic was counted:\n{stats}"
     );
-    teardown_namespaces();
+    teardown_namespaces(VIP);
     reset();
 }

@@ -7,7 +7,7 @@ mod common;
 
 use std::net::Ipv4Addr;
 
-use common::{ipvsadm, reset, sh};
+use common::{ipvsadm, reset, setup_namespaces, sh, teardown_namespaces};
 use kipvs_ipvs::message::{IpvsMessage, dest, emit_request, parse_reply, service};
 use kipvs_ipvs::{AddressFamily, Client, Destination, Read, Service, ServiceKey, Stats};
 use netlink_packet_core::{NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST};
@@ -21,32 +21,6 @@ const SERVER: Ipv4Addr = Ipv4Addr::new(192, 168, 20, 2);
 /// with its old counters: with port 80 this test could inherit a connection
 /// from `kernel_ipvsadm`, which ran earlier in the same VM.
 const VPORT: u16 = 81;
-
-fn setup_namespaces() {
-    sh("ip netns add kc && ip netns add ks");
-    sh("ip link add kc0 type veth peer name eth0 netns kc");
-    sh("ip link add ks0 type veth peer name eth0 netns ks");
-    sh("ip addr add 192.168.10.1/24 dev kc0 && ip link set kc0 up");
-    sh("ip addr add 192.168.20.1/24 dev ks0 && ip link set ks0 up");
-    for (ns, net) in [("kc", 10), ("ks", 20)] {
-        sh(&format!(
-            "ip -n {ns} link set lo up && ip -n {ns} addr add 192.168.{net}.2/24 dev eth0 \
-             && ip -n {ns} link set eth0 up && ip -n {ns} route add default via 192.168.{net}.1"
-        ));
-    }
-    sh("echo 1 > /proc/sys/net/ipv4/ip_forward");
-    sh(&format!("ip addr add {VIP}/32 dev lo"));
-    sh("mkdir -p /tmp/www && echo hello-from-ks > /tmp/www/index.html");
-    sh("ip netns exec ks busybox httpd -p 80 -h /tmp/www");
-}
-
-fn teardown_namespaces() {
-    let _ = common::shell(&format!(
-        "for p in $(ip netns pids ks); do kill $p; done; ip netns del kc; ip netns del ks; \
-         ip addr del {VIP}/32 dev lo"
-    ))
-    .status();
-}
 
 /// The five counters of the `ipvsadm -Ln --stats --exact` line starting
 /// with `prefix`.
@@ -72,7 +46,7 @@ fn counters(s: &Stats) -> [u64; 5] {
 #[ignore = "needs the kernel lab"]
 fn stats_after_real_traffic_match_ipvsadm() {
     reset();
-    setup_namespaces();
+    setup_namespaces(&VIP.to_string());
     let mut ipvs = Client::new().unwrap();
     let key = ServiceKey::tcp(VIP, VPORT);
     ipvs.add_service(&Service::new(key, "rr")).unwrap();
@@ -112,7 +86,7 @@ fn stats_after_real_traffic_match_ipvsadm() {
     ipvs.zero_service(&key).unwrap();
     assert_eq!(counters(&ipvs.service(&key).unwrap().stats), [0; 5]);
     assert_eq!(ipvsadm_counters(&format!("TCP  {VIP}:{VPORT}")), [0; 5]);
-    teardown_namespaces();
+    teardown_namespaces(&VIP.to_string());
     reset();
 }
 

@@ -81,3 +81,36 @@ pub fn reset() {
     ipvsadm("-C");
     ipvsadm("--set 900 120 300");
 }
+
+/// A client namespace `kc` (192.168.10.2) and a server namespace `ks`
+/// (192.168.20.2, busybox httpd on :80 answering `hello-from-ks`), routed
+/// through this node, with `vip` on `lo`. Leftovers of an earlier test that
+/// failed before its teardown are removed first.
+pub fn setup_namespaces(vip: &str) {
+    teardown_namespaces(vip);
+    sh("ip netns add kc && ip netns add ks");
+    sh("ip link add kc0 type veth peer name eth0 netns kc");
+    sh("ip link add ks0 type veth peer name eth0 netns ks");
+    sh("ip addr add 192.168.10.1/24 dev kc0 && ip link set kc0 up");
+    sh("ip addr add 192.168.20.1/24 dev ks0 && ip link set ks0 up");
+    for (ns, net) in [("kc", 10), ("ks", 20)] {
+        sh(&format!(
+            "ip -n {ns} link set lo up && ip -n {ns} addr add 192.168.{net}.2/24 dev eth0 \
+             && ip -n {ns} link set eth0 up && ip -n {ns} route add default via 192.168.{net}.1"
+        ));
+    }
+    sh("echo 1 > /proc/sys/net/ipv4/ip_forward");
+    sh(&format!("ip addr add {vip}/32 dev lo"));
+    sh("mkdir -p /tmp/www && echo hello-from-ks > /tmp/www/index.html");
+    sh("ip netns exec ks busybox httpd -p 80 -h /tmp/www");
+}
+
+/// Removes what [`setup_namespaces`] made (missing parts are fine).
+pub fn teardown_namespaces(vip: &str) {
+    let _ = shell(&format!(
+        "for p in $(ip netns pids ks 2>/dev/null); do kill $p; done; \
+         ip netns del kc 2>/dev/null; ip netns del ks 2>/dev/null; \
+         ip addr del {vip}/32 dev lo 2>/dev/null"
+    ))
+    .status();
+}
