@@ -244,7 +244,9 @@ fn build(ws: &Path, commands: &[&[&str]]) -> Result<(Vec<KernelTest>, Vec<PathBu
             }
         }
     }
-    tests.sort_by(|a, b| (&a.package, &a.name).cmp(&(&b.package, &b.name)));
+    // `kernel_faults` first: its first test needs a kernel where nothing
+    // loaded IPVS, dummy or nf_tables yet (the lab preloads no module).
+    tests.sort_by_key(|t| (t.name != "kernel_faults", t.package.clone(), t.name.clone()));
     bins.sort();
     bins.dedup();
     Ok((tests, bins))

@@ -271,7 +271,7 @@ fn list_matches_ipvsadm_on_a_kipvs_built_table_for_every_option_pair_and_after_t
          | {KIPVS} restore -"
     ));
     run(
-        "for i in 1 2 3 4 5; do ip netns exec kc curl -s --max-time 1 http://10.78.0.1:5300/; done",
+        "for i in 1 2 3 4 5; do ip netns exec kc curl -s --max-time 5 http://10.78.0.1:5300/; done",
     );
     let mut last = (String::new(), String::new());
     let mut equal = false;
