@@ -114,8 +114,21 @@ pub enum RunError {
     Firewall(#[from] crate::kernel::FirewallError),
     #[error("Kubernetes client: {0}")]
     Kube(String),
+    /// A kernel module the agent needs is neither built in nor loadable.
+    #[error(
+        "kernel module {module} is not loaded and could not be loaded on demand \
+         (needed for {needed_for}; is it installed, and does /sbin/modprobe work?): {reason}"
+    )]
+    ModuleMissing {
+        module: &'static str,
+        needed_for: &'static str,
+        reason: String,
+    },
     #[error("the sync loop stopped unexpectedly")]
     Stopped,
+    /// Only IPv6 was asked for and the kernel has none.
+    #[error("no IP family to serve: {0}")]
+    NoFamily(String),
     /// The configured scheduler cannot make a virtual server.
     #[error(
         "IPVS scheduler `{scheduler}` does not work on this kernel (module {module}): {source}"
@@ -127,16 +140,40 @@ pub enum RunError {
     },
 }
 
+/// Loads `ip_vs` (and with it `nf_conntrack`) the way a node without
+/// preloaded modules does: by using it. Resolving the IPVS generic-netlink
+/// family makes the kernel run `/sbin/modprobe net-pf-16-proto-16-family-IPVS`
+/// when the family is not registered yet. The IPVS sysctls and conntrack's
+/// exist only once the modules are in, so this comes before any of them.
+pub fn load_ipvs() -> Result<kipvs_ipvs::Client, RunError> {
+    kipvs_ipvs::Client::new().map_err(|e| match e {
+        kipvs_ipvs::Error::IpvsUnavailable => RunError::ModuleMissing {
+            module: "ip_vs",
+            needed_for: "IPVS virtual servers and the net.ipv4.vs.* sysctls",
+            reason: e.to_string(),
+        },
+        other => RunError::Ipvs(other),
+    })
+}
+
 /// The node settings kube-proxy makes before proxying (and alone with
 /// `--init-only`): the IPVS sysctls and the conntrack settings. Each is
 /// written only when it differs, so after a privileged init container the
-/// agent itself needs no writable `/proc/sys`.
+/// agent itself needs no writable `/proc/sys`. `ip_vs` is loaded first
+/// ([`load_ipvs`]), so this works on a node where nothing loaded it yet.
 pub fn setup_node(opts: &ProxyOptions) -> Result<(), RunError> {
+    drop(load_ipvs()?);
+    let families = node_families(opts)?;
+    let local = kipvs_link::Links::open()
+        .and_then(|mut l| crate::kernel::local_addresses(&mut l, &opts.dummy))
+        .unwrap_or_default();
     let kernel = kipvs_link::sysctl::KernelVersion::running()
         .unwrap_or(kipvs_link::sysctl::KernelVersion(6, 1));
     let wanted = kipvs_link::sysctl::required(
         kipvs_link::sysctl::Options {
-            dual_stack: opts.families.contains(&Family::V6),
+            // IPv6 forwarding (which makes the kernel ignore router
+            // advertisements) only on a node that uses IPv6.
+            dual_stack: families.contains(&Family::V6) && uses_ipv6(&local, &opts.dummy),
             strict_arp: opts.strict_arp,
         },
         kernel,
@@ -148,6 +185,32 @@ pub fn setup_node(opts: &ProxyOptions) -> Result<(), RunError> {
     }
     apply_conntrack(opts);
     Ok(())
+}
+
+/// The families the node serves: the configured ones, less IPv6 when the
+/// kernel has none (booted with `ipv6.disable=1`, or built without it), as
+/// kube-proxy serves a second family only where the kernel supports it.
+pub fn node_families(opts: &ProxyOptions) -> Result<BTreeSet<Family>, RunError> {
+    let mut families = opts.families.clone();
+    if families.contains(&Family::V6) && !opts.sysctl_root.join("net/ipv6").exists() {
+        families.remove(&Family::V6);
+        if families.is_empty() {
+            return Err(RunError::NoFamily(
+                "IPv6 was asked for and this kernel has no IPv6 (ipv6.disable=1?)".into(),
+            ));
+        }
+        tracing::info!("the kernel has no IPv6: serving IPv4 only");
+    }
+    Ok(families)
+}
+
+/// Whether the node uses IPv6: it has a global IPv6 address on an interface
+/// other than kipvs's dummy (loopback and link-local ones do not count).
+pub fn uses_ipv6(local: &[(String, IpAddr)], dummy: &str) -> bool {
+    local.iter().any(|(link, a)| match a {
+        IpAddr::V6(a) => link != dummy && !a.is_loopback() && (a.segments()[0] & 0xffc0) != 0xfe80,
+        IpAddr::V4(_) => false,
+    })
 }
 
 /// Writes kube-proxy's conntrack settings ([`crate::config::conntrack_settings`]):
@@ -257,7 +320,9 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), RunError> {
     setup_node(&opts)?;
-    let mut ipvs = kipvs_ipvs::Client::new()?;
+    let mut opts = opts;
+    opts.families = node_families(&opts)?;
+    let mut ipvs = load_ipvs()?;
     probe_scheduler(&mut ipvs, &opts.scheduler)?;
     if opts.ipvs_timeouts != kipvs_ipvs::Timeouts::default() {
         ipvs.set_timeouts(&opts.ipvs_timeouts)?;
@@ -268,7 +333,19 @@ pub async fn run(
             "set IPVS timeouts (0: unchanged)"
         );
     }
-    let mut binder = LinkBinder::ensure(&opts.dummy)?;
+    // Creating the dummy link loads `dummy` on demand (rtnl-link-dummy).
+    let mut binder = LinkBinder::ensure(&opts.dummy).map_err(|e| match e {
+        kipvs_link::Error::Create { ref source, .. }
+            if source.raw_os_error() == Some(libc::EOPNOTSUPP) =>
+        {
+            RunError::ModuleMissing {
+                module: "dummy",
+                needed_for: "the dummy interface that holds the Service addresses",
+                reason: e.to_string(),
+            }
+        }
+        other => RunError::Link(other),
+    })?;
     let local = binder.local_addresses()?;
     let ctx = context(&opts, None, &local);
     let ctx_nodeports = ctx.nodeport_addresses.clone();
@@ -542,6 +619,37 @@ mod tests {
         for bad in ["", "s", "10", "10x", "-1s", "1m-"] {
             assert_eq!(parse_duration(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn a_node_uses_ipv6_when_it_has_a_global_ipv6_address_outside_the_dummy() {
+        let a = |link: &str, ip: &str| (link.to_owned(), ip.parse::<IpAddr>().unwrap());
+        let v4_only = [
+            a("if2", "192.168.1.10"),
+            a("if1", "::1"),
+            a("if2", "fe80::1"),
+        ];
+        assert!(!uses_ipv6(&v4_only, "kube-ipvs0"));
+        assert!(!uses_ipv6(
+            &[a("if2", "192.168.1.10"), a("kube-ipvs0", "fd00::10")],
+            "kube-ipvs0"
+        ));
+        assert!(uses_ipv6(&[a("if2", "2001:db8::10")], "kube-ipvs0"));
+        assert!(uses_ipv6(&[a("if2", "fd00::10")], "kube-ipvs0"));
+    }
+
+    #[test]
+    fn a_kernel_without_ipv6_serves_ipv4_only_and_refuses_ipv6_only() {
+        let root = std::env::temp_dir().join(format!("kipvs-noipv6-{}", std::process::id()));
+        std::fs::create_dir_all(root.join("net/ipv4")).unwrap();
+        let mut opts = ProxyOptions::new(Source::Manifests("/nonexistent".into()), "n".into());
+        opts.sysctl_root = root.clone();
+        assert_eq!(node_families(&opts).unwrap(), [Family::V4].into());
+        opts.families = [Family::V6].into();
+        assert!(matches!(node_families(&opts), Err(RunError::NoFamily(_))));
+        std::fs::create_dir_all(root.join("net/ipv6")).unwrap();
+        assert_eq!(node_families(&opts).unwrap(), [Family::V6].into());
+        let _ = std::fs::remove_dir_all(root);
     }
 
     #[test]
