@@ -82,10 +82,13 @@ pub enum SetKind {
     LbAllowed,
     /// Health-check node ports (`inet_service`, both families): never filtered.
     HealthCheckPorts,
+    /// Every virtual server kipvs programs: the ownership record, kept in
+    /// the kernel so it survives a restart. No rule reads it.
+    Owned,
 }
 
 impl SetKind {
-    pub const ALL: [SetKind; 8] = [
+    pub const ALL: [SetKind; 9] = [
         SetKind::VipAddrs,
         SetKind::VipPorts,
         SetKind::ClusterPorts,
@@ -94,6 +97,7 @@ impl SetKind {
         SetKind::LbRestricted,
         SetKind::LbAllowed,
         SetKind::HealthCheckPorts,
+        SetKind::Owned,
     ];
 
     fn stem(self) -> &'static str {
@@ -106,6 +110,7 @@ impl SetKind {
             SetKind::LbRestricted => "lb-restricted",
             SetKind::LbAllowed => "lb-allowed",
             SetKind::HealthCheckPorts => "hc-ports",
+            SetKind::Owned => "owned",
         }
     }
 
@@ -117,7 +122,8 @@ impl SetKind {
             SetKind::VipPorts
             | SetKind::ClusterPorts
             | SetKind::ExternalPorts
-            | SetKind::LbRestricted => format!("type {vs};"),
+            | SetKind::LbRestricted
+            | SetKind::Owned => format!("type {vs};"),
             SetKind::Hairpin => format!("type {vs} . {addr_type};"),
             SetKind::LbAllowed => format!("type {vs} . {addr_type}; flags interval;"),
             SetKind::HealthCheckPorts => "type inet_service;".into(),
@@ -183,6 +189,8 @@ pub enum Element {
     /// A load-balancer virtual server and a source network (address, prefix length).
     LbAllowed(Vs, IpAddr, u8),
     HealthCheckPort(u16),
+    /// A virtual server kipvs programs (the ownership record).
+    Owned(Vs),
 }
 
 /// `addr` with the bits past `len` cleared (a network address).
@@ -213,6 +221,7 @@ impl Element {
             Element::LbRestricted(v) => (SetKind::LbRestricted, Some(&v.addr)),
             Element::LbAllowed(v, _, _) => (SetKind::LbAllowed, Some(&v.addr)),
             Element::HealthCheckPort(_) => (SetKind::HealthCheckPorts, None),
+            Element::Owned(v) => (SetKind::Owned, Some(&v.addr)),
         };
         SetName {
             kind,
@@ -227,7 +236,8 @@ impl Element {
             Element::VipPort(v)
             | Element::ClusterPort(v)
             | Element::ExternalPort(v)
-            | Element::LbRestricted(v) => v.render(),
+            | Element::LbRestricted(v)
+            | Element::Owned(v) => v.render(),
             Element::Hairpin(v) => format!("{} . {}", v.render(), v.addr),
             Element::LbAllowed(v, net, len) => {
                 let full = if net.is_ipv4() { 32 } else { 128 };
@@ -274,6 +284,7 @@ impl Element {
             SetKind::ClusterPorts if concat.len() == 3 => vs().map(Element::ClusterPort),
             SetKind::ExternalPorts if concat.len() == 3 => vs().map(Element::ExternalPort),
             SetKind::LbRestricted if concat.len() == 3 => vs().map(Element::LbRestricted),
+            SetKind::Owned if concat.len() == 3 => vs().map(Element::Owned),
             SetKind::Hairpin if concat.len() == 4 => vs()
                 .filter(|v| addr(&concat[3]) == Some(v.addr))
                 .map(Element::Hairpin),

@@ -264,7 +264,8 @@ pub fn element_key(e: &Element, key: &mut Vec<u8>) {
         Element::VipPort(v)
         | Element::ClusterPort(v)
         | Element::ExternalPort(v)
-        | Element::LbRestricted(v) => vs(key, v),
+        | Element::LbRestricted(v)
+        | Element::Owned(v) => vs(key, v),
         Element::Hairpin(v) => {
             vs(key, v);
             addr(key, &v.addr);
@@ -305,6 +306,7 @@ pub fn decode_key(set: SetName, key: &[u8]) -> Option<Element> {
         SetKind::ClusterPorts if key.len() == vs_len => vs(key).map(Element::ClusterPort),
         SetKind::ExternalPorts if key.len() == vs_len => vs(key).map(Element::ExternalPort),
         SetKind::LbRestricted if key.len() == vs_len => vs(key).map(Element::LbRestricted),
+        SetKind::Owned if key.len() == vs_len => vs(key).map(Element::Owned),
         SetKind::Hairpin if key.len() == vs_len + alen => {
             let v = vs(key)?;
             // kipvs's hairpin elements repeat the endpoint's address.
@@ -637,6 +639,8 @@ mod tests {
             Element::ClusterPort(v6),
             Element::ExternalPort(Vs::new("10.0.0.9".parse().unwrap(), Proto::Udp, 53)),
             Element::LbRestricted(v4(8443)),
+            Element::Owned(v4(30080)),
+            Element::Owned(v6),
             Element::Hairpin(v4(8080)),
             Element::Hairpin(v6),
             Element::HealthCheckPort(31000),

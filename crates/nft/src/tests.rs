@@ -49,6 +49,11 @@ fn elements_render_as_nft_spells_them() {
             "1.2.3.4 . tcp . 443 . 192.168.7.7",
         ),
         (Element::HealthCheckPort(30123), "hc-ports", "30123"),
+        (
+            Element::Owned(vs("192.168.50.1", Proto::Tcp, 35000)),
+            "owned-v4",
+            "192.168.50.1 . tcp . 35000",
+        ),
     ];
     for (e, set, text) in cases {
         assert_eq!(e.set().to_string(), set, "{e:?}");
@@ -59,7 +64,7 @@ fn elements_render_as_nft_spells_them() {
 #[test]
 fn set_names_round_trip() {
     let names: Vec<String> = SetName::all().map(|n| n.to_string()).collect();
-    assert_eq!(names.len(), 15);
+    assert_eq!(names.len(), 17);
     for n in SetName::all() {
         assert_eq!(SetName::parse(&n.to_string()), Some(n));
     }
@@ -191,6 +196,7 @@ fn arb_element() -> impl Strategy<Value = Element> {
             Element::LbAllowed(v, element::network(IpAddr::from(a), l), l)
         }),
         any::<u16>().prop_map(Element::HealthCheckPort),
+        arb_vs().prop_map(Element::Owned),
     ]
 }
 

@@ -20,6 +20,8 @@ fn elements(vip: &str, endpoints: &[&str]) -> BTreeSet<Element> {
         Element::LbAllowed(vs, ip("192.168.0.0"), 16),
         Element::LbAllowed(vs, ip("10.9.9.9"), 32),
         Element::HealthCheckPort(30100),
+        Element::Owned(vs),
+        Element::Owned(Vs::new(ip("fd00::10"), Proto::Udp, 53)),
         Element::VipAddress(ip("fd00::10")),
         Element::ExternalPort(Vs::new(ip("fd00::10"), Proto::Udp, 53)),
         Element::LbAllowed(Vs::new(ip("fd00::10"), Proto::Udp, 53), ip("fd01::"), 64),

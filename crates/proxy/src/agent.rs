@@ -162,8 +162,11 @@ pub fn run<D: Dataplane>(
     let mut last_sync: Option<Instant> = None;
     let mut last_resync: Option<Instant> = None;
     let mut last_drain_check = Instant::now();
-    // The kernel differed from the mirror at the last sync: re-read it.
+    // The kernel differed from the mirror at the last sync: re-read it,
+    // at once the first time, then after 1 s, 2 s … (at most `sync_period`)
+    // while each re-read finds it different again.
     let mut stale = false;
+    let mut stale_wait = Duration::ZERO;
     let metrics = status.lock().unwrap().metrics.clone();
     // Trigger times of the EndpointSlice changes not yet synced.
     let mut triggers: Vec<(Family, SystemTime)> = Vec::new();
@@ -173,7 +176,11 @@ pub fn run<D: Dataplane>(
         let mut deadline = now + Duration::from_secs(3600);
         if ready {
             if stale {
-                deadline = now;
+                deadline = last_resync.map_or(now, |r| r + stale_wait);
+            }
+            if let Some(at) = engine.next_retry() {
+                let wait = Duration::from_secs(at.saturating_sub(clock()));
+                deadline = deadline.min(now + wait);
             }
             if let Some(r) = last_resync {
                 deadline = deadline.min(r + timing.sync_period);
@@ -244,7 +251,16 @@ pub fn run<D: Dataplane>(
         let sync_started = Instant::now();
         let was_draining = engine.draining() > 0;
         let drain_due = was_draining && now >= last_drain_check + timing.drain_check;
-        let report = if stale || last_resync.is_none_or(|r| now >= r + timing.sync_period) {
+        let stale_due = stale && last_resync.is_none_or(|r| now >= r + stale_wait);
+        let retry_due = engine.next_retry().is_some_and(|at| at <= clock());
+        let report = if stale_due || last_resync.is_none_or(|r| now >= r + timing.sync_period) {
+            stale_wait = if stale_due {
+                (stale_wait * 2)
+                    .max(Duration::from_secs(1))
+                    .min(timing.sync_period)
+            } else {
+                Duration::ZERO
+            };
             last_resync = Some(now);
             // Node addresses change (DHCP, new interfaces): re-read them.
             let node = status.lock().unwrap().node.clone();
@@ -254,7 +270,7 @@ pub fn run<D: Dataplane>(
             Some(r)
         } else if drain_due {
             Some(engine.check_drains(clock()))
-        } else if engine.pending() > 0
+        } else if (engine.pending() > 0 || retry_due)
             && last_sync.is_none_or(|l| now >= l + timing.min_sync_period)
         {
             Some(engine.sync(clock()))
@@ -269,6 +285,9 @@ pub fn run<D: Dataplane>(
         if let Some(report) = report {
             last_sync = Some(now);
             stale = report.stale;
+            if !stale {
+                stale_wait = Duration::ZERO;
+            }
             log_report(&report);
             let done = SystemTime::now();
             observe_sync(
@@ -293,7 +312,7 @@ pub fn run<D: Dataplane>(
             if engine.pending() == 0 {
                 s.queued_since = None;
             }
-            s.errors = engine.errors().map(|e| e.to_string()).collect();
+            s.errors = engine.errors().collect();
             s.last_report = report;
         }
     }

@@ -1,5 +1,6 @@
 //! Removing state: `kipvs proxy --cleanup` removes exactly what kipvs made
-//! (the virtual servers its ownership rule claims, kube-ipvs0, its
+//! (the virtual servers its ownership record names, or where there is no
+//! record the address rule claims ([`Ownership`]), kube-ipvs0, its
 //! nftables table; sysctls are left as they are, as kube-proxy leaves
 //! them), and `--cleanup-kube-proxy`, after a migration from kube-proxy's
 //! IPVS mode, removes what kube-proxy left and kipvs does not use: the
@@ -48,9 +49,11 @@ pub enum CleanupError {
 pub const NFT_TABLES: &[(&str, &str)] = &[("inet", "kipvs"), ("ip", "kipvs"), ("ip6", "kipvs")];
 
 /// `--cleanup`: deletes the virtual servers kipvs owns under `opts` (the
-/// same rule the sync engine uses: an address on kube-ipvs0, or a NodePort
-/// address and port, outside `excludeCIDRs`), then kube-ipvs0, then the
-/// `kipvs` nftables tables. Virtual servers kipvs does not own stay.
+/// same rule the sync engine uses, [`Ownership`]: those its record in the
+/// nftables table names; without a record, an address on kube-ipvs0 or a
+/// NodePort address and port, outside `excludeCIDRs`), then kube-ipvs0,
+/// then the `kipvs` nftables tables. Virtual servers kipvs does not own
+/// stay.
 pub fn cleanup_kipvs(opts: &ProxyOptions) -> Result<Report, CleanupError> {
     let mut report = Report::default();
     let mut links = kipvs_link::Links::open()?;
@@ -66,13 +69,17 @@ pub fn cleanup_kipvs(opts: &ProxyOptions) -> Result<Report, CleanupError> {
         nodeport_range: opts.nodeport_range.clone(),
         exclude: opts.exclude_cidrs.clone(),
     };
+    let record = read_ownership_record();
+    if record.is_none() {
+        tracing::info!("no ownership record in the kipvs nftables table: using the address rule");
+    }
     let mut ipvs = kipvs_ipvs::Client::new()?;
     for entry in ipvs.services()? {
         let key = entry.service.key;
         let Some(model) = kernel::model_key(&key) else {
             continue;
         };
-        if ownership.owns(&model, &bound) {
+        if ownership.owns(&model, &bound, record.as_ref()) {
             ipvs.delete_service(&key)?;
             tracing::info!(virtual_server = %model, "deleted");
             report.virtual_servers.push(model.to_string());
@@ -89,6 +96,28 @@ pub fn cleanup_kipvs(opts: &ProxyOptions) -> Result<Report, CleanupError> {
         }
     }
     Ok(report)
+}
+
+/// The virtual servers kipvs's ownership record names (the `owned-v4` and
+/// `owned-v6` sets of its table, read over netlink), or `None` when there
+/// is no such record (no table, or one from before the record existed).
+pub fn read_ownership_record() -> Option<BTreeSet<crate::model::VirtualServerKey>> {
+    use kipvs_nft::element::SetKind;
+    let mut socket = kipvs_nft::netlink::ElementSocket::open().ok()?;
+    let mut elements = Vec::new();
+    for v6 in [false, true] {
+        match socket.dump(kipvs_nft::SetName {
+            kind: SetKind::Owned,
+            v6,
+        }) {
+            Ok(e) => elements.extend(e),
+            Err(e) => {
+                tracing::debug!(error = %e, "reading the ownership record");
+                return None;
+            }
+        }
+    }
+    Some(crate::desired::firewall::recorded(&elements))
 }
 
 /// Deletes one nftables table if it exists (`nft list table` first, so a

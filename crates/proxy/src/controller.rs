@@ -154,10 +154,21 @@ impl DataplaneError {
     }
 }
 
-/// Which virtual servers are kipvs's: those on an address bound on
-/// kube-ipvs0, plus NodePort-shaped ones (a node address and a port in the
-/// NodePort range), never any inside `exclude`. Everything else (keepalived's,
-/// a user's `ipvsadm -A` elsewhere) is left alone.
+/// Which virtual servers are kipvs's.
+///
+/// kipvs records every virtual server it programs in its own nftables table
+/// (the `owned-v4`/`owned-v6` sets, [`kipvs_nft::Element::Owned`]), written
+/// before the virtual server is made and removed after it is deleted, so
+/// the record survives restarts with no file on disk. With a record, kipvs
+/// owns exactly what it names: an externalIP that is a node address, a
+/// NodePort outside 30000–32767, a VIP inside `excludeCIDRs`, and never a
+/// virtual server someone else made at an address kipvs also uses.
+///
+/// Without one (no table of kipvs's current skeleton: the first start on a
+/// node, or a node kube-proxy ran on) the address rule adopts: virtual
+/// servers on an address bound on kube-ipvs0, plus NodePort-shaped ones (a
+/// node address and a port in the NodePort range), never any inside
+/// `exclude`. The first sync then writes the record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ownership {
     pub nodeport_addresses: BTreeSet<IpAddr>,
@@ -167,7 +178,17 @@ pub struct Ownership {
 }
 
 impl Ownership {
-    pub fn owns(&self, key: &VirtualServerKey, bound: &BTreeSet<IpAddr>) -> bool {
+    /// Whether kipvs owns `key`, given the addresses on kube-ipvs0 and the
+    /// ownership record when there is one.
+    pub fn owns(
+        &self,
+        key: &VirtualServerKey,
+        bound: &BTreeSet<IpAddr>,
+        record: Option<&BTreeSet<VirtualServerKey>>,
+    ) -> bool {
+        if let Some(record) = record {
+            return record.contains(key);
+        }
         if self
             .exclude
             .iter()
@@ -178,6 +199,31 @@ impl Ownership {
         bound.contains(&key.address)
             || (self.nodeport_addresses.contains(&key.address)
                 && self.nodeport_range.contains(&key.port))
+    }
+}
+
+/// A Service whose kernel changes were refused, retried with exponential
+/// backoff (1 s doubling to [`MAX_RETRY_SECS`]) instead of at every sync.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retry {
+    /// Consecutive failed attempts.
+    pub attempts: u32,
+    /// When to try again, in seconds of the engine's clock.
+    pub at_secs: u64,
+    /// The last refusal, naming the object and keeping the kernel's reason.
+    pub error: String,
+}
+
+/// The longest wait between two attempts at a refused Service (5 min).
+pub const MAX_RETRY_SECS: u64 = 300;
+
+impl Retry {
+    /// The wait after `attempts` failures: 1, 2, 4 … seconds, at most
+    /// [`MAX_RETRY_SECS`].
+    pub fn delay_secs(attempts: u32) -> u64 {
+        1u64.checked_shl(attempts.saturating_sub(1))
+            .unwrap_or(u64::MAX)
+            .min(MAX_RETRY_SECS)
     }
 }
 
@@ -296,6 +342,8 @@ pub struct Engine<D> {
     fw_kernel: Option<BTreeSet<Element>>,
     /// Services with a `Local` traffic policy: their local endpoints.
     local: BTreeMap<ObjectRef, crate::healthcheck::LocalEndpoints>,
+    /// Services the kernel refused, waiting for their next attempt.
+    retries: BTreeMap<ObjectRef, Retry>,
 }
 
 impl<D: Dataplane> Engine<D> {
@@ -320,6 +368,7 @@ impl<D: Dataplane> Engine<D> {
             fw_users: BTreeMap::new(),
             fw_kernel: None,
             local: BTreeMap::new(),
+            retries: BTreeMap::new(),
         }
     }
 
@@ -336,9 +385,26 @@ impl<D: Dataplane> Engine<D> {
         &self.ctx
     }
 
-    /// The current errors, one per Service at most.
-    pub fn errors(&self) -> impl Iterator<Item = &ServiceError> {
-        self.errors.values()
+    /// The current errors, one per Service at most: an invalid Service,
+    /// or the kernel's refusal of a Service waiting for its retry.
+    pub fn errors(&self) -> impl Iterator<Item = String> + '_ {
+        let refused = self
+            .retries
+            .iter()
+            .filter(|(id, _)| !self.errors.contains_key(*id))
+            .map(|(_, r)| r.error.clone());
+        self.errors.values().map(|e| e.to_string()).chain(refused)
+    }
+
+    /// The Services the kernel refused, with their next attempt.
+    pub fn retries(&self) -> &BTreeMap<ObjectRef, Retry> {
+        &self.retries
+    }
+
+    /// When the earliest refused Service is due for its next attempt, in
+    /// seconds of the engine's clock.
+    pub fn next_retry(&self) -> Option<u64> {
+        self.retries.values().map(|r| r.at_secs).min()
     }
 
     /// The EndpointSlices of a Service.
@@ -412,7 +478,14 @@ impl<D: Dataplane> Engine<D> {
         Some(AgentExplanation {
             explanation,
             draining,
-            error: self.errors.get(id).map(|e| e.to_string()),
+            error: self.errors.get(id).map(|e| e.to_string()).or_else(|| {
+                self.retries.get(id).map(|r| {
+                    format!(
+                        "{} (attempt {}; retried at {}s of the agent's clock)",
+                        r.error, r.attempts, r.at_secs
+                    )
+                })
+            }),
         })
     }
 
@@ -464,6 +537,8 @@ impl<D: Dataplane> Engine<D> {
         for id in self.services.keys().chain(new.keys()) {
             if self.services.get(id) != new.get(id) {
                 self.dirty.insert(id.clone());
+                // A changed Service is tried at once, refused before or not.
+                self.retries.remove(id);
             }
         }
         self.services = new;
@@ -496,11 +571,14 @@ impl<D: Dataplane> Engine<D> {
                 let id = desired::service_ref(&svc);
                 if self.services.get(&id) != Some(&svc) {
                     self.services.insert(id.clone(), *svc);
+                    // A changed Service is tried at once, refused before or not.
+                    self.retries.remove(&id);
                     self.dirty.insert(id);
                 }
             }
             Input::ServiceDeleted(id) => {
                 if self.services.remove(&id).is_some() {
+                    self.retries.remove(&id);
                     self.dirty.insert(id);
                 }
             }
@@ -550,23 +628,7 @@ impl<D: Dataplane> Engine<D> {
     /// adoption and the periodic repair. Writes only what differs.
     pub fn resync(&mut self, now_secs: u64) -> SyncReport {
         let mut report = SyncReport::default();
-        match (
-            self.dataplane.read_addresses(),
-            self.dataplane.read_virtual_servers(),
-        ) {
-            (Ok(bound), Ok(all)) => {
-                self.kernel = all
-                    .into_iter()
-                    .filter(|vs| self.ownership.owns(&vs.key, &bound))
-                    .map(|vs| (vs.key, vs))
-                    .collect();
-                self.bound = bound;
-            }
-            (Err(e), _) | (_, Err(e)) => {
-                report.errors.push(format!("reading the kernel: {e}"));
-                return report;
-            }
-        }
+        // The table first: it holds the ownership record.
         self.fw_kernel = match self.dataplane.read_firewall() {
             Ok(t) => t,
             Err(e) => {
@@ -576,6 +638,27 @@ impl<D: Dataplane> Engine<D> {
                 None
             }
         };
+        let record = self
+            .fw_kernel
+            .as_ref()
+            .map(desired::firewall::recorded);
+        match (
+            self.dataplane.read_addresses(),
+            self.dataplane.read_virtual_servers(),
+        ) {
+            (Ok(bound), Ok(all)) => {
+                self.kernel = all
+                    .into_iter()
+                    .filter(|vs| self.ownership.owns(&vs.key, &bound, record.as_ref()))
+                    .map(|vs| (vs.key, vs))
+                    .collect();
+                self.bound = bound;
+            }
+            (Err(e), _) | (_, Err(e)) => {
+                report.errors.push(format!("reading the kernel: {e}"));
+                return report;
+            }
+        }
         self.dirty.extend(self.services.keys().cloned());
         self.dirty.extend(self.applied.keys().cloned());
         let mut r = self.sync_with(now_secs, Counts::Read);
@@ -605,7 +688,22 @@ impl<D: Dataplane> Engine<D> {
         let full = counts == Counts::Read;
         let messages_before = self.dataplane.messages_sent();
         let mut report = SyncReport::default();
-        let dirty: Vec<ObjectRef> = std::mem::take(&mut self.dirty).into_iter().collect();
+        // Refused Services wait for their attempt (an input change to the
+        // Service itself clears the wait); due ones are tried now.
+        let deferred: BTreeSet<ObjectRef> = self
+            .retries
+            .iter()
+            .filter(|(_, r)| r.at_secs > now_secs)
+            .map(|(id, _)| id.clone())
+            .collect();
+        let due = self.retries.keys().filter(|id| !deferred.contains(*id));
+        let dirty: Vec<ObjectRef> = std::mem::take(&mut self.dirty)
+            .into_iter()
+            .chain(due.cloned())
+            .filter(|id| !deferred.contains(id))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
         report.services = dirty.len();
 
         // 1. Recompute the dirty Services (pure).
@@ -713,6 +811,8 @@ impl<D: Dataplane> Engine<D> {
         if full {
             keys.extend(self.kernel.keys().copied());
         }
+        // A deferred Service's virtual servers wait with it.
+        keys.retain(|k| self.owner_of.get(k).is_none_or(|o| !deferred.contains(o)));
 
         // 2. Diff the touched virtual servers against the kernel's mirror.
         let want: BTreeMap<VirtualServerKey, VirtualServer> = keys
@@ -762,8 +862,39 @@ impl<D: Dataplane> Engine<D> {
         self.draining.retain(|(k, _), _| !keys.contains(k));
         self.draining.extend(still_draining);
 
-        // 3. The nftables table, before any new address answers.
-        self.write_firewall(full, &touched_elements, &mut report);
+        // 3. The nftables table (the ownership record and the filters),
+        // before any new virtual server exists or new address answers. When
+        // it cannot be written, nothing new is made (closed, not open):
+        // what is in place stays, new virtual servers and addresses wait
+        // for their Service's retry.
+        let mut changes = changes;
+        let mut add_allowed = true;
+        // Services whose changes the kernel refused (or held back), with
+        // the error: each waits for a retry.
+        let mut refused: BTreeMap<ObjectRef, String> = BTreeMap::new();
+        if let Err(e) = self.write_firewall(full, &touched_elements, &mut report) {
+            add_allowed = false;
+            let kernel = &self.kernel;
+            let (held, kept): (Vec<Change>, Vec<Change>) =
+                changes.into_iter().partition(|c| match c {
+                    Change::AddVirtualServer(_) => true,
+                    Change::AddRealServer { vs, .. } => !kernel.contains_key(vs),
+                    _ => false,
+                });
+            changes = kept;
+            let held_by: BTreeSet<ObjectRef> = held
+                .iter()
+                .filter_map(|c| self.owner_of.get(&change_key(c)).cloned())
+                .collect();
+            for id in held_by {
+                let error = format!(
+                    "Service {id}: new virtual servers held back until the nftables table \
+                     is written ({e})"
+                );
+                report.errors.push(error.clone());
+                refused.insert(id, error);
+            }
+        }
 
         // 4. Bind new addresses, apply, then unbind old ones.
         // A full sync compares every address (the kernel was just read);
@@ -780,7 +911,7 @@ impl<D: Dataplane> Engine<D> {
         let wanted = |a: &IpAddr| self.address_users.contains_key(a);
         let add: Vec<IpAddr> = candidates
             .iter()
-            .filter(|a| wanted(a) && !self.bound.contains(a))
+            .filter(|a| add_allowed && wanted(a) && !self.bound.contains(a))
             .copied()
             .collect();
         let remove: Vec<IpAddr> = candidates
@@ -802,22 +933,45 @@ impl<D: Dataplane> Engine<D> {
                 }
             }
         }
+        let mut deleted: BTreeSet<Element> = BTreeSet::new();
         if !changes.is_empty() {
             report.changes = changes.len();
             for (change, r) in changes.iter().zip(applied) {
                 match r {
-                    Ok(()) => diff::apply_one(&mut self.kernel, change),
+                    Ok(()) => {
+                        diff::apply_one(&mut self.kernel, change);
+                        if let Change::DeleteVirtualServer(k) = change {
+                            deleted.insert(desired::firewall::owned(k));
+                        }
+                    }
                     Err(e) => {
                         report.failed_changes += 1;
                         report.stale |= e.stale;
-                        report.errors.push(e.to_string());
-                        // Retry the owner at the next sync.
-                        if let Some(svc) = self.owner_of.get(&change_key(change)) {
-                            self.dirty.insert(svc.clone());
+                        // Its owner waits for a retry (one error per
+                        // Service and attempt, never a loop).
+                        match self.owner_of.get(&change_key(change)) {
+                            Some(svc) => {
+                                let error = format!("Service {svc}: {e}");
+                                report.errors.push(error.clone());
+                                refused.entry(svc.clone()).or_insert(error);
+                            }
+                            None => report.errors.push(e.to_string()),
                         }
                     }
                 }
             }
+        }
+        for id in &dirty {
+            if !refused.contains_key(id) && !self.errors.contains_key(id) {
+                self.retries.remove(id);
+            }
+        }
+        for (id, error) in refused {
+            self.refused(&id, error, now_secs);
+        }
+        // The record of a deleted virtual server goes after it.
+        if !deleted.is_empty() && self.fw_kernel.is_some() {
+            let _ = self.write_firewall(false, &deleted, &mut report);
         }
         if !remove.is_empty() {
             for (addr, r) in remove.iter().zip(self.dataplane.bind(&[], &remove)) {
@@ -884,16 +1038,52 @@ impl<D: Dataplane> Engine<D> {
         }
     }
 
+    /// Whether the table should hold `e`: a Service needs it, or it is the
+    /// ownership record of a virtual server the kernel still holds for
+    /// kipvs (removed only after the virtual server).
+    fn wants_element(&self, e: &Element) -> bool {
+        self.fw_users.contains_key(e)
+            || matches!(e, Element::Owned(_))
+                && desired::firewall::recorded([e])
+                    .iter()
+                    .all(|k| self.kernel.contains_key(k))
+    }
+
+    /// Records a refusal of a Service's kernel changes: its next attempt
+    /// waits 1 s, then 2 s, 4 s … up to [`MAX_RETRY_SECS`].
+    fn refused(&mut self, id: &ObjectRef, error: String, now_secs: u64) {
+        let attempts = self.retries.get(id).map_or(0, |r| r.attempts) + 1;
+        let at_secs = now_secs.saturating_add(Retry::delay_secs(attempts));
+        tracing::warn!(service = %id, attempts, retry_in_secs = at_secs - now_secs,
+            error = %error, "the kernel refused a Service's changes; retrying later");
+        self.retries.insert(
+            id.clone(),
+            Retry {
+                attempts,
+                at_secs,
+                error,
+            },
+        );
+    }
+
     /// Writes what the table lacks or has too much of, among the elements
     /// just touched (all of them on a full sync), or the whole table when
-    /// it is not known to be kipvs's.
-    fn write_firewall(&mut self, full: bool, touched: &BTreeSet<Element>, report: &mut SyncReport) {
+    /// it is not known to be kipvs's. The error is also in the report.
+    fn write_firewall(
+        &mut self,
+        full: bool,
+        touched: &BTreeSet<Element>,
+        report: &mut SyncReport,
+    ) -> Result<(), DataplaneError> {
         let write = match &self.fw_kernel {
-            None => FirewallWrite::Replace(self.fw_users.keys().cloned().collect()),
+            None => {
+                let mut all: BTreeSet<Element> = self.fw_users.keys().cloned().collect();
+                all.extend(self.kernel.keys().map(desired::firewall::owned));
+                FirewallWrite::Replace(all)
+            }
             Some(have) => {
-                let wanted = |e: &Element| self.fw_users.contains_key(e);
                 let mut diff = ElementDiff::default();
-                let mut look = |e: &Element| match (wanted(e), have.contains(e)) {
+                let mut look = |e: &Element| match (self.wants_element(e), have.contains(e)) {
                     (true, false) => {
                         diff.add.insert(e.clone());
                     }
@@ -903,22 +1093,27 @@ impl<D: Dataplane> Engine<D> {
                     _ => {}
                 };
                 if full {
-                    have.iter().chain(self.fw_users.keys()).for_each(&mut look);
+                    let owned: Vec<Element> =
+                        self.kernel.keys().map(desired::firewall::owned).collect();
+                    have.iter()
+                        .chain(self.fw_users.keys())
+                        .chain(&owned)
+                        .for_each(&mut look);
                 } else {
                     touched.iter().for_each(&mut look);
                 }
                 if diff.is_empty() {
-                    return;
+                    return Ok(());
                 }
                 FirewallWrite::Update(diff)
             }
         };
         let started = std::time::Instant::now();
         let written = self.dataplane.write_firewall(&write);
-        report.firewall_micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        report.firewall_micros += u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         match written {
             Ok(()) => {
-                report.firewall_elements = write.len();
+                report.firewall_elements += write.len();
                 match write {
                     FirewallWrite::Replace(all) => {
                         report.firewall_replaced = true;
@@ -930,6 +1125,7 @@ impl<D: Dataplane> Engine<D> {
                         }
                     }
                 }
+                Ok(())
             }
             Err(e) => {
                 report
@@ -937,6 +1133,7 @@ impl<D: Dataplane> Engine<D> {
                     .push(format!("writing the nftables table: {e}"));
                 // Not knowing what the table holds, write it whole next time.
                 self.fw_kernel = None;
+                Err(e)
             }
         }
     }

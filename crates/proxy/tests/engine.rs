@@ -32,6 +32,8 @@ struct Memory {
     conntrack: Vec<(usize, Vec<Filter>)>,
     /// Conntrack cleanups fail.
     conntrack_fails: bool,
+    /// nftables writes fail.
+    fw_fails: bool,
 }
 
 impl Dataplane for Memory {
@@ -91,6 +93,9 @@ impl Dataplane for Memory {
         Ok(self.fw.clone())
     }
     fn write_firewall(&mut self, write: &FirewallWrite) -> Result<(), DataplaneError> {
+        if self.fw_fails {
+            return Err(DataplaneError::new("nftables: Operation not supported"));
+        }
         match write {
             FirewallWrite::Replace(all) => self.fw = Some(all.clone()),
             FirewallWrite::Update(d) => {
@@ -377,7 +382,11 @@ fn a_refused_change_is_reported_and_others_proceed_and_it_is_retried() {
     assert_eq!(r.failed_changes, 1);
     assert!(r.errors[0].contains("10.96.0.9"), "{:?}", r.errors);
     assert!(e.dataplane().table.contains_key(&vs(8)));
-    assert!(e.has_pending(), "s9 is retried");
+    assert!(
+        !e.has_pending(),
+        "s9 waits for its retry, not for the next sync"
+    );
+    assert_eq!(e.next_retry(), Some(2), "one second after the refusal");
     e.dataplane_mut().refuse.clear();
     let r = e.sync(2);
     assert_eq!((r.changes, r.failed_changes), (1, 0));
@@ -427,8 +436,9 @@ fn the_nft_table_is_written_whole_once_then_by_changed_elements_only() {
         FirewallWrite::Replace(_)
     ));
     let all = e.dataplane().fw.clone().unwrap();
-    // Per Service: VIP, its port in vip-ports and cluster-ports, 3 hairpins.
-    assert_eq!(all.len(), 50 * 6);
+    // Per Service: VIP, its port in vip-ports and cluster-ports, 3 hairpins,
+    // the ownership record.
+    assert_eq!(all.len(), 50 * 7);
 
     e.input(Input::SliceApplied(Box::new(slice(
         "s7-1",
@@ -446,9 +456,14 @@ fn the_nft_table_is_written_whole_once_then_by_changed_elements_only() {
     assert_eq!(show(&d.add), ["10.244.7.9 . tcp . 8080 . 10.244.7.9"]);
 
     // A Service deleted takes its elements along; nothing else changes.
+    // Its ownership record goes after its virtual server, in a second write.
     e.input(Input::ServiceDeleted(ObjectRef::new("default", "s9")));
     let r = e.sync(11);
-    assert_eq!(r.firewall_elements, 6);
+    assert_eq!(r.firewall_elements, 7);
+    let FirewallWrite::Update(d) = e.dataplane().fw_writes.last().unwrap() else {
+        panic!("an update")
+    };
+    assert_eq!(show(&d.delete), ["10.96.0.9 . tcp . 80"]);
 
     // A restarted engine adopts the table: a resync writes nothing.
     let mut memory = std::mem::take(e.dataplane_mut());
@@ -715,4 +730,235 @@ fn a_failed_conntrack_cleanup_is_reported_with_its_service_and_is_not_fatal() {
     );
     assert_eq!(e.dataplane().table.len(), 1, "the IPVS changes went in");
     assert!(!r.stale);
+}
+
+/// An engine whose kernel already has a table of kipvs's (so an ownership
+/// record, empty) and the given foreign virtual servers.
+fn with_record(foreign: &[ObservedVirtualServer]) -> Memory {
+    let mut m = Memory {
+        fw: Some(BTreeSet::new()),
+        ..Default::default()
+    };
+    for f in foreign {
+        m.table.insert(f.key, f.clone());
+    }
+    m
+}
+
+fn observed(key: VirtualServerKey) -> ObservedVirtualServer {
+    ObservedVirtualServer {
+        key,
+        scheduler: Some("wlc".parse().unwrap()),
+        persistence: None,
+        real_servers: BTreeMap::new(),
+        counts_fresh: true,
+    }
+}
+
+fn key(addr: &str, port: u16) -> VirtualServerKey {
+    VirtualServerKey {
+        protocol: Protocol::Tcp,
+        address: addr.parse().unwrap(),
+        port,
+    }
+}
+
+/// A NodePort Service with node port 35000 (outside 30000–32767) and an
+/// externalIP that is the node's own address.
+fn outside_the_address_rule() -> Service {
+    serde_json::from_value(json!({
+        "metadata": {"name": "edge", "namespace": "default"},
+        "spec": {"type": "NodePort", "clusterIP": "10.96.0.50",
+                 "externalIPs": ["192.168.1.10"],
+                 "ports": [{"port": 8080, "nodePort": 35000}]}
+    }))
+    .unwrap()
+}
+
+fn node_ctx() -> Context {
+    Context {
+        local_addresses: ["192.168.1.10".parse().unwrap()].into(),
+        ..ctx()
+    }
+}
+
+#[test]
+fn the_ownership_record_claims_what_kipvs_made_across_resyncs_and_restarts_and_nothing_else() {
+    // A user's virtual server on a port of a VIP kipvs binds.
+    let foreign = observed(key("10.96.0.50", 9999));
+    let mut e = Engine::new(
+        with_record(std::slice::from_ref(&foreign)),
+        node_ctx(),
+        ownership(),
+        DiffConfig::default(),
+    );
+    e.replace_services(vec![outside_the_address_rule()]);
+    e.replace_slices(vec![slice("edge-1", "edge", &["10.244.1.1"])]);
+    let r = e.resync(0);
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    let ours = [
+        key("10.96.0.50", 8080),
+        key("192.168.1.10", 8080),
+        key("192.168.1.10", 35000),
+    ];
+    for k in &ours {
+        assert!(e.dataplane().table.contains_key(k), "{k} made");
+    }
+    assert!(
+        !e.dataplane()
+            .bound
+            .contains(&"192.168.1.10".parse::<IpAddr>().unwrap()),
+        "a node address is not bound on kube-ipvs0"
+    );
+    let recorded: Vec<String> = e
+        .dataplane()
+        .fw
+        .as_ref()
+        .unwrap()
+        .iter()
+        .filter(|el| matches!(el, Element::Owned(_)))
+        .map(Element::render)
+        .collect();
+    assert_eq!(
+        recorded,
+        [
+            "10.96.0.50 . tcp . 8080",
+            "192.168.1.10 . tcp . 8080",
+            "192.168.1.10 . tcp . 35000"
+        ]
+    );
+    // Five resync periods: nothing to change, nothing stale.
+    for t in 1..=5 {
+        let r = e.resync(t * 30);
+        assert_eq!((r.changes, r.stale), (0, false), "{:?}", r.errors);
+        assert_eq!(r.firewall_elements, 0);
+    }
+    // A restart adopts all three and changes nothing.
+    let memory = std::mem::take(e.dataplane_mut());
+    let mut e = Engine::new(memory, node_ctx(), ownership(), DiffConfig::default());
+    e.replace_services(vec![outside_the_address_rule()]);
+    e.replace_slices(vec![slice("edge-1", "edge", &["10.244.1.1"])]);
+    let r = e.resync(200);
+    assert_eq!((r.changes, r.bound, r.firewall_elements), (0, 0, 0));
+    // Deleted: all three go with their records; the user's stays.
+    e.input(Input::ServiceDeleted(ObjectRef::new("default", "edge")));
+    e.sync(201);
+    assert_eq!(
+        e.dataplane().table.keys().collect::<Vec<_>>(),
+        [&foreign.key]
+    );
+    assert!(
+        !e.dataplane()
+            .fw
+            .as_ref()
+            .unwrap()
+            .iter()
+            .any(|el| matches!(el, Element::Owned(_)))
+    );
+}
+
+#[test]
+fn a_refused_service_is_retried_with_exponential_backoff_and_resyncs_do_not_retry_it() {
+    let mut e = loaded(3);
+    e.dataplane_mut().refuse.insert(vs(9));
+    e.input(Input::ServiceApplied(Box::new(service("s9", "10.96.0.9"))));
+    let mut attempts = Vec::new();
+    // Ten minutes, as the agent drives it: a resync every 30 s, a sync
+    // when something is pending or a retry is due.
+    for t in 1..=600u64 {
+        let r = if t % 30 == 0 {
+            e.resync(t)
+        } else if e.pending() > 0 || e.next_retry().is_some_and(|at| at <= t) {
+            e.sync(t)
+        } else {
+            continue;
+        };
+        assert!(!r.stale);
+        if r.failed_changes > 0 {
+            attempts.push(t);
+            assert_eq!(
+                r.errors,
+                [format!("Service default/s9: refused {}", vs(9))],
+                "one error naming the Service"
+            );
+        }
+        // Every other Service keeps being served.
+        assert_eq!(e.dataplane().table.len(), 3);
+    }
+    assert_eq!(attempts, [1, 2, 4, 8, 16, 32, 64, 128, 256, 512]);
+    let x = e.explain(&ObjectRef::new("default", "s9")).unwrap();
+    assert!(
+        x.error.as_deref().unwrap().contains("attempt 10"),
+        "{:?}",
+        x.error
+    );
+    assert_eq!(e.errors().count(), 1);
+    // Fixed in the kernel: the next attempt succeeds and the error is gone.
+    e.dataplane_mut().refuse.clear();
+    let r = e.sync(812);
+    assert_eq!(r.failed_changes, 0);
+    assert!(e.dataplane().table.contains_key(&vs(9)));
+    assert_eq!((e.errors().count(), e.next_retry()), (0, None));
+}
+
+#[test]
+fn a_changed_service_is_retried_at_once() {
+    let mut e = loaded(1);
+    e.dataplane_mut().refuse.insert(vs(9));
+    e.input(Input::ServiceApplied(Box::new(service("s9", "10.96.0.9"))));
+    assert_eq!(e.sync(1).failed_changes, 1);
+    e.dataplane_mut().refuse.clear();
+    let mut fixed = service("s9", "10.96.0.9");
+    fixed.metadata.annotations = Some([("note".to_owned(), "fixed".to_owned())].into());
+    e.input(Input::ServiceApplied(Box::new(fixed)));
+    assert_eq!(e.sync(1).failed_changes, 0, "no wait for the backoff");
+    assert!(e.dataplane().table.contains_key(&vs(9)));
+}
+
+#[test]
+fn when_the_nft_table_cannot_be_written_nothing_new_is_served_and_what_is_stays() {
+    let mut e = loaded(3);
+    e.dataplane_mut().fw_fails = true;
+    e.input(Input::ServiceApplied(Box::new(service("s8", "10.96.0.8"))));
+    e.input(Input::SliceApplied(Box::new(slice(
+        "s1-1",
+        "s1",
+        &["10.244.1.1", "10.244.1.2", "10.244.1.3", "10.244.1.4"],
+    ))));
+    let r = e.sync(1);
+    assert!(!e.dataplane().table.contains_key(&vs(8)), "no new VIP");
+    assert!(
+        !e.dataplane()
+            .bound
+            .contains(&"10.96.0.8".parse::<IpAddr>().unwrap())
+    );
+    assert_eq!(
+        e.dataplane().table[&vs(1)].real_servers.len(),
+        4,
+        "an existing virtual server still follows its endpoints"
+    );
+    assert!(
+        r.errors
+            .iter()
+            .any(|m| m.starts_with("Service default/s8: new virtual servers held back")),
+        "{:?}",
+        r.errors
+    );
+    // The table works again: the held-back Service is made at its retry,
+    // after the table (with its record) is written whole.
+    e.dataplane_mut().fw_fails = false;
+    let r = e.sync(2);
+    assert!(r.firewall_replaced);
+    assert!(e.dataplane().table.contains_key(&vs(8)));
+    assert!(
+        e.dataplane()
+            .fw
+            .as_ref()
+            .unwrap()
+            .contains(&Element::Owned(kipvs_nft::Vs::new(
+                "10.96.0.8".parse().unwrap(),
+                kipvs_nft::Proto::Tcp,
+                80
+            )))
+    );
 }

@@ -18,7 +18,7 @@
 //! through the filter).
 
 use crate::desired::{Context, in_cidr};
-use crate::model::{AddressKind, Protocol, ServiceState};
+use crate::model::{AddressKind, Protocol, ServiceState, VirtualServerKey};
 use k8s_openapi::api::core::v1::Service;
 use kipvs_nft::{Element, Proto, Vs};
 use std::collections::BTreeSet;
@@ -31,6 +31,31 @@ pub fn proto(p: Protocol) -> Proto {
         Protocol::Udp => Proto::Udp,
         Protocol::Sctp => Proto::Sctp,
     }
+}
+
+/// The ownership record element of a virtual server.
+pub fn owned(key: &VirtualServerKey) -> Element {
+    Element::Owned(Vs::new(key.address, proto(key.protocol), key.port))
+}
+
+/// The virtual servers an ownership record names (the [`Element::Owned`]
+/// elements among `elements`).
+pub fn recorded<'a>(elements: impl IntoIterator<Item = &'a Element>) -> BTreeSet<VirtualServerKey> {
+    elements
+        .into_iter()
+        .filter_map(|e| match e {
+            Element::Owned(v) => Some(VirtualServerKey {
+                protocol: match v.proto {
+                    Proto::Tcp => Protocol::Tcp,
+                    Proto::Udp => Protocol::Udp,
+                    Proto::Sctp => Protocol::Sctp,
+                },
+                address: v.addr,
+                port: v.port,
+            }),
+            _ => None,
+        })
+        .collect()
 }
 
 /// A `loadBalancerSourceRanges` entry (`10.0.0.0/8`, `fd00::/64`, or a
@@ -58,7 +83,8 @@ fn node_addresses(ctx: &Context) -> impl Iterator<Item = &IpAddr> {
 }
 
 /// The table elements one Service needs (empty for a Service kipvs does
-/// not proxy, whose `state` is empty).
+/// not proxy, whose `state` is empty), the ownership record of each of its
+/// virtual servers ([`Element::Owned`]) included.
 pub fn service_elements(svc: &Service, state: &ServiceState, ctx: &Context) -> BTreeSet<Element> {
     let mut out = BTreeSet::new();
     if state.virtual_servers.is_empty() && state.addresses.is_empty() {
@@ -79,6 +105,8 @@ pub fn service_elements(svc: &Service, state: &ServiceState, ctx: &Context) -> B
     out.extend(state.addresses.iter().copied().map(Element::VipAddress));
     for (key, (vs, owner)) in &state.virtual_servers {
         let v = Vs::new(key.address, proto(key.protocol), key.port);
+        // The ownership record: written before the virtual server is made.
+        out.insert(owned(key));
         match owner.kind {
             AddressKind::ClusterIp => {
                 out.insert(Element::ClusterPort(v));

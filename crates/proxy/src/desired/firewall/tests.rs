@@ -45,16 +45,36 @@ fn web(spec: serde_json::Value, status: serde_json::Value) -> Service {
     .unwrap()
 }
 
-/// The elements as `set: element` lines, sorted.
+/// The filtering elements as `set: element` lines, sorted (the ownership
+/// record has a test of its own).
 fn lines(svc: &Service, pods: &[&str], ctx: &Context) -> Vec<String> {
     let s = slice(pods);
     let state = service_state(svc, &[&s], ctx).unwrap();
     let mut out: Vec<String> = service_elements(svc, &state, ctx)
         .iter()
+        .filter(|e| !matches!(e, Element::Owned(_)))
         .map(|e| format!("{}: {}", e.set(), e.render()))
         .collect();
     out.sort();
     out
+}
+
+#[test]
+fn every_virtual_server_is_recorded_as_owned_and_read_back() {
+    let svc = web(
+        json!({"type": "NodePort", "externalIPs": ["1.2.3.4"], "ipFamilies": ["IPv4"]}),
+        json!({}),
+    );
+    let s = slice(&["10.244.1.2"]);
+    let state = service_state(&svc, &[&s], &ctx()).unwrap();
+    let elements = service_elements(&svc, &state, &ctx());
+    let owned: Vec<&Element> = elements
+        .iter()
+        .filter(|e| matches!(e, Element::Owned(_)))
+        .collect();
+    assert_eq!(owned.len(), state.virtual_servers.len());
+    let keys: BTreeSet<_> = state.virtual_servers.keys().copied().collect();
+    assert_eq!(recorded(owned), keys);
 }
 
 #[test]
