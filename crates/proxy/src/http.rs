@@ -142,23 +142,68 @@ pub fn health_router(state: HttpState) -> axum::Router {
 }
 
 /// The local server's routes: health, `/metrics`, `/proxyMode`,
-/// `/configz` and the inspection API.
+/// `/configz` and the inspection API. The inspection API (`/kipvs/v1/…`)
+/// answers only clients on this node's loopback, even when the server
+/// listens on every address (`metricsBindAddress: 0.0.0.0:10249`, as a
+/// migration from kube-proxy may copy): others get 403.
 pub fn local_router(state: HttpState) -> axum::Router {
+    let inspection = axum::Router::new()
+        .route("/kipvs/v1/virtual-servers", get(virtual_servers))
+        .route("/kipvs/v1/explain/{namespace}/{name}", get(explain))
+        .route_layer(axum::middleware::from_fn(loopback_only));
     axum::Router::new()
         .route("/healthz", get(healthz))
         .route("/livez", get(livez))
         .route("/metrics", get(metrics))
         .route("/configz", get(configz))
         .route("/proxyMode", get(|| async { "ipvs" }))
-        .route("/kipvs/v1/virtual-servers", get(virtual_servers))
-        .route("/kipvs/v1/explain/{namespace}/{name}", get(explain))
+        .merge(inspection)
         .with_state(state)
+}
+
+/// Whether a client address is this node's loopback (an IPv4-mapped one
+/// included, as a dual-stack listener reports it).
+pub fn is_loopback(peer: std::net::IpAddr) -> bool {
+    match peer {
+        std::net::IpAddr::V6(a) => {
+            a.is_loopback() || a.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+        a => a.is_loopback(),
+    }
+}
+
+async fn loopback_only(
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<SocketAddr>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if is_loopback(peer.ip()) {
+        next.run(request).await
+    } else {
+        (
+            StatusCode::FORBIDDEN,
+            "the kipvs inspection API answers only on this node's loopback\n",
+        )
+            .into_response()
+    }
+}
+
+/// Serves `app` on `listener` until the task is dropped, with each
+/// client's address for the handlers that check it.
+pub async fn serve_listener(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .await
 }
 
 /// Serves `app` on `addr` until the task is dropped.
 pub async fn serve_router(addr: SocketAddr, app: axum::Router) -> std::io::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    axum::serve(listener, app).await
+    serve_listener(tokio::net::TcpListener::bind(addr).await?, app).await
 }
 
 /// Serves the health endpoints on `addr` until the task is dropped.
@@ -381,8 +426,23 @@ mod tests {
     async fn spawn_server(app: axum::Router) -> SocketAddr {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        tokio::spawn(serve_listener(listener, app));
         addr
+    }
+
+    #[test]
+    fn only_loopback_clients_are_loopback() {
+        for (a, ok) in [
+            ("127.0.0.1", true),
+            ("127.5.0.1", true),
+            ("::1", true),
+            ("::ffff:127.0.0.1", true),
+            ("10.0.0.1", false),
+            ("::ffff:10.0.0.1", false),
+            ("fd00::1", false),
+        ] {
+            assert_eq!(is_loopback(a.parse().unwrap()), ok, "{a}");
+        }
     }
 
     /// `GET path` over HTTP/1.1: (status code, headers, body).
