@@ -15,7 +15,6 @@ use crate::model::ObjectRef;
 use crate::source::SourceEvent;
 use k8s_openapi::api::core::v1::Node;
 use std::collections::BTreeMap;
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -120,8 +119,12 @@ impl VirtualServerInfo {
     }
 }
 
+/// Answers a question, unless its asker gave up waiting (then it is
+/// dropped, never run late).
 fn answer<D: Dataplane>(engine: &mut Engine<D>, q: Query) {
     match q {
+        Query::VirtualServers(tx) if tx.is_closed() => {}
+        Query::Explain(_, tx) if tx.is_closed() => {}
         Query::VirtualServers(tx) => {
             let list = engine
                 .owners()
@@ -151,7 +154,7 @@ pub type ContextFn = Box<dyn Fn(Option<&Node>) -> Context + Send>;
 /// dedicated thread.
 pub fn run<D: Dataplane>(
     mut engine: Engine<D>,
-    events: Receiver<SourceEvent>,
+    events: crate::mailbox::Receiver,
     context: ContextFn,
     timing: Timing,
     status: Arc<Mutex<Status>>,
@@ -193,16 +196,11 @@ pub fn run<D: Dataplane>(
             }
         }
         let wait = deadline.saturating_duration_since(now);
-        let first = match events.recv_timeout(wait) {
-            Ok(e) => Some(e),
-            Err(RecvTimeoutError::Timeout) => None,
-            Err(RecvTimeoutError::Disconnected) => return,
+        // Everything queued, coalesced by object (crate::mailbox).
+        let Ok(taken) = events.recv_timeout(wait) else {
+            return;
         };
-        // Coalesce everything already queued.
-        for ev in first
-            .into_iter()
-            .chain(std::iter::from_fn(|| events.try_recv().ok()))
-        {
+        for ev in taken {
             match ev {
                 SourceEvent::Input(i) => {
                     observe_input(&metrics, &i, &mut triggers);

@@ -638,10 +638,7 @@ impl<D: Dataplane> Engine<D> {
                 None
             }
         };
-        let record = self
-            .fw_kernel
-            .as_ref()
-            .map(desired::firewall::recorded);
+        let record = self.fw_kernel.as_ref().map(desired::firewall::recorded);
         match (
             self.dataplane.read_addresses(),
             self.dataplane.read_virtual_servers(),

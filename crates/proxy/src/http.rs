@@ -16,6 +16,7 @@
 //! with a reply channel), so the answer is the engine's state, not a copy.
 
 use crate::agent::{Query, Status, VirtualServerInfo};
+use crate::mailbox::Sender;
 use crate::metrics::{Metrics, VirtualServerSample};
 use crate::model::{ObjectRef, VirtualServerKey};
 use crate::source::SourceEvent;
@@ -26,7 +27,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use k8s_openapi::api::core::v1::Node;
 use std::net::SocketAddr;
-use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -42,23 +42,29 @@ pub type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
 #[derive(Clone)]
 pub struct HttpState {
     pub status: Arc<Mutex<Status>>,
-    pub queries: Sender<SourceEvent>,
+    pub queries: Sender,
     pub sync_period: Duration,
     /// The effective configuration, served at `/configz`.
     pub configz: Arc<serde_json::Value>,
     /// The per-virtual-server counters for `/metrics` (`None`: not served).
     pub stats: Option<StatsReader>,
     pub clock: Clock,
+    /// The last per-virtual-server samples and when they were read: a
+    /// scrape within [`SAMPLES_MAX_AGE`] of it reuses them, so however often
+    /// `/metrics` is scraped the kernel is dumped at most once per period.
+    samples: Arc<tokio::sync::Mutex<Option<SamplesRead>>>,
 }
+
+/// Per-virtual-server samples and when they were read.
+type SamplesRead = (tokio::time::Instant, Vec<VirtualServerSample>);
+
+/// How long `/metrics` reuses the kernel counters it read.
+pub const SAMPLES_MAX_AGE: Duration = Duration::from_secs(5);
 
 impl HttpState {
     /// The state with no configuration to show, no kernel counters and the
     /// system clock.
-    pub fn new(
-        status: Arc<Mutex<Status>>,
-        queries: Sender<SourceEvent>,
-        sync_period: Duration,
-    ) -> Self {
+    pub fn new(status: Arc<Mutex<Status>>, queries: Sender, sync_period: Duration) -> Self {
         HttpState {
             status,
             queries,
@@ -66,6 +72,7 @@ impl HttpState {
             configz: Arc::new(serde_json::Value::Null),
             stats: None,
             clock: Arc::new(SystemTime::now),
+            samples: Arc::default(),
         }
     }
 }
@@ -210,7 +217,7 @@ pub async fn serve_router(addr: SocketAddr, app: axum::Router) -> std::io::Resul
 pub async fn serve_health(
     addr: SocketAddr,
     status: Arc<Mutex<Status>>,
-    queries: Sender<SourceEvent>,
+    queries: Sender,
     sync_period: Duration,
 ) -> std::io::Result<()> {
     serve_router(
@@ -224,7 +231,7 @@ pub async fn serve_health(
 pub async fn serve_local(
     addr: SocketAddr,
     status: Arc<Mutex<Status>>,
-    queries: Sender<SourceEvent>,
+    queries: Sender,
     sync_period: Duration,
 ) -> std::io::Result<()> {
     serve_router(
@@ -281,17 +288,22 @@ async fn metrics(State(s): State<Shared>) -> Response {
         .unwrap_or_else(|e| e.into_inner())
         .metrics
         .clone();
-    let mut samples = Vec::new();
-    if let Some(read) = s.stats.clone() {
-        match ask::<Vec<VirtualServerInfo>>(&s, Query::VirtualServers).await {
-            Ok(owners) => match tokio::task::spawn_blocking(move || read()).await {
-                Ok(Ok(stats)) => samples = virtual_server_samples(&owners, &stats),
-                Ok(Err(e)) => tracing::warn!(error = %e, "reading IPVS counters for /metrics"),
-                Err(e) => tracing::warn!(error = %e, "reading IPVS counters for /metrics"),
-            },
-            Err(_) => tracing::warn!("the sync loop did not list its virtual servers for /metrics"),
+    let samples = match s.stats.clone() {
+        Some(read) => {
+            // Concurrent scrapes wait here for one read and share it.
+            let mut cached = s.samples.lock().await;
+            let now = tokio::time::Instant::now();
+            match &*cached {
+                Some((at, v)) if now.duration_since(*at) < SAMPLES_MAX_AGE => v.clone(),
+                _ => {
+                    let fresh = read_samples(&s, read).await;
+                    *cached = Some((now, fresh.clone()));
+                    fresh
+                }
+            }
         }
-    }
+        None => Vec::new(),
+    };
     let text = metrics.encode(samples);
     (
         [(
@@ -301,6 +313,28 @@ async fn metrics(State(s): State<Shared>) -> Response {
         text,
     )
         .into_response()
+}
+
+/// Asks the sync thread for the owners and reads the kernel's counters
+/// (one dump, on a blocking thread); empty when either fails.
+async fn read_samples(s: &Shared, read: StatsReader) -> Vec<VirtualServerSample> {
+    match ask::<Vec<VirtualServerInfo>>(s, Query::VirtualServers).await {
+        Ok(owners) => match tokio::task::spawn_blocking(move || read()).await {
+            Ok(Ok(stats)) => virtual_server_samples(&owners, &stats),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "reading IPVS counters for /metrics");
+                Vec::new()
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "reading IPVS counters for /metrics");
+                Vec::new()
+            }
+        },
+        Err(_) => {
+            tracing::warn!("the sync loop did not list its virtual servers for /metrics");
+            Vec::new()
+        }
+    }
 }
 
 /// The counters of kipvs's virtual servers, labelled with their Service.
@@ -471,7 +505,7 @@ mod tests {
             last_sync: Some(base),
             ..Default::default()
         }));
-        let (tx, _rx) = std::sync::mpsc::channel();
+        let (tx, _rx) = crate::mailbox::mailbox();
         let mut state = HttpState::new(status.clone(), tx, Duration::from_secs(30));
         state.clock = clock.clone();
         let addr = spawn_server(local_router(state)).await;
@@ -546,11 +580,14 @@ mod tests {
     #[tokio::test]
     async fn metrics_name_virtual_servers_and_configz_serves_the_configuration() {
         let status = Arc::new(Mutex::new(Status::default()));
-        let (tx, rx) = std::sync::mpsc::channel::<SourceEvent>();
+        let (tx, rx) = crate::mailbox::mailbox();
         // The sync thread's part: answer the owner list.
         std::thread::spawn(move || {
-            while let Ok(ev) = rx.recv() {
-                if let SourceEvent::Query(Query::VirtualServers(reply)) = ev {
+            while let Ok(taken) = rx.recv_timeout(Duration::from_secs(3600)) {
+                for ev in taken {
+                    let SourceEvent::Query(Query::VirtualServers(reply)) = ev else {
+                        continue;
+                    };
                     let _ = reply.send(vec![VirtualServerInfo {
                         protocol: "TCP".into(),
                         address: "10.96.0.10".parse().unwrap(),
@@ -565,7 +602,10 @@ mod tests {
         });
         let mut state = HttpState::new(status, tx, Duration::from_secs(30));
         state.configz = Arc::new(serde_json::json!({"mode": "ipvs"}));
-        state.stats = Some(Arc::new(|| {
+        let reads = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = reads.clone();
+        state.stats = Some(Arc::new(move || {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let key = |port| VirtualServerKey {
                 protocol: crate::model::Protocol::Tcp,
                 address: "10.96.0.10".parse().unwrap(),
@@ -613,5 +653,13 @@ mod tests {
         assert_eq!(code, 200);
         assert_eq!(body, r#"{"mode":"ipvs"}"#);
         assert_eq!(get(addr, "/proxyMode").await.2, "ipvs");
+        // A scrape storm dumps the kernel once.
+        let storm: Vec<_> = (0..20)
+            .map(|_| tokio::spawn(async move { get(addr, "/metrics").await.0 }))
+            .collect();
+        for s in storm {
+            assert_eq!(s.await.unwrap(), 200);
+        }
+        assert_eq!(reads.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 }

@@ -47,6 +47,7 @@ pub mod healthcheck;
 pub mod http;
 pub mod kernel;
 pub mod labels;
+pub mod mailbox;
 pub mod manifest;
 pub mod metrics;
 pub mod model;

@@ -9,7 +9,7 @@ use crate::desired::{self, Context, Family, NodePortFilter};
 use crate::diff::DiffConfig;
 use crate::kernel::{KernelDataplane, LinkBinder};
 use crate::labels;
-use crate::source::{self, SourceEvent};
+use crate::source;
 use k8s_openapi::api::core::v1::Node;
 use kipvs_sched::SchedulerConfig;
 use std::collections::BTreeSet;
@@ -379,8 +379,10 @@ pub async fn run(
         },
     );
 
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<SourceEvent>(1024);
-    let (sync_tx, sync_rx) = std::sync::mpsc::channel::<SourceEvent>();
+    // One bounded queue, coalescing by object, from the sources and the
+    // HTTP server to the sync thread (crate::mailbox).
+    let (tx, sync_rx) = crate::mailbox::mailbox();
+    let sync_tx = tx.clone();
     let source_task = match opts.source.clone() {
         Source::Manifests(dir) => tokio::spawn(source::watch_manifests(
             dir,
@@ -405,8 +407,7 @@ pub async fn run(
         }
     };
     let mut servers = Vec::new();
-    let mut http =
-        crate::http::HttpState::new(status.clone(), sync_tx.clone(), opts.timing.sync_period);
+    let mut http = crate::http::HttpState::new(status.clone(), sync_tx, opts.timing.sync_period);
     http.configz = Arc::new(if opts.configz.is_null() {
         configz(&opts)
     } else {
@@ -439,13 +440,6 @@ pub async fn run(
         status.clone(),
         opts.timing.sync_period,
     )));
-    let forward = tokio::spawn(async move {
-        while let Some(ev) = rx.recv().await {
-            if sync_tx.send(ev).is_err() {
-                return;
-            }
-        }
-    });
     let ctx_opts = opts.clone();
     let context_fn: agent::ContextFn = Box::new(move |node| {
         // One address dump; on failure keep the addresses from the start.
@@ -474,7 +468,6 @@ pub async fn run(
         _ = shutdown => {
             tracing::info!("shutting down; the kernel keeps every rule");
             source_task.abort();
-            forward.abort();
             servers.iter().for_each(|s| s.abort());
             Ok(())
         }

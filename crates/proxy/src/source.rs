@@ -19,7 +19,6 @@ use kube::runtime::watcher::{self, Event};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::Duration;
-use tokio::sync::mpsc;
 
 /// One change from a source.
 #[derive(Debug)]
@@ -67,7 +66,7 @@ pub async fn watch_api(
     client: kube::Client,
     node_name: String,
     proxy_name: Option<String>,
-    tx: mpsc::Sender<SourceEvent>,
+    tx: crate::mailbox::Sender,
 ) {
     let selector = labels::watch_selector(proxy_name.as_deref());
     let services = watcher::watcher(
@@ -109,11 +108,8 @@ enum Listed<K> {
     Delete(K),
 }
 
-async fn pump<K, S>(
-    stream: S,
-    tx: mpsc::Sender<SourceEvent>,
-    map: impl Fn(Listed<K>) -> SourceEvent,
-) where
+async fn pump<K, S>(stream: S, tx: crate::mailbox::Sender, map: impl Fn(Listed<K>) -> SourceEvent)
+where
     S: Stream<Item = Result<Event<K>, watcher::Error>>,
 {
     let mut stream = std::pin::pin!(stream);
@@ -136,7 +132,7 @@ async fn pump<K, S>(
                 SourceEvent::Error(format!("watch: {e}"))
             }
         };
-        if tx.send(out).await.is_err() {
+        if tx.send(out).is_err() {
             return;
         }
     }
@@ -152,13 +148,13 @@ pub async fn watch_manifests(
     dir: PathBuf,
     node_name: String,
     poll: Duration,
-    tx: mpsc::Sender<SourceEvent>,
+    tx: crate::mailbox::Sender,
 ) {
     let watch = match crate::dirwatch::DirWatch::new(&dir) {
         Ok(w) => Some(w),
         Err(e) => {
             let msg = format!("watching {}: {e}; polling every {poll:?}", dir.display());
-            if tx.send(SourceEvent::Error(msg)).await.is_err() {
+            if tx.send(SourceEvent::Error(msg)).is_err() {
                 return;
             }
             None
@@ -198,7 +194,7 @@ pub async fn watch_manifests(
             ))],
         };
         for e in events {
-            if tx.send(e).await.is_err() {
+            if tx.send(e).is_err() {
                 return;
             }
         }
@@ -207,7 +203,7 @@ pub async fn watch_manifests(
                 tokio::select! {
                     r = w.changed() => if let Err(e) = r {
                         let msg = format!("watching {}: {e}", dir.display());
-                        if tx.send(SourceEvent::Error(msg)).await.is_err() {
+                        if tx.send(SourceEvent::Error(msg)).is_err() {
                             return;
                         }
                         tokio::time::sleep(poll).await;

@@ -528,7 +528,7 @@ fn the_sync_loop_updates_the_metrics_and_the_health_check_ports() {
             drain_timeout_secs: 900,
         },
     );
-    let (tx, rx) = std::sync::mpsc::channel();
+    let (tx, rx) = kipvs_proxy::mailbox::mailbox();
     let status = Arc::new(Mutex::new(Status::default()));
     let st = status.clone();
     let sync = std::thread::spawn(move || {
