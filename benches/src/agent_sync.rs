@@ -212,7 +212,8 @@ pub fn run_agent(
     result
 }
 
-fn kubeconfig_text(server: &str) -> String {
+/// A kubeconfig for a plain-HTTP API server at `server`.
+pub fn kubeconfig_text(server: &str) -> String {
     format!(
         "apiVersion: v1\nkind: Config\ncurrent-context: bench\n\
          clusters: [{{name: bench, cluster: {{server: \"{server}\"}}}}]\n\

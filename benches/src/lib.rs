@@ -12,6 +12,8 @@
 //!   kipvs one request per round trip, `ipvsadm -R`) and read back.
 //! - [`agent_sync`]: `kipvs proxy --manifests` converging on a cluster and
 //!   applying single endpoint changes, against `ipvsadm -R` + `ip -batch`.
+//! - [`soak`]: the agent on the fake API server through minutes of churn,
+//!   restarts and hand deletions, per minute syncs, messages and RSS.
 //! - [`compare`]: kipvs side by side with `ipvsadm`, `iptables-legacy`,
 //!   `iptables-nft` and `nftables` (rules shaped like kube-proxy's, from
 //!   [`peer_rules`]): load, add a Service, change an endpoint, delete a
@@ -25,6 +27,7 @@ pub mod agent_sync;
 pub mod compare;
 pub mod ipvs_load;
 pub mod peer_rules;
+pub mod soak;
 pub mod synthetic;
 
 use std::time::Instant;

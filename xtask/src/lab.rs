@@ -122,6 +122,8 @@ pub struct Job {
     pub timeout: Duration,
     /// Guest memory in MiB.
     pub memory_mib: u32,
+    /// Extra kernel command-line arguments (e.g. `ipv6.disable=1`).
+    pub kernel_args: String,
 }
 
 /// How a guest command ended.
@@ -197,10 +199,11 @@ impl Lab {
         .arg(&self.kernel)
         .arg("-initrd")
         .arg(&initrd)
-        .args([
-            "-append",
-            "console=ttyS0 quiet loglevel=3 panic=-1 rdinit=/init",
-        ]);
+        .arg("-append")
+        .arg(format!(
+            "console=ttyS0 quiet loglevel=3 panic=-1 rdinit=/init {}",
+            job.kernel_args
+        ));
         for f in [&console, &stdout, &stderr, &status] {
             qemu.arg("-serial").arg(format!("file:{}", f.display()));
         }

@@ -7,6 +7,8 @@
 //! - `cargo xtask demo` shows IPVS round-robin between two namespace "pods";
 //! - `cargo xtask bench [compare|ipvs|agent]` runs the lab benchmarks (see
 //!   [`bench`]; the default compares kipvs with iptables and nftables);
+//! - `cargo xtask soak` runs the agent through minutes of churn in the lab
+//!   (see [`bench::soak`]);
 //! - `cargo xtask fuzz` fuzzes the IPVS decoder for a bounded time;
 //! - `cargo xtask ci` runs what CI runs: fmt, clippy, tests, fuzzing, kernel
 //!   tests.
@@ -44,6 +46,10 @@ enum Cmd {
     /// Run a benchmark in the lab, a fresh VM per measurement; write
     /// benches/results/.
     Bench(bench::BenchOpts),
+    /// The soak run in the lab (booted softlockup_panic=1): the agent on the
+    /// fake API server through minutes of churn; writes
+    /// benches/results/soak.md.
+    Soak(bench::SoakOpts),
     /// Fuzz the IPVS decoder (cargo fuzz, stable, no sanitizer).
     Fuzz {
         /// How long to fuzz each target, in seconds.
@@ -95,6 +101,7 @@ impl VmOpts {
             script,
             timeout: Duration::from_secs(self.timeout),
             memory_mib: self.memory,
+            kernel_args: String::new(),
         }
     }
 }
@@ -149,6 +156,7 @@ fn run(cli: Cli) -> Result<i32> {
         } => vm_test(&ws, &vm, filter.as_deref()),
         Cmd::Demo => demo(&ws),
         Cmd::Bench(opts) => bench::run(&ws, opts).map(|()| 0),
+        Cmd::Soak(opts) => bench::soak(&ws, &opts).map(|()| 0),
         Cmd::Fuzz { seconds } => fuzz::run(&ws, seconds).map(|()| 0),
         Cmd::Ci => ci(&ws),
     }
@@ -263,19 +271,46 @@ fn package_name(id: &str) -> String {
     }
 }
 
+/// The kernel tests that need a VM booted with IPv6 disabled
+/// (`ipv6.disable=1`), as a node can be.
+const NO_IPV6_TESTS: &str = "kernel_no_ipv6";
+
 fn vm_test(ws: &Path, vm: &VmOpts, filter: Option<&str>) -> Result<i32> {
     let lab = Lab::prepare(ws)?;
     let (tests, bins) = build_for_lab(ws)?;
     if tests.is_empty() {
         bail!("no kernel tests found (tests/kernel_*.rs in any workspace crate)");
     }
+    let (no_ipv6, normal): (Vec<KernelTest>, Vec<KernelTest>) =
+        tests.into_iter().partition(|t| t.name == NO_IPV6_TESTS);
+    let mut ok = true;
+    for (group, kernel_args) in [(normal, ""), (no_ipv6, "ipv6.disable=1")] {
+        if !group.is_empty() {
+            ok &= run_in_vm(&lab, vm, &group, &bins, filter, kernel_args)?;
+        }
+    }
+    if !ok {
+        bail!("kernel tests failed in the lab");
+    }
+    Ok(0)
+}
+
+/// Runs `tests` in one VM booted with `kernel_args`; whether all passed.
+fn run_in_vm(
+    lab: &Lab,
+    vm: &VmOpts,
+    tests: &[KernelTest],
+    bins: &[PathBuf],
+    filter: Option<&str>,
+    kernel_args: &str,
+) -> Result<bool> {
     let mut files: Vec<(PathBuf, PathBuf)> = bins.iter().map(|b| (b.clone(), b.clone())).collect();
     let mut script = String::from("failed=0\nmkdir -p /tmp/kt && cd /tmp/kt\n");
     let filter = filter.map(shell_quote).unwrap_or_default();
-    for t in &tests {
+    for t in tests {
         files.push((t.exe.clone(), t.exe.clone()));
         script.push_str(&format!(
-            "echo; echo '     Running {pkg} tests/{name}.rs ({exe}) in the lab'\n\
+            "echo; echo '     Running {pkg} tests/{name}.rs ({exe}) in the lab {kernel_args}'\n\
              {exe} --ignored --test-threads=1 {filter} || {{ failed=$((failed+1)); echo 'lab: {pkg}/{name} FAILED'; }}\n",
             pkg = t.package,
             name = t.name,
@@ -286,16 +321,15 @@ fn vm_test(ws: &Path, vm: &VmOpts, filter: Option<&str>) -> Result<i32> {
         "echo; echo \"lab: {} kernel test binaries ran, $failed failed\"\n[ $failed -eq 0 ]\n",
         tests.len()
     ));
-    let out = lab.run(&vm.job(files, script))?;
+    let mut job = vm.job(files, script);
+    job.kernel_args = kernel_args.to_owned();
+    let out = lab.run(&job)?;
     eprintln!(
         "lab: /init after {:.1}s, tests started after {:.1}s",
         secs(out.boot),
         secs(out.ready)
     );
-    if out.exit_code != 0 {
-        bail!("kernel tests failed in the lab");
-    }
-    Ok(0)
+    Ok(out.exit_code == 0)
 }
 
 fn demo(ws: &Path) -> Result<i32> {
@@ -316,6 +350,7 @@ fn demo(ws: &Path) -> Result<i32> {
         script: include_str!("demo.sh").to_owned(),
         timeout: Duration::from_secs(300),
         memory_mib: 1024,
+        kernel_args: String::new(),
     })?;
     if out.exit_code != 0 {
         bail!("the demo failed in the lab (exit {})", out.exit_code);

@@ -5,7 +5,7 @@
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
-use kipvs_benches::{agent_sync, compare, ipvs_load, peer_rules};
+use kipvs_benches::{agent_sync, compare, ipvs_load, peer_rules, soak};
 use serde_json::json;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -63,6 +63,22 @@ pub enum BenchCommand {
         /// Limit for each peer-tool command, in seconds.
         #[arg(long, default_value_t = 120)]
         step_timeout: u64,
+    },
+    /// The soak: the agent on the fake API server through minutes of churn
+    /// (an endpoint change a second, a Service added and deleted every
+    /// 10 s, a hand deletion a minute, a SIGKILL and a mid-burst SIGTERM),
+    /// holding established connections; per-minute syncs, messages, RSS.
+    Soak {
+        #[command(flatten)]
+        size: Size,
+        #[arg(long, default_value_t = 10)]
+        minutes: u32,
+        /// EndpointSlice updates in the burst the SIGTERM lands in.
+        #[arg(long, default_value_t = 5000)]
+        burst: u32,
+        /// Established connections held through the run.
+        #[arg(long, default_value_t = 20)]
+        connections: u32,
     },
     /// Print the input a peer tool loads the synthetic cluster from, as
     /// `compare` feeds it, to time a load by hand: e.g.
@@ -163,6 +179,22 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
                 "change_nft_seconds": r.changes.iter().map(|c| c.nft.secs).collect::<Vec<_>>(),
                 "rss_kib": r.rss_kib, "hwm_kib": r.hwm_kib,
             })
+        }
+        BenchCommand::Soak {
+            size,
+            minutes,
+            burst,
+            connections,
+        } => {
+            let plan = soak::SoakPlan {
+                services: size.services,
+                endpoints: size.endpoints,
+                minutes,
+                burst,
+                connections,
+            };
+            let exe = std::env::current_exe().context("finding the kipvs executable")?;
+            soak::run(&exe, &plan)?.to_json(&plan)
         }
         BenchCommand::AgentBaseline { size } => {
             let (n, e) = (size.services, size.endpoints);
