@@ -347,7 +347,7 @@ impl Kipvs {
             kipvs_nft::Nft::new("nft"),
             kipvs_nft::Skeleton {
                 masquerade_all: false,
-                cluster_cidrs: Vec::new(),
+                local: kipvs_nft::LocalTraffic::ClusterCidrs(Vec::new()),
                 mark: kipvs_nft::DEFAULT_MASQUERADE_MARK,
             },
         );

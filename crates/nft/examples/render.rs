@@ -12,7 +12,7 @@ fn main() {
     ]
     .into();
     let sk = Skeleton {
-        cluster_cidrs: vec![("10.244.0.0".parse().unwrap(), 16)],
+        local: LocalTraffic::ClusterCidrs(vec![("10.244.0.0".parse().unwrap(), 16)]),
         ..Skeleton::default()
     };
     print!("{}", replace_script(&sk, &els));

@@ -36,7 +36,7 @@ mod skeleton;
 
 pub use element::{Element, ParseError, Proto, SetName, Vs};
 pub use exec::{Nft, NftError, Observed};
-pub use skeleton::{DEFAULT_MASQUERADE_MARK, Skeleton};
+pub use skeleton::{DEFAULT_MASQUERADE_MARK, LocalTraffic, Skeleton, interface_name_ok};
 
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -14,11 +14,10 @@ pub const DEFAULT_MASQUERADE_MARK: u32 = 1 << 14;
 pub struct Skeleton {
     /// `masqueradeAll`: masquerade all traffic to ClusterIPs.
     pub masquerade_all: bool,
-    /// `clusterCIDR` (one per family at most is usual): traffic to ClusterIPs
-    /// from outside is masqueraded. A family without one masquerades
-    /// traffic whose source is a VIP instead (kube-proxy without a
-    /// local-traffic detector).
-    pub cluster_cidrs: Vec<(IpAddr, u8)>,
+    /// How traffic from this node's pods is told from the rest
+    /// (`detectLocalMode`): traffic to ClusterIPs that is not local is
+    /// masqueraded.
+    pub local: LocalTraffic,
     /// The packet mark that asks for masquerade.
     pub mark: u32,
 }
@@ -27,10 +26,39 @@ impl Default for Skeleton {
     fn default() -> Self {
         Skeleton {
             masquerade_all: false,
-            cluster_cidrs: Vec::new(),
+            local: LocalTraffic::ClusterCidrs(Vec::new()),
             mark: DEFAULT_MASQUERADE_MARK,
         }
     }
+}
+
+/// kube-proxy's local-traffic detectors (`detectLocalMode`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LocalTraffic {
+    /// `ClusterCIDR`: sources in the pods' CIDRs (`clusterCIDR`, one per
+    /// family at most is usual) are local. A family without one masquerades
+    /// traffic whose source is a VIP instead (kube-proxy without a
+    /// local-traffic detector).
+    ClusterCidrs(Vec<(IpAddr, u8)>),
+    /// `NodeCIDR`: sources in this node's `spec.podCIDRs` are local; a
+    /// family without one as for `ClusterCidrs`.
+    NodeCidrs(Vec<(IpAddr, u8)>),
+    /// `BridgeInterface`: packets that came in on this interface are local.
+    BridgeInterface(String),
+    /// `InterfaceNamePrefix`: packets that came in on an interface whose
+    /// name starts with this are local.
+    InterfaceNamePrefix(String),
+}
+
+/// Whether `name` can stand in the table as an interface name or prefix:
+/// 1 to 15 bytes (IFNAMSIZ), none of them a quote, a backslash, a `*`,
+/// whitespace or a control character, so the rule text stays one nft
+/// string.
+pub fn interface_name_ok(name: &str) -> bool {
+    (1..=15).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_graphic() && !matches!(c, '"' | '\\' | '*' | '/'))
 }
 
 /// One family's spelling.
@@ -62,7 +90,9 @@ impl Skeleton {
     ///
     /// - `mark-masquerade` (from `prerouting` and `output`, priority -100 like
     ///   dstnat, before IPVS sees the packet): marks traffic to ClusterIP virtual servers per
-    ///   `masqueradeAll` / `clusterCIDR` (or, with neither, traffic whose
+    ///   `masqueradeAll` / the local-traffic detector ([`LocalTraffic`]: a
+    ///   source outside the pod CIDRs, or an input interface other than the
+    ///   pods' bridge or prefix; with no CIDR for a family, traffic whose
     ///   source is a VIP: the node reaching a VIP picks the VIP as source),
     ///   and traffic to externalIP, load-balancer and NodePort virtual
     ///   servers except `externalTrafficPolicy: Local` ones (their elements
@@ -112,16 +142,35 @@ impl Skeleton {
         for f in &FAMS {
             let ip = f.ip;
             let cluster = f.set(SetKind::ClusterPorts);
-            let cidrs: Vec<String> = self
-                .cluster_cidrs
-                .iter()
-                .filter(|(a, _)| a.is_ipv6() == f.v6)
-                .map(|(a, l)| format!("{}/{l}", crate::element::network(*a, *l)))
-                .collect();
+            let cidrs: Vec<String> = match &self.local {
+                LocalTraffic::ClusterCidrs(c) | LocalTraffic::NodeCidrs(c) => c
+                    .iter()
+                    .filter(|(a, _)| a.is_ipv6() == f.v6)
+                    .map(|(a, l)| format!("{}/{l}", crate::element::network(*a, *l)))
+                    .collect(),
+                _ => Vec::new(),
+            };
+            // An interface name the table cannot hold renders as no
+            // detector (callers check names with `interface_name_ok`).
+            let iif = match &self.local {
+                LocalTraffic::BridgeInterface(n) if interface_name_ok(n) => Some(n.clone()),
+                LocalTraffic::InterfaceNamePrefix(p) if interface_name_ok(p) => {
+                    Some(format!("{p}*"))
+                }
+                _ => None,
+            };
             if self.masquerade_all {
                 let _ = writeln!(
                     t,
                     "\t\t{ip} daddr . meta l4proto . th dport @{cluster} {mark}"
+                );
+            } else if let Some(iif) = iif {
+                // Locally generated packets have no input interface
+                // (iifname ""), so they count as not local, as with
+                // kube-proxy's `! -i`.
+                let _ = writeln!(
+                    t,
+                    "\t\tiifname != \"{iif}\" {ip} daddr . meta l4proto . th dport @{cluster} {mark}"
                 );
             } else if !cidrs.is_empty() {
                 let _ = writeln!(

@@ -157,7 +157,7 @@ fn the_skeleton_follows_the_configuration() {
             .contains("ip daddr . meta l4proto . th dport @cluster-ports-v4 meta mark")
     );
     let cidr = Skeleton {
-        cluster_cidrs: vec![(ip("10.244.3.4"), 16)],
+        local: LocalTraffic::ClusterCidrs(vec![(ip("10.244.3.4"), 16)]),
         ..Skeleton::default()
     };
     let r = cidr.render();
@@ -178,6 +178,109 @@ fn the_skeleton_follows_the_configuration() {
         .collect();
     assert_eq!(fps.len(), 3);
     assert!(plain.contains("masquerade fully-random"));
+}
+
+#[test]
+fn each_local_traffic_detector_renders_its_masquerade_rule() {
+    let render = |local: LocalTraffic| {
+        Skeleton {
+            local,
+            ..Skeleton::default()
+        }
+        .render()
+    };
+    let rule = |r: &str, fam: &str| -> String {
+        r.lines()
+            .find(|l| l.contains(&format!("@cluster-ports-{fam} ")) && l.contains("mark set"))
+            .unwrap_or_else(|| panic!("no cluster-ports-{fam} rule in {r}"))
+            .trim()
+            .to_string()
+    };
+    let mark = "meta mark set meta mark | 0x4000";
+    let cases = [
+        (
+            LocalTraffic::ClusterCidrs(vec![(ip("10.244.0.0"), 16), (ip("fd00:10::"), 56)]),
+            format!(
+                "ip saddr != {{ 10.244.0.0/16 }} ip daddr . meta l4proto . th dport @cluster-ports-v4 {mark}"
+            ),
+            format!(
+                "ip6 saddr != {{ fd00:10::/56 }} ip6 daddr . meta l4proto . th dport @cluster-ports-v6 {mark}"
+            ),
+        ),
+        // The node's podCIDRs: the same rule over other CIDRs; a family
+        // without one falls back to VIP sources.
+        (
+            LocalTraffic::NodeCidrs(vec![(ip("10.244.7.0"), 24)]),
+            format!(
+                "ip saddr != {{ 10.244.7.0/24 }} ip daddr . meta l4proto . th dport @cluster-ports-v4 {mark}"
+            ),
+            format!("ip6 saddr . meta l4proto . th dport @cluster-ports-v6 {mark}"),
+        ),
+        (
+            LocalTraffic::BridgeInterface("cbr0".into()),
+            format!(
+                "iifname != \"cbr0\" ip daddr . meta l4proto . th dport @cluster-ports-v4 {mark}"
+            ),
+            format!(
+                "iifname != \"cbr0\" ip6 daddr . meta l4proto . th dport @cluster-ports-v6 {mark}"
+            ),
+        ),
+        (
+            LocalTraffic::InterfaceNamePrefix("veth".into()),
+            format!(
+                "iifname != \"veth*\" ip daddr . meta l4proto . th dport @cluster-ports-v4 {mark}"
+            ),
+            format!(
+                "iifname != \"veth*\" ip6 daddr . meta l4proto . th dport @cluster-ports-v6 {mark}"
+            ),
+        ),
+        // A name the table cannot hold is no detector (VIP sources).
+        (
+            LocalTraffic::InterfaceNamePrefix("ve\"th".into()),
+            format!("ip saddr . meta l4proto . th dport @cluster-ports-v4 {mark}"),
+            format!("ip6 saddr . meta l4proto . th dport @cluster-ports-v6 {mark}"),
+        ),
+    ];
+    let mut fps = BTreeSet::new();
+    for (local, v4, v6) in cases {
+        let r = render(local.clone());
+        assert_eq!(rule(&r, "v4"), v4, "{local:?}");
+        assert_eq!(rule(&r, "v6"), v6, "{local:?}");
+        fps.insert(
+            Skeleton {
+                local,
+                ..Skeleton::default()
+            }
+            .fingerprint(),
+        );
+    }
+    // Every detector is its own table, but ClusterCIDR and NodeCIDR over
+    // the same CIDRs are one.
+    assert_eq!(fps.len(), 5);
+    let cidrs = vec![(ip("10.244.0.0"), 16)];
+    assert_eq!(
+        render(LocalTraffic::ClusterCidrs(cidrs.clone())),
+        render(LocalTraffic::NodeCidrs(cidrs))
+    );
+}
+
+#[test]
+fn interface_names_the_table_can_hold() {
+    for ok in ["veth", "cbr0", "cali", "lxc", "br-1.2_x", "a23456789012345"] {
+        assert!(interface_name_ok(ok), "{ok}");
+    }
+    for bad in [
+        "",
+        "a234567890123456",
+        "ve th",
+        "ve\"th",
+        "ve*",
+        "a\\b",
+        "a/b",
+        "é",
+    ] {
+        assert!(!interface_name_ok(bad), "{bad}");
+    }
 }
 
 fn arb_vs() -> impl Strategy<Value = Vs> {

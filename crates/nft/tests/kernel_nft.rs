@@ -42,7 +42,7 @@ fn firewall_table_is_written_read_back_and_updated_by_elements() {
     nft.delete_table().unwrap();
     assert_eq!(nft.read().unwrap(), None);
     let skeleton = Skeleton {
-        cluster_cidrs: vec![(ip("10.244.0.0"), 16)],
+        local: LocalTraffic::ClusterCidrs(vec![(ip("10.244.0.0"), 16)]),
         ..Skeleton::default()
     };
     let a = elements("10.96.0.10", &["10.244.1.2", "10.244.2.2"]);
@@ -199,5 +199,31 @@ fn netlink_elements_are_what_nft_reads_back() {
         "reading {} elements back: nft -j list {by_nft:?}, nft -t + netlink dumps {by_dump:?}",
         all.len()
     );
+    nft.delete_table().unwrap();
+}
+
+/// Every local-traffic detector's skeleton is one nft accepts, and reads
+/// back as kipvs's own (its fingerprint).
+#[test]
+#[ignore = "needs the kernel lab"]
+fn every_local_traffic_detector_is_accepted_by_nft() {
+    let mut nft = Nft::default();
+    for local in [
+        LocalTraffic::ClusterCidrs(vec![(ip("10.244.0.0"), 16), (ip("fd00:10::"), 56)]),
+        LocalTraffic::NodeCidrs(vec![(ip("10.244.7.0"), 24)]),
+        LocalTraffic::BridgeInterface("cbr0".into()),
+        LocalTraffic::InterfaceNamePrefix("veth".into()),
+    ] {
+        let skeleton = Skeleton {
+            local: local.clone(),
+            ..Skeleton::default()
+        };
+        let els = elements("10.96.0.10", &["10.244.1.2"]);
+        nft.apply(&replace_script(&skeleton, &els))
+            .unwrap_or_else(|e| panic!("{local:?}: {e}"));
+        let read = nft.read().unwrap().expect("the table exists");
+        assert_eq!(read.comment, Some(skeleton.fingerprint()), "{local:?}");
+        assert_eq!(read.elements, els, "{local:?}");
+    }
     nft.delete_table().unwrap();
 }

@@ -360,7 +360,7 @@ pub async fn run(
             kipvs_nft::Nft::new(path),
             kipvs_nft::Skeleton {
                 masquerade_all: opts.masquerade_all,
-                cluster_cidrs: opts.cluster_cidrs.clone(),
+                local: kipvs_nft::LocalTraffic::ClusterCidrs(opts.cluster_cidrs.clone()),
                 mark: 1u32
                     .checked_shl(u32::from(opts.masquerade_bit))
                     .unwrap_or(kipvs_nft::DEFAULT_MASQUERADE_MARK),
