@@ -15,6 +15,7 @@
 use crate::desired::NodePortFilter;
 use crate::run::{ProxyOptions, Source, parse_cidr, parse_duration};
 use serde::{Deserialize, Deserializer};
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -119,27 +120,346 @@ impl BindSpec {
 pub struct KubeProxyConfiguration {
     pub api_version: Option<String>,
     pub kind: Option<String>,
+    pub feature_gates: Option<BTreeMap<String, bool>>,
     pub client_connection: Option<ClientConnection>,
+    pub logging: Option<LoggingConfiguration>,
     pub hostname_override: Option<String>,
     pub bind_address: Option<String>,
     pub healthz_bind_address: Option<BindAddress>,
     pub metrics_bind_address: Option<BindAddress>,
+    pub bind_address_hard_fail: Option<bool>,
     pub mode: Option<String>,
     pub iptables: Option<IptablesConfiguration>,
     pub ipvs: Option<IpvsConfiguration>,
     pub detect_local_mode: Option<String>,
+    pub detect_local: Option<DetectLocalConfiguration>,
     #[serde(rename = "clusterCIDR")]
     pub cluster_cidr: Option<CidrList>,
     pub node_port_addresses: Option<Vec<String>>,
+    pub oom_score_adj: Option<i32>,
     pub conntrack: Option<ConntrackConfiguration>,
     pub config_sync_period: Option<GoDuration>,
 }
 
-/// `clientConnection`: kipvs reads only the kubeconfig.
+/// `clientConnection`.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ClientConnection {
     pub kubeconfig: Option<PathBuf>,
+    pub qps: Option<f32>,
+    pub burst: Option<i32>,
+    pub content_type: Option<String>,
+    pub accept_content_types: Option<String>,
+}
+
+/// `logging`: kipvs reads the format and the verbosity.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LoggingConfiguration {
+    pub format: Option<String>,
+    pub verbosity: Option<u32>,
+}
+
+/// `detectLocal`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DetectLocalConfiguration {
+    pub bridge_interface: Option<String>,
+    pub interface_name_prefix: Option<String>,
+}
+
+/// kube-proxy's `detectLocalMode`: how traffic from this node's pods is
+/// told from the rest (the nftables masquerade rule, [`kipvs_nft::LocalTraffic`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum DetectLocal {
+    /// Sources in `clusterCIDR` (kube-proxy's default).
+    #[default]
+    ClusterCidr,
+    /// Sources in the Node's `spec.podCIDRs`, read at start.
+    NodeCidr,
+    /// Packets in from this bridge.
+    BridgeInterface(String),
+    /// Packets in from an interface whose name starts with this.
+    InterfaceNamePrefix(String),
+}
+
+impl DetectLocal {
+    /// kube-proxy's name of the mode.
+    pub fn mode(&self) -> &'static str {
+        match self {
+            DetectLocal::ClusterCidr => "ClusterCIDR",
+            DetectLocal::NodeCidr => "NodeCIDR",
+            DetectLocal::BridgeInterface(_) => "BridgeInterface",
+            DetectLocal::InterfaceNamePrefix(_) => "InterfaceNamePrefix",
+        }
+    }
+
+    /// From kube-proxy's mode name and its two settings, checked as
+    /// kube-proxy does (the interface modes need their name). `what` names
+    /// the source (a field or a flag) in errors.
+    pub fn from_mode(
+        mode: &str,
+        bridge: &str,
+        prefix: &str,
+        what: (&str, &str, &str),
+    ) -> Result<DetectLocal, String> {
+        let name = |v: &str, field: &str| {
+            if kipvs_nft::interface_name_ok(v) {
+                Ok(v.to_string())
+            } else if v.is_empty() {
+                Err(format!("{field} must be set when {} is {mode}", what.0))
+            } else {
+                Err(format!(
+                    "{field}: `{v}` is not an interface name (1 to 15 printable characters, no quote, backslash, slash or `*`)"
+                ))
+            }
+        };
+        match mode.trim() {
+            "" | "ClusterCIDR" => Ok(DetectLocal::ClusterCidr),
+            "NodeCIDR" => Ok(DetectLocal::NodeCidr),
+            "BridgeInterface" => name(bridge, what.1).map(DetectLocal::BridgeInterface),
+            "InterfaceNamePrefix" => name(prefix, what.2).map(DetectLocal::InterfaceNamePrefix),
+            other => Err(format!(
+                "{}: `{other}` is not ClusterCIDR, NodeCIDR, BridgeInterface or InterfaceNamePrefix",
+                what.0
+            )),
+        }
+    }
+}
+
+/// The log format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+impl LogFormat {
+    /// kube-proxy's `text` and `json` (empty: text).
+    pub fn parse(s: &str) -> Result<LogFormat, String> {
+        match s.trim() {
+            "" | "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(format!("`{other}` is not a log format (text, json)")),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
+    }
+}
+
+/// Logging (`logging`, `--v`, `--logging-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Logging {
+    pub format: LogFormat,
+    /// klog's verbosity, mapped onto tracing levels by [`log_filter`].
+    pub verbosity: u32,
+}
+
+/// The tracing filter for a klog verbosity: kipvs's own crates at `info`
+/// up to 1, `debug` from 2 (kube-proxy's "useful steady-state
+/// information"), `trace` from 4; from 6 (client-go's request logging)
+/// the libraries too, at `debug`, and everything at `trace` from 8.
+pub fn log_filter(verbosity: u32) -> String {
+    match verbosity {
+        0..=1 => "info".into(),
+        2..=3 => "info,kipvs=debug".into(),
+        4..=5 => "info,kipvs=trace".into(),
+        6..=7 => "debug,kipvs=trace".into(),
+        _ => "trace".into(),
+    }
+}
+
+/// The Kubernetes client's settings (`clientConnection`, `--master`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientOptions {
+    /// Requests a second (token bucket, client-go's); negative: no limit.
+    pub qps: f32,
+    /// The bucket's size.
+    pub burst: u32,
+    /// Overrides the kubeconfig's server (`--master`).
+    pub master: Option<String>,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            qps: DEFAULT_QPS,
+            burst: DEFAULT_BURST,
+            master: None,
+        }
+    }
+}
+
+/// client-go's (and so kube-proxy's) default client rate limit: 5 requests
+/// a second, bursts of 10; 0 means these.
+pub const DEFAULT_QPS: f32 = 5.0;
+pub const DEFAULT_BURST: u32 = 10;
+
+/// kube-proxy's `qps`/`burst` as client-go reads them: 0 is the default,
+/// a negative QPS is no limit, a negative burst an error.
+pub fn client_rate(qps: f32, burst: i32) -> Result<(f32, u32), String> {
+    if burst < 0 {
+        return Err(format!("burst {burst} must be non-negative"));
+    }
+    if !qps.is_finite() {
+        return Err(format!("qps {qps} is not a number"));
+    }
+    let qps = if qps == 0.0 { DEFAULT_QPS } else { qps };
+    let burst = if burst == 0 {
+        DEFAULT_BURST
+    } else {
+        burst as u32
+    };
+    Ok((qps, burst))
+}
+
+/// The content types kipvs's client speaks: JSON only (kube-rs has no
+/// protobuf codec). `Ok(Some(warning))` for protobuf, an error for a type
+/// no client speaks. `what` names the field or flag.
+pub fn content_type_warning(what: &str, value: &str) -> Result<Option<String>, String> {
+    let mut warn = false;
+    for t in value.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+        match t.split(';').next().unwrap_or(t).trim() {
+            "application/json" | "*/*" => {}
+            "application/vnd.kubernetes.protobuf" => warn = true,
+            other => {
+                return Err(format!(
+                    "{what}: `{other}` is not application/json or application/vnd.kubernetes.protobuf"
+                ));
+            }
+        }
+    }
+    Ok(warn.then(|| {
+        format!(
+            "{what} `{value}`: kipvs's Kubernetes client (kube-rs) speaks JSON only; it uses application/json"
+        )
+    }))
+}
+
+/// Feature gates kipvs knows: each is a kube-proxy behaviour kipvs always
+/// has, as with the gate enabled (its default in kube-proxy 1.36).
+pub const KNOWN_FEATURE_GATES: &[&str] = &[
+    "LoadBalancerIPMode",
+    "PreferSameTrafficDistribution",
+    "ServiceTrafficDistribution",
+    "TopologyAwareHints",
+];
+
+/// The one warning for `featureGates` / `--feature-gates`, if any: gates
+/// kipvs does not know, and known gates turned off (kipvs cannot turn
+/// them off).
+pub fn feature_gate_warning(what: &str, gates: &BTreeMap<String, bool>) -> Option<String> {
+    let unknown: Vec<&str> = gates
+        .keys()
+        .filter(|g| !KNOWN_FEATURE_GATES.contains(&g.as_str()))
+        .map(String::as_str)
+        .collect();
+    let off: Vec<&str> = gates
+        .iter()
+        .filter(|(g, on)| KNOWN_FEATURE_GATES.contains(&g.as_str()) && !**on)
+        .map(|(g, _)| g.as_str())
+        .collect();
+    let mut parts = Vec::new();
+    if !unknown.is_empty() {
+        parts.push(format!(
+            "kipvs does not know these gates, they are ignored: {}",
+            unknown.join(", ")
+        ));
+    }
+    if !off.is_empty() {
+        parts.push(format!(
+            "kipvs always behaves as with these gates on, `false` is ignored: {}",
+            off.join(", ")
+        ));
+    }
+    (!parts.is_empty()).then(|| format!("{what}: {}", parts.join("; ")))
+}
+
+/// Parses `--feature-gates`: `Name=bool,Name=bool` (Go's booleans).
+pub fn parse_feature_gates(s: &str) -> Result<BTreeMap<String, bool>, String> {
+    let mut out = BTreeMap::new();
+    for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let (k, v) = item
+            .split_once('=')
+            .ok_or_else(|| format!("`{item}` is not Name=true|false"))?;
+        let v =
+            parse_go_bool(v.trim()).ok_or_else(|| format!("`{item}`: `{v}` is not a boolean"))?;
+        out.insert(k.trim().to_string(), v);
+    }
+    Ok(out)
+}
+
+/// Go's `strconv.ParseBool`.
+pub fn parse_go_bool(s: &str) -> Option<bool> {
+    match s {
+        "1" | "t" | "T" | "true" | "TRUE" | "True" => Some(true),
+        "0" | "f" | "F" | "false" | "FALSE" | "False" => Some(false),
+        _ => None,
+    }
+}
+
+/// kube-proxy's default `oomScoreAdj` (`qos.KubeProxyOOMScoreAdj`).
+pub const DEFAULT_OOM_SCORE_ADJ: i32 = -999;
+
+/// `oomScoreAdj` / `--oom-score-adj`: within [-1000, 1000].
+pub fn oom_score_adj(v: i32) -> Result<i32, String> {
+    if (-1000..=1000).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("{v} is not within [-1000, 1000]"))
+    }
+}
+
+/// kube-proxy's default `configSyncPeriod`.
+pub const DEFAULT_CONFIG_SYNC_PERIOD: Duration = Duration::from_secs(15 * 60);
+
+/// `bindAddress` / `--bind-address`: an IP; the unspecified address (or
+/// empty) overrides nothing.
+pub fn bind_ip(s: &str) -> Result<Option<IpAddr>, String> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Ok(None);
+    }
+    let ip: IpAddr = s
+        .parse()
+        .map_err(|_| format!("`{s}` is not an IP address"))?;
+    Ok((!ip.is_unspecified()).then_some(ip))
+}
+
+/// A duration as Go prints it (`30s`, `1m30s`, `24h0m0s`, `500ms`, `0s`),
+/// as kube-proxy writes its configuration.
+pub fn go_duration(d: Duration) -> String {
+    if d.is_zero() {
+        return "0s".into();
+    }
+    if d < Duration::from_secs(1) {
+        let ms = d.as_secs_f64() * 1e3;
+        return if ms.fract() == 0.0 {
+            format!("{ms}ms")
+        } else {
+            format!("{}µs", d.as_micros())
+        };
+    }
+    let secs = d.as_secs();
+    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+    let frac = d.subsec_nanos();
+    let s = if frac == 0 {
+        s.to_string()
+    } else {
+        let f = format!("{:09}", frac);
+        format!("{s}.{}", f.trim_end_matches('0'))
+    };
+    match (h, m) {
+        (0, 0) => format!("{s}s"),
+        (0, m) => format!("{m}m{s}s"),
+        (h, m) => format!("{h}h{m}m{s}s"),
+    }
 }
 
 /// `iptables`: in IPVS mode kube-proxy reads only these two.
@@ -358,14 +678,31 @@ pub fn parse(file: &str, text: &str) -> Result<(KubeProxyConfiguration, Vec<Stri
             unapplied.join(", ")
         ));
     }
-    if let Some(m) = cfg
-        .detect_local_mode
-        .as_deref()
-        .filter(|m| !m.is_empty() && *m != "ClusterCIDR")
+    if let Some(w) = cfg
+        .feature_gates
+        .as_ref()
+        .and_then(|g| feature_gate_warning(&format!("{file}: featureGates"), g))
     {
-        warnings.push(format!(
-            "{file}: detectLocalMode `{m}` is not implemented; kipvs detects local traffic by clusterCIDR"
-        ));
+        warnings.push(w);
+    }
+    if let Some(c) = &cfg.client_connection {
+        for (field, v) in [
+            ("contentType", &c.content_type),
+            ("acceptContentTypes", &c.accept_content_types),
+        ] {
+            let what = format!("clientConnection.{field}");
+            match content_type_warning(&format!("{file}: {what}"), v.as_deref().unwrap_or("")) {
+                Ok(w) => warnings.extend(w),
+                Err(e) => {
+                    return Err(ConfigError::Invalid {
+                        file: file.to_string(),
+                        line: line_of(text, field),
+                        field: what,
+                        message: e.split_once(": ").map_or(e.clone(), |(_, m)| m.to_string()),
+                    });
+                }
+            }
+        }
     }
     Ok((cfg, warnings))
 }
@@ -382,16 +719,93 @@ fn line_of(text: &str, key: &str) -> usize {
         .map_or(1, |i| i + 1)
 }
 
-/// The fields of the file [`apply`] uses (dotted paths). A field below one
-/// of them is used too.
-const APPLIED: &[&str] = &[
+/// Every field of kube-proxy's `KubeProxyConfiguration` (v1alpha1, as of
+/// Kubernetes 1.36), as dotted paths: what `docs/flags.md` accounts for.
+pub const FIELDS: &[&str] = &[
     "apiVersion",
     "kind",
+    "featureGates",
     "clientConnection.kubeconfig",
+    "clientConnection.acceptContentTypes",
+    "clientConnection.contentType",
+    "clientConnection.qps",
+    "clientConnection.burst",
+    "logging.format",
+    "logging.flushFrequency",
+    "logging.verbosity",
+    "logging.vmodule",
+    "logging.options.text.splitStream",
+    "logging.options.text.infoBufferSize",
+    "logging.options.json.splitStream",
+    "logging.options.json.infoBufferSize",
     "hostnameOverride",
     "bindAddress",
     "healthzBindAddress",
     "metricsBindAddress",
+    "bindAddressHardFail",
+    "enableProfiling",
+    "showHiddenMetricsForVersion",
+    "mode",
+    "iptables.masqueradeBit",
+    "iptables.masqueradeAll",
+    "iptables.localhostNodePorts",
+    "iptables.snatNodeInternalIP",
+    "iptables.syncPeriod",
+    "iptables.minSyncPeriod",
+    "ipvs.syncPeriod",
+    "ipvs.minSyncPeriod",
+    "ipvs.scheduler",
+    "ipvs.excludeCIDRs",
+    "ipvs.strictARP",
+    "ipvs.tcpTimeout",
+    "ipvs.tcpFinTimeout",
+    "ipvs.udpTimeout",
+    "nftables.masqueradeBit",
+    "nftables.masqueradeAll",
+    "nftables.syncPeriod",
+    "nftables.minSyncPeriod",
+    "winkernel.networkName",
+    "winkernel.sourceVip",
+    "winkernel.enableDSR",
+    "winkernel.rootHnsEndpointName",
+    "winkernel.forwardHealthCheckVip",
+    "detectLocalMode",
+    "detectLocal.bridgeInterface",
+    "detectLocal.interfaceNamePrefix",
+    "clusterCIDR",
+    "nodePortAddresses",
+    "oomScoreAdj",
+    "conntrack.maxPerCore",
+    "conntrack.min",
+    "conntrack.tcpEstablishedTimeout",
+    "conntrack.tcpCloseWaitTimeout",
+    "conntrack.tcpBeLiberal",
+    "conntrack.udpTimeout",
+    "conntrack.udpStreamTimeout",
+    "configSyncPeriod",
+    "portRange",
+    "windowsRunAsService",
+];
+
+/// The fields of the file [`apply`] uses (dotted paths). A field below one
+/// of them is used too.
+pub const APPLIED: &[&str] = &[
+    "apiVersion",
+    "kind",
+    "featureGates",
+    "clientConnection.kubeconfig",
+    "clientConnection.qps",
+    "clientConnection.burst",
+    "clientConnection.contentType",
+    "clientConnection.acceptContentTypes",
+    "logging.format",
+    "logging.verbosity",
+    "logging.flushFrequency",
+    "hostnameOverride",
+    "bindAddress",
+    "healthzBindAddress",
+    "metricsBindAddress",
+    "bindAddressHardFail",
     "mode",
     "iptables.masqueradeAll",
     "iptables.masqueradeBit",
@@ -404,8 +818,12 @@ const APPLIED: &[&str] = &[
     "ipvs.tcpFinTimeout",
     "ipvs.udpTimeout",
     "detectLocalMode",
+    "detectLocal.bridgeInterface",
+    "detectLocal.interfaceNamePrefix",
     "clusterCIDR",
     "nodePortAddresses",
+    "oomScoreAdj",
+    "configSyncPeriod",
     "conntrack.maxPerCore",
     "conntrack.min",
     "conntrack.tcpEstablishedTimeout",
@@ -415,14 +833,18 @@ const APPLIED: &[&str] = &[
     "conntrack.udpStreamTimeout",
 ];
 
-/// Fields kube-proxy has and kipvs accepts as having no effect: the client
-/// rate limits and content types at kube-proxy's defaults.
+/// Fields kube-proxy has that kipvs does not apply but that are set to
+/// what kipvs does anyway: kube-proxy's defaults for `iptables` and
+/// `nftables` sync periods and localhost NodePorts (which IPVS mode does not
+/// use either), and the logging options' defaults.
 fn harmless(path: &str, v: &serde_json::Value) -> bool {
+    let duration =
+        |secs: u64| v.as_str().and_then(parse_duration) == Some(Duration::from_secs(secs));
     match path {
-        "clientConnection.qps" => v.as_f64() == Some(5.0),
-        "clientConnection.burst" => v.as_i64() == Some(10),
-        "clientConnection.contentType" => v.as_str() == Some("application/vnd.kubernetes.protobuf"),
-        "configSyncPeriod" => v.as_str().and_then(parse_duration) == Some(Duration::from_secs(900)),
+        "iptables.syncPeriod" | "nftables.syncPeriod" => duration(30),
+        "iptables.minSyncPeriod" | "nftables.minSyncPeriod" => duration(1),
+        "iptables.localhostNodePorts" => v.as_bool() == Some(true),
+        "nftables.masqueradeBit" => v.as_i64() == Some(14),
         _ => false,
     }
 }
@@ -442,6 +864,15 @@ pub fn unapplied_fields(tree: &serde_json::Value) -> Vec<String> {
             Object(o) => o.values().all(zero),
         }
     }
+    /// Zero, or at a value kipvs has anyway, all through.
+    fn quiet(prefix: &str, v: &serde_json::Value) -> bool {
+        match v {
+            serde_json::Value::Object(o) => o
+                .iter()
+                .all(|(k, child)| quiet(&format!("{prefix}.{k}"), child)),
+            _ => zero(v) || harmless(prefix, v),
+        }
+    }
     fn walk(prefix: &str, v: &serde_json::Value, out: &mut Vec<String>) {
         if APPLIED.contains(&prefix) {
             return;
@@ -451,7 +882,7 @@ pub fn unapplied_fields(tree: &serde_json::Value) -> Vec<String> {
                 if !prefix.is_empty()
                     && !APPLIED.iter().any(|a| a.starts_with(&format!("{prefix}."))) =>
             {
-                if !zero(v) {
+                if !quiet(prefix, v) {
                     out.push(prefix.to_string());
                 }
             }
@@ -498,6 +929,41 @@ pub fn apply(cfg: &KubeProxyConfiguration, mut opts: ProxyOptions) -> Result<Pro
         && let Source::Api { kubeconfig } = &mut opts.source
     {
         *kubeconfig = Some(k);
+    }
+    if let Some(c) = &cfg.client_connection {
+        let (qps, burst) = client_rate(c.qps.unwrap_or(0.0), c.burst.unwrap_or(0))
+            .map_err(|e| format!("clientConnection: {e}"))?;
+        opts.client.qps = qps;
+        opts.client.burst = burst;
+    }
+    if let Some(l) = &cfg.logging {
+        opts.logging.format = LogFormat::parse(l.format.as_deref().unwrap_or(""))
+            .map_err(|e| format!("logging.format: {e}"))?;
+        opts.logging.verbosity = l.verbosity.unwrap_or(0);
+    }
+    if let Some(g) = &cfg.feature_gates {
+        opts.feature_gates = g.clone();
+    }
+    opts.bind_address = bind_ip(cfg.bind_address.as_deref().unwrap_or(""))
+        .map_err(|e| format!("bindAddress: {e}"))?;
+    opts.bind_address_hard_fail = cfg.bind_address_hard_fail.unwrap_or(false);
+    let detect = cfg.detect_local.clone().unwrap_or_default();
+    opts.detect_local = DetectLocal::from_mode(
+        cfg.detect_local_mode.as_deref().unwrap_or(""),
+        detect.bridge_interface.as_deref().unwrap_or(""),
+        detect.interface_name_prefix.as_deref().unwrap_or(""),
+        (
+            "detectLocalMode",
+            "detectLocal.bridgeInterface",
+            "detectLocal.interfaceNamePrefix",
+        ),
+    )?;
+    opts.oom_score_adj = Some(
+        oom_score_adj(cfg.oom_score_adj.unwrap_or(DEFAULT_OOM_SCORE_ADJ))
+            .map_err(|e| format!("oomScoreAdj: {e}"))?,
+    );
+    if let Some(d) = cfg.config_sync_period.map(|d| d.0).filter(|d| !d.is_zero()) {
+        opts.config_sync_period = d;
     }
     // kube-proxy's default bind addresses follow bindAddress's family.
     let v6 = cfg
@@ -610,9 +1076,119 @@ pub fn nodeport_filter(list: &[String]) -> Result<NodePortFilter, String> {
     Ok(NodePortFilter::Cidrs(cidrs))
 }
 
-/// kube-proxy's flags that have a field in the file, as (flag, field).
+/// The effective configuration as a `KubeProxyConfiguration`: what
+/// `--write-config-to` writes. Only the fields kipvs applies, so the file
+/// loads back with `--config` to the same options and no warning;
+/// `hostnameOverride` only when one was given (`hostname_override`), so the
+/// file serves any node.
+pub fn effective(opts: &ProxyOptions, hostname_override: Option<&str>) -> serde_json::Value {
+    use serde_json::json;
+    let cidr = |(a, l): &(IpAddr, u8)| format!("{a}/{l}");
+    let bind = |b: Option<SocketAddr>| b.map(|a| a.to_string()).unwrap_or_default();
+    let (bridge, prefix) = match &opts.detect_local {
+        DetectLocal::BridgeInterface(b) => (b.as_str(), ""),
+        DetectLocal::InterfaceNamePrefix(p) => ("", p.as_str()),
+        _ => ("", ""),
+    };
+    let nodeport: Option<Vec<String>> = match &opts.nodeport_filter {
+        NodePortFilter::All => None,
+        NodePortFilter::Primary => Some(vec!["primary".into()]),
+        NodePortFilter::Cidrs(c) => Some(c.iter().map(cidr).collect()),
+    };
+    let kubeconfig = match &opts.source {
+        Source::Api {
+            kubeconfig: Some(k),
+        } => k.display().to_string(),
+        _ => String::new(),
+    };
+    let c = &opts.conntrack;
+    let mut out = json!({
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "bindAddress": opts.bind_address.map(|a| a.to_string()).unwrap_or_else(|| "0.0.0.0".into()),
+        "bindAddressHardFail": opts.bind_address_hard_fail,
+        "clientConnection": {
+            "kubeconfig": kubeconfig,
+            "qps": opts.client.qps,
+            "burst": opts.client.burst,
+            "contentType": "application/json",
+            "acceptContentTypes": "",
+        },
+        "clusterCIDR": opts.cluster_cidrs.iter().map(cidr).collect::<Vec<_>>().join(","),
+        "configSyncPeriod": go_duration(opts.config_sync_period),
+        "conntrack": {
+            "maxPerCore": c.max_per_core,
+            "min": c.min,
+            "tcpEstablishedTimeout": go_duration(c.tcp_established_timeout),
+            "tcpCloseWaitTimeout": go_duration(c.tcp_close_wait_timeout),
+            "tcpBeLiberal": c.tcp_be_liberal,
+            "udpTimeout": go_duration(c.udp_timeout),
+            "udpStreamTimeout": go_duration(c.udp_stream_timeout),
+        },
+        "detectLocalMode": opts.detect_local.mode(),
+        "detectLocal": {"bridgeInterface": bridge, "interfaceNamePrefix": prefix},
+        "healthzBindAddress": bind(opts.healthz_bind),
+        "metricsBindAddress": bind(opts.metrics_bind),
+        "iptables": {
+            "masqueradeAll": opts.masquerade_all,
+            "masqueradeBit": opts.masquerade_bit,
+        },
+        "ipvs": {
+            "scheduler": opts.scheduler.to_string(),
+            "syncPeriod": go_duration(opts.timing.sync_period),
+            "minSyncPeriod": go_duration(opts.timing.min_sync_period),
+            "excludeCIDRs": opts.exclude_cidrs.iter().map(cidr).collect::<Vec<_>>(),
+            "strictARP": opts.strict_arp,
+            "tcpTimeout": go_duration(Duration::from_secs(opts.ipvs_timeouts.tcp.into())),
+            "tcpFinTimeout": go_duration(Duration::from_secs(opts.ipvs_timeouts.tcp_fin.into())),
+            "udpTimeout": go_duration(Duration::from_secs(opts.ipvs_timeouts.udp.into())),
+        },
+        "logging": {
+            "format": opts.logging.format.name(),
+            "verbosity": opts.logging.verbosity,
+        },
+        "mode": "ipvs",
+        "nodePortAddresses": nodeport,
+        "oomScoreAdj": opts.oom_score_adj,
+    });
+    if !opts.feature_gates.is_empty() {
+        out["featureGates"] = json!(opts.feature_gates);
+    }
+    if let Some(h) = hostname_override {
+        out["hostnameOverride"] = json!(h);
+    }
+    out
+}
+
+/// kube-proxy's flags that have a field in the file, as (flag, field):
+/// with `--config` they are ignored (the file wins). `--healthz-port` and
+/// `--metrics-port` (deprecated) set the port of theirs.
 pub const FILE_FLAGS: &[(&str, &str)] = &[
+    ("feature-gates", "featureGates"),
     ("kubeconfig", "clientConnection.kubeconfig"),
+    ("kube-api-content-type", "clientConnection.contentType"),
+    ("kube-api-burst", "clientConnection.burst"),
+    ("kube-api-qps", "clientConnection.qps"),
+    ("bind-address", "bindAddress"),
+    ("healthz-bind-address", "healthzBindAddress"),
+    ("metrics-bind-address", "metricsBindAddress"),
+    ("healthz-port", "healthzBindAddress"),
+    ("metrics-port", "metricsBindAddress"),
+    ("bind-address-hard-fail", "bindAddressHardFail"),
+    ("profiling", "enableProfiling"),
+    (
+        "show-hidden-metrics-for-version",
+        "showHiddenMetricsForVersion",
+    ),
+    ("proxy-mode", "mode"),
+    ("iptables-masquerade-bit", "iptables.masqueradeBit"),
+    ("masquerade-all", "iptables.masqueradeAll"),
+    (
+        "iptables-localhost-nodeports",
+        "iptables.localhostNodePorts",
+    ),
+    ("iptables-sync-period", "iptables.syncPeriod"),
+    ("iptables-min-sync-period", "iptables.minSyncPeriod"),
     ("ipvs-scheduler", "ipvs.scheduler"),
     ("ipvs-sync-period", "ipvs.syncPeriod"),
     ("ipvs-min-sync-period", "ipvs.minSyncPeriod"),
@@ -621,18 +1197,38 @@ pub const FILE_FLAGS: &[(&str, &str)] = &[
     ("ipvs-tcp-timeout", "ipvs.tcpTimeout"),
     ("ipvs-tcpfin-timeout", "ipvs.tcpFinTimeout"),
     ("ipvs-udp-timeout", "ipvs.udpTimeout"),
+    ("detect-local-mode", "detectLocalMode"),
+    ("pod-bridge-interface", "detectLocal.bridgeInterface"),
+    (
+        "pod-interface-name-prefix",
+        "detectLocal.interfaceNamePrefix",
+    ),
     ("cluster-cidr", "clusterCIDR"),
     ("nodeport-addresses", "nodePortAddresses"),
-    ("masquerade-all", "iptables.masqueradeAll"),
-    ("healthz-bind-address", "healthzBindAddress"),
-    ("metrics-bind-address", "metricsBindAddress"),
-    ("proxy-mode", "mode"),
+    ("oom-score-adj", "oomScoreAdj"),
+    ("conntrack-max-per-core", "conntrack.maxPerCore"),
+    ("conntrack-min", "conntrack.min"),
+    (
+        "conntrack-tcp-timeout-established",
+        "conntrack.tcpEstablishedTimeout",
+    ),
+    (
+        "conntrack-tcp-timeout-close-wait",
+        "conntrack.tcpCloseWaitTimeout",
+    ),
+    ("conntrack-tcp-be-liberal", "conntrack.tcpBeLiberal"),
+    ("conntrack-udp-timeout", "conntrack.udpTimeout"),
+    ("conntrack-udp-timeout-stream", "conntrack.udpStreamTimeout"),
+    ("config-sync-period", "configSyncPeriod"),
 ];
 
-/// kube-proxy's precedence: with a configuration file, every given flag
-/// that has a field in the file is ignored (the file wins); the others
-/// (`--hostname-override`, logging, and kipvs's own flags) still apply.
-/// Returns the ignored flags, in the order given.
+/// kube-proxy's precedence: with a configuration file, the file replaces
+/// everything the flags would set, so every given flag that has a field in
+/// it ([`FILE_FLAGS`]) is ignored. What still applies: `--hostname-override`,
+/// the logging flags (they beat `logging`), the flags that are no
+/// configuration (`--config`, `--write-config-to`, `--cleanup`,
+/// `--init-only`, `--master`), and kipvs's own flags. Returns the ignored
+/// flags, in the order given.
 pub fn ignored_flags<'a>(config_given: bool, given: &[&'a str]) -> Vec<&'a str> {
     if !config_given {
         return Vec::new();
@@ -878,25 +1474,226 @@ winkernel:
 
     #[test]
     fn unimplemented_fields_are_named_in_one_warning() {
-        let text = "featureGates: {Foo: true}\nipvs: {scheduler: rr, bogus: 1}\n\
-                    clientConnection: {qps: 50, burst: 10}\nconfigSyncPeriod: 1m\n\
-                    detectLocal: {bridgeInterface: cbr0}\noomScoreAdj: -999\n\
+        let text = "enableProfiling: true\nipvs: {scheduler: rr, bogus: 1}\n\
+                    iptables: {syncPeriod: 30s, minSyncPeriod: 5s, localhostNodePorts: true}\n\
+                    logging: {verbosity: 2, vmodule: [{filePattern: x, verbosity: 4}]}\n\
                     winkernel: {enableDSR: false}\nnewThing: x\n";
         let (_, warnings) = parsed(text);
-        assert_eq!(warnings.len(), 1, "{warnings:?}");
-        assert_eq!(
-            warnings[0],
-            "kp.yaml: kipvs does not implement these fields, they are ignored: \
-             clientConnection.qps, configSyncPeriod, detectLocal, featureGates, \
-             ipvs.bogus, newThing, oomScoreAdj"
-        );
-        let (_, warnings) = parsed("detectLocalMode: NodeCIDR\n");
         assert_eq!(
             warnings,
             vec![
-                "kp.yaml: detectLocalMode `NodeCIDR` is not implemented; kipvs detects local traffic by clusterCIDR"
+                "kp.yaml: kipvs does not implement these fields, they are ignored: \
+                 enableProfiling, iptables.minSyncPeriod, ipvs.bogus, logging.vmodule, newThing"
             ]
         );
+        // Feature gates: one warning for the unknown and the turned off.
+        let (_, warnings) = parsed(
+            "featureGates: {Foo: true, TopologyAwareHints: true, LoadBalancerIPMode: false}\n",
+        );
+        assert_eq!(
+            warnings,
+            vec![
+                "kp.yaml: featureGates: kipvs does not know these gates, they are ignored: Foo; \
+                 kipvs always behaves as with these gates on, `false` is ignored: LoadBalancerIPMode"
+            ]
+        );
+        let (_, warnings) = parsed("featureGates: {ServiceTrafficDistribution: true}\n");
+        assert!(warnings.is_empty(), "{warnings:?}");
+        // Protobuf: kube-rs speaks JSON.
+        let (_, warnings) = parsed(
+            "clientConnection: {contentType: application/vnd.kubernetes.protobuf, \
+             acceptContentTypes: application/json}\n",
+        );
+        assert_eq!(
+            warnings,
+            vec![
+                "kp.yaml: clientConnection.contentType `application/vnd.kubernetes.protobuf`: \
+                 kipvs's Kubernetes client (kube-rs) speaks JSON only; it uses application/json"
+            ]
+        );
+        let (line, field, _) = err("\nclientConnection:\n  contentType: text/xml\n");
+        assert_eq!((line, field.as_str()), (3, "clientConnection.contentType"));
+    }
+
+    #[test]
+    fn the_new_fields_map_to_their_options() {
+        type Check = fn(&ProxyOptions) -> bool;
+        let table: &[(&str, Check)] = &[
+            ("{}", |o| {
+                o.detect_local == DetectLocal::ClusterCidr
+                    && o.oom_score_adj == Some(-999)
+                    && o.bind_address.is_none()
+                    && !o.bind_address_hard_fail
+                    && o.client == ClientOptions::default()
+                    && o.config_sync_period == Duration::from_secs(900)
+                    && o.logging == Logging::default()
+            }),
+            ("detectLocalMode: NodeCIDR", |o| {
+                o.detect_local == DetectLocal::NodeCidr
+            }),
+            (
+                "detectLocalMode: BridgeInterface\ndetectLocal: {bridgeInterface: cbr0}",
+                |o| o.detect_local == DetectLocal::BridgeInterface("cbr0".into()),
+            ),
+            (
+                "detectLocalMode: InterfaceNamePrefix\ndetectLocal: {interfaceNamePrefix: veth}",
+                |o| o.detect_local == DetectLocal::InterfaceNamePrefix("veth".into()),
+            ),
+            // The interface settings matter only in their mode.
+            ("detectLocal: {bridgeInterface: cbr0}", |o| {
+                o.detect_local == DetectLocal::ClusterCidr
+            }),
+            ("oomScoreAdj: -998", |o| o.oom_score_adj == Some(-998)),
+            ("bindAddress: 10.0.0.7", |o| {
+                o.bind_address == Some("10.0.0.7".parse().unwrap())
+            }),
+            ("bindAddress: 0.0.0.0", |o| o.bind_address.is_none()),
+            ("bindAddressHardFail: true", |o| o.bind_address_hard_fail),
+            ("clientConnection: {qps: 50, burst: 100}", |o| {
+                o.client.qps == 50.0 && o.client.burst == 100
+            }),
+            ("clientConnection: {qps: -1}", |o| {
+                o.client.qps == -1.0 && o.client.burst == 10
+            }),
+            ("clientConnection: {qps: 0, burst: 0}", |o| {
+                o.client == ClientOptions::default()
+            }),
+            ("configSyncPeriod: 1m", |o| {
+                o.config_sync_period == Duration::from_secs(60)
+            }),
+            (
+                "logging: {format: json, verbosity: 4, flushFrequency: 5s}",
+                |o| {
+                    o.logging
+                        == Logging {
+                            format: LogFormat::Json,
+                            verbosity: 4,
+                        }
+                },
+            ),
+            ("featureGates: {TopologyAwareHints: true}", |o| {
+                o.feature_gates.get("TopologyAwareHints") == Some(&true)
+            }),
+        ];
+        for (yaml, check) in table {
+            let (o, warnings) = parsed(yaml);
+            assert!(check(&o), "{yaml}: {o:?}");
+            assert!(warnings.is_empty(), "{yaml}: {warnings:?}");
+        }
+        let bad = [
+            ("detectLocalMode: Pods", "detectLocalMode: `Pods` is not"),
+            (
+                "detectLocalMode: BridgeInterface",
+                "detectLocal.bridgeInterface must be set when detectLocalMode is BridgeInterface",
+            ),
+            (
+                "detectLocalMode: InterfaceNamePrefix\ndetectLocal: {interfaceNamePrefix: 'a\"b'}",
+                "detectLocal.interfaceNamePrefix: `a\"b` is not an interface name",
+            ),
+            (
+                "oomScoreAdj: -1001",
+                "oomScoreAdj: -1001 is not within [-1000, 1000]",
+            ),
+            (
+                "bindAddress: nope",
+                "bindAddress: `nope` is not an IP address",
+            ),
+            (
+                "clientConnection: {burst: -1}",
+                "clientConnection: burst -1 must be non-negative",
+            ),
+            (
+                "logging: {format: xml}",
+                "logging.format: `xml` is not a log format",
+            ),
+        ];
+        for (yaml, want) in bad {
+            let (cfg, _) = parse("kp.yaml", yaml).unwrap();
+            let e = apply(&cfg, base()).unwrap_err();
+            assert!(e.starts_with(want), "{yaml}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_kube_proxy_written_configuration_loads_without_warnings() {
+        // What `kube-proxy --write-config-to` writes with its defaults.
+        let text = "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\n\
+            bindAddress: 0.0.0.0\nclientConnection: {burst: 10, contentType: application/vnd.kubernetes.protobuf, qps: 5}\n\
+            configSyncPeriod: 15m0s\n\
+            iptables: {localhostNodePorts: true, masqueradeBit: 14, minSyncPeriod: 1s, syncPeriod: 30s}\n\
+            ipvs: {minSyncPeriod: 0s, syncPeriod: 30s}\n\
+            logging: {flushFrequency: 5s, format: text, options: {json: {infoBufferSize: '0'}, text: {infoBufferSize: '0'}}, verbosity: 0}\n\
+            nftables: {masqueradeBit: 14, minSyncPeriod: 1s, syncPeriod: 30s}\n\
+            oomScoreAdj: -999\nconntrack: {maxPerCore: 32768, min: 131072, tcpCloseWaitTimeout: 1h0m0s, tcpEstablishedTimeout: 24h0m0s}\n";
+        let (cfg, warnings) = parse("kp.yaml", text).unwrap();
+        // Only the content type: kipvs speaks JSON.
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("speaks JSON only"), "{warnings:?}");
+        apply(&cfg, base()).unwrap();
+    }
+
+    #[test]
+    fn the_written_configuration_loads_back_to_the_same_options() {
+        let text = "hostnameOverride: n1\nbindAddress: 10.0.0.7\nbindAddressHardFail: true\n\
+            clientConnection: {kubeconfig: /kc, qps: 20, burst: 40}\nclusterCIDR: 10.244.0.0/16,fd00:10::/56\n\
+            configSyncPeriod: 1m\nconntrack: {maxPerCore: 0, tcpBeLiberal: true, udpTimeout: 30s}\n\
+            detectLocalMode: InterfaceNamePrefix\ndetectLocal: {interfaceNamePrefix: veth}\n\
+            featureGates: {TopologyAwareHints: true}\nhealthzBindAddress: 10.0.0.7:10256\n\
+            iptables: {masqueradeAll: true, masqueradeBit: 5}\n\
+            ipvs: {scheduler: wlc, syncPeriod: 1m, minSyncPeriod: 1s, excludeCIDRs: [10.9.0.0/16], strictARP: true, tcpTimeout: 15m}\n\
+            logging: {format: json, verbosity: 3}\nnodePortAddresses: [192.168.0.0/16]\noomScoreAdj: -500\n";
+        let (a, warnings) = parsed(text);
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let written = serde_saphyr::to_string(&effective(&a, Some("n1"))).unwrap();
+        let (cfg, warnings) = parse("written.yaml", &written).unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}\n{written}");
+        let b = apply(&cfg, base()).unwrap();
+        assert_eq!(format!("{a:?}"), format!("{b:?}"), "{written}");
+        // Defaults too, without a node name.
+        let d = base();
+        let written = serde_saphyr::to_string(&effective(&d, None)).unwrap();
+        assert!(!written.contains("hostnameOverride"), "{written}");
+        let (cfg, warnings) = parse("written.yaml", &written).unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(
+            format!("{d:?}"),
+            format!("{:?}", apply(&cfg, base()).unwrap())
+        );
+    }
+
+    #[test]
+    fn small_parsers() {
+        assert_eq!(
+            parse_feature_gates("A=true, B=false,C=1").unwrap(),
+            [
+                ("A".to_string(), true),
+                ("B".into(), false),
+                ("C".into(), true)
+            ]
+            .into()
+        );
+        assert!(parse_feature_gates("A").is_err());
+        assert!(parse_feature_gates("A=yes").is_err());
+        assert_eq!(parse_feature_gates("").unwrap(), BTreeMap::new());
+        for (d, want) in [
+            (0, "0s"),
+            (30, "30s"),
+            (90, "1m30s"),
+            (900, "15m0s"),
+            (3600, "1h0m0s"),
+            (86400, "24h0m0s"),
+        ] {
+            assert_eq!(go_duration(Duration::from_secs(d)), want);
+        }
+        assert_eq!(go_duration(Duration::from_millis(500)), "500ms");
+        assert_eq!(go_duration(Duration::from_millis(1500)), "1.5s");
+        assert_eq!(client_rate(0.0, 0), Ok((5.0, 10)));
+        assert_eq!(client_rate(-1.0, 3), Ok((-1.0, 3)));
+        assert!(client_rate(1.0, -1).is_err());
+        assert_eq!(log_filter(0), "info");
+        assert_eq!(log_filter(2), "info,kipvs=debug");
+        assert_eq!(log_filter(4), "info,kipvs=trace");
+        assert_eq!(log_filter(10), "trace");
     }
 
     #[test]
@@ -1029,9 +1826,24 @@ winkernel:
     }
 
     #[test]
-    fn every_file_flag_names_an_applied_field() {
+    fn every_file_flag_and_applied_field_is_kube_proxys() {
         for (_, field) in FILE_FLAGS {
-            assert!(APPLIED.contains(field), "{field}");
+            assert!(FIELDS.contains(field), "{field}");
+        }
+        for field in APPLIED {
+            assert!(FIELDS.contains(field), "{field}");
+        }
+        // A field kipvs does not apply is warned about when set.
+        for field in FIELDS.iter().filter(|f| !APPLIED.contains(f)) {
+            let mut tree = serde_json::json!("x");
+            for part in field.rsplit('.') {
+                tree = serde_json::json!({ part: tree });
+            }
+            let named = unapplied_fields(&tree);
+            assert!(
+                named.len() == 1 && field.starts_with(named[0].as_str()),
+                "{field}: {named:?}"
+            );
         }
     }
 }

@@ -26,7 +26,9 @@
 //!   uses (`kipvs list` names, `kipvs explain`), answered by the sync thread.
 //!
 //! Around them: [`config`] reads kube-proxy's `KubeProxyConfiguration`
-//! and its flag precedence (pure), [`run`] starts the agent (node setup,
+//! and its flag precedence (pure), [`configwatch`] notices that file
+//! change, [`client`] makes the rate-limited Kubernetes client, [`oom`]
+//! sets the agent's OOM score, [`run`] starts the agent (node setup,
 //! IPVS timeouts, the scheduler probe), [`cleanup`] removes what kipvs (or,
 //! on migration, kube-proxy) left, [`events`] records kube-proxy's
 //! `Starting` event on the Node (API mode).
@@ -36,7 +38,9 @@
 
 pub mod agent;
 pub mod cleanup;
+pub mod client;
 pub mod config;
+pub mod configwatch;
 pub mod conntrack;
 pub mod controller;
 pub mod desired;
@@ -51,6 +55,7 @@ pub mod mailbox;
 pub mod manifest;
 pub mod metrics;
 pub mod model;
+pub mod oom;
 pub mod run;
 pub mod source;
 pub mod yaml;

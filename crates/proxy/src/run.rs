@@ -3,7 +3,7 @@
 //! on start or on exit.
 
 use crate::agent::{self, Status, Timing};
-use crate::config::Conntrack;
+use crate::config::{ClientOptions, Conntrack, DetectLocal, Logging};
 use crate::controller::{Engine, Ownership};
 use crate::desired::{self, Context, Family, NodePortFilter};
 use crate::diff::DiffConfig;
@@ -63,6 +63,27 @@ pub struct ProxyOptions {
     /// no table (masquerade, VIP filter and source ranges are then not
     /// enforced).
     pub nft: Option<PathBuf>,
+    /// How local traffic is detected (`detectLocalMode`); `ClusterCidr`
+    /// uses `cluster_cidrs`.
+    pub detect_local: DetectLocal,
+    /// Written to `/proc/self/oom_score_adj` at start (`oomScoreAdj`,
+    /// kube-proxy's -999); `None`: left alone.
+    pub oom_score_adj: Option<i32>,
+    /// `bindAddress`: this node's primary IP of its family, instead of the
+    /// Node object's (`nodePortAddresses: [primary]`).
+    pub bind_address: Option<IpAddr>,
+    /// `bindAddressHardFail`: a health or metrics server that cannot bind
+    /// stops the agent (else it is retried every 5 s).
+    pub bind_address_hard_fail: bool,
+    /// The Kubernetes client (`clientConnection`, `--master`).
+    pub client: ClientOptions,
+    /// `configSyncPeriod`: kept for `/configz` and `--write-config-to`;
+    /// kube's watchers have no periodic resync.
+    pub config_sync_period: Duration,
+    /// `featureGates` as given (kipvs's known ones change nothing).
+    pub feature_gates: std::collections::BTreeMap<String, bool>,
+    /// Logging (applied by the binary).
+    pub logging: Logging,
     /// The effective configuration served at `/configz`; `Null`: derived
     /// from these options at start ([`configz`]).
     pub configz: serde_json::Value,
@@ -94,6 +115,14 @@ impl ProxyOptions {
             masquerade_all: false,
             masquerade_bit: 14,
             nft: Some(PathBuf::from("nft")),
+            detect_local: DetectLocal::ClusterCidr,
+            oom_score_adj: Some(crate::config::DEFAULT_OOM_SCORE_ADJ),
+            bind_address: None,
+            bind_address_hard_fail: false,
+            client: ClientOptions::default(),
+            config_sync_period: crate::config::DEFAULT_CONFIG_SYNC_PERIOD,
+            feature_gates: Default::default(),
+            logging: Logging::default(),
             configz: serde_json::Value::Null,
         }
     }
@@ -137,6 +166,20 @@ pub enum RunError {
         scheduler: String,
         module: String,
         source: kipvs_ipvs::Error,
+    },
+    #[error("Kubernetes client: {0}")]
+    Client(#[from] crate::client::ClientError),
+    /// `detectLocalMode: NodeCIDR` without the Node's pod CIDRs.
+    #[error("detectLocalMode NodeCIDR: {0}")]
+    NodeCidr(String),
+    /// kube-proxy exits then too, to start over with the new facts.
+    #[error("{0}; exiting so that the agent restarts with it (nothing is flushed)")]
+    Restart(String),
+    /// `bindAddressHardFail`: a health or metrics server could not serve.
+    #[error("serving {addr} (bindAddressHardFail): {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
     },
 }
 
@@ -295,6 +338,7 @@ pub fn context(opts: &ProxyOptions, node: Option<&Node>, local: &[(String, IpAdd
         .filter(|a| a.type_ == "InternalIP")
         .filter_map(|a| a.address.parse().ok())
         .collect();
+    let primary = with_bind_address(primary, opts.bind_address);
     let nodeport = desired::nodeport_addresses(local, &opts.dummy, &opts.nodeport_filter, &primary);
     Context {
         node_name: opts.node_name.clone(),
@@ -309,6 +353,89 @@ pub fn context(opts: &ProxyOptions, node: Option<&Node>, local: &[(String, IpAdd
         default_scheduler: opts.scheduler.clone(),
         local_fallback_to_cluster: opts.local_fallback_to_cluster,
         service_proxy_name: opts.service_proxy_name.clone(),
+    }
+}
+
+/// kube-proxy's `bindAddress`: it replaces the node's primary IP of its
+/// family.
+pub fn with_bind_address(mut primary: Vec<IpAddr>, bind: Option<IpAddr>) -> Vec<IpAddr> {
+    if let Some(b) = bind {
+        primary.retain(|a| a.is_ipv4() != b.is_ipv4());
+        primary.insert(0, b);
+    }
+    primary
+}
+
+/// A Node's `spec.podCIDRs` (unparsable ones left out).
+pub fn pod_cidrs(node: &Node) -> Vec<(IpAddr, u8)> {
+    node.spec
+        .as_ref()
+        .and_then(|s| s.pod_cidrs.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|c| parse_cidr(c))
+        .collect()
+}
+
+/// `detectLocalMode: NodeCIDR`: the Node's pod CIDRs at start, as kube-proxy
+/// waits for them: from the API (every second, up to `timeout`, until the
+/// Node exists with pod CIDRs) or from the manifest directory (once).
+async fn start_pod_cidrs(
+    opts: &ProxyOptions,
+    client: Option<&kube::Client>,
+    timeout: Duration,
+) -> Result<Vec<(IpAddr, u8)>, RunError> {
+    let name = &opts.node_name;
+    match (&opts.source, client) {
+        (Source::Manifests(dir), _) => {
+            let (m, _) = crate::manifest::load_dir(dir)
+                .map_err(|e| RunError::NodeCidr(format!("{}: {e}", dir.display())))?;
+            let cidrs = m
+                .nodes
+                .iter()
+                .find(|n| n.metadata.name.as_deref() == Some(name.as_str()))
+                .map(pod_cidrs)
+                .unwrap_or_default();
+            if cidrs.is_empty() {
+                return Err(RunError::NodeCidr(format!(
+                    "no Node {name} with spec.podCIDRs in {}",
+                    dir.display()
+                )));
+            }
+            Ok(cidrs)
+        }
+        (Source::Api { .. }, Some(client)) => {
+            let nodes: kube::Api<Node> = kube::Api::all(client.clone());
+            let deadline = Instant::now() + timeout;
+            loop {
+                let why = match nodes.get_opt(name).await {
+                    Ok(Some(n)) if !pod_cidrs(&n).is_empty() => return Ok(pod_cidrs(&n)),
+                    Ok(Some(_)) => format!("Node {name} has no spec.podCIDRs"),
+                    Ok(None) => format!("no Node {name}"),
+                    Err(e) => format!("reading Node {name}: {e}"),
+                };
+                if Instant::now() >= deadline {
+                    return Err(RunError::NodeCidr(format!("{why} after {timeout:?}")));
+                }
+                tracing::info!(
+                    "{why}; waiting for the Node's pod CIDRs (detectLocalMode NodeCIDR)"
+                );
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+        (Source::Api { .. }, None) => Err(RunError::NodeCidr("no Kubernetes client".into())),
+    }
+}
+
+/// The nftables local-traffic detector for the options (`pod_cidrs`: the
+/// Node's, for `NodeCidr`).
+pub fn local_traffic(opts: &ProxyOptions, pod_cidrs: &[(IpAddr, u8)]) -> kipvs_nft::LocalTraffic {
+    use kipvs_nft::LocalTraffic;
+    match &opts.detect_local {
+        DetectLocal::ClusterCidr => LocalTraffic::ClusterCidrs(opts.cluster_cidrs.clone()),
+        DetectLocal::NodeCidr => LocalTraffic::NodeCidrs(pod_cidrs.to_vec()),
+        DetectLocal::BridgeInterface(b) => LocalTraffic::BridgeInterface(b.clone()),
+        DetectLocal::InterfaceNamePrefix(p) => LocalTraffic::InterfaceNamePrefix(p.clone()),
     }
 }
 
@@ -355,12 +482,28 @@ pub async fn run(
         exclude: opts.exclude_cidrs.clone(),
     };
     let mut dataplane = KernelDataplane::new(ipvs, binder);
+    let client = match &opts.source {
+        Source::Api { kubeconfig } => {
+            Some(crate::client::kube_client(kubeconfig.clone(), &opts.client).await?)
+        }
+        Source::Manifests(_) => None,
+    };
+    // NodeCIDR: the Node's pod CIDRs at start; a later change restarts
+    // the agent, as kube-proxy.
+    let start_cidrs = if opts.detect_local == DetectLocal::NodeCidr {
+        let cidrs = start_pod_cidrs(&opts, client.as_ref(), Duration::from_secs(300)).await?;
+        tracing::info!(pod_cidrs = ?cidrs, "local traffic: from the Node's pod CIDRs");
+        Some(cidrs)
+    } else {
+        None
+    };
+    let (restart_tx, mut restart_rx) = tokio::sync::mpsc::unbounded_channel::<RunError>();
     if let Some(path) = &opts.nft {
         let mut firewall = crate::kernel::Firewall::new(
             kipvs_nft::Nft::new(path),
             kipvs_nft::Skeleton {
                 masquerade_all: opts.masquerade_all,
-                local: kipvs_nft::LocalTraffic::ClusterCidrs(opts.cluster_cidrs.clone()),
+                local: local_traffic(&opts, start_cidrs.as_deref().unwrap_or_default()),
                 mark: 1u32
                     .checked_shl(u32::from(opts.masquerade_bit))
                     .unwrap_or(kipvs_nft::DEFAULT_MASQUERADE_MARK),
@@ -390,8 +533,8 @@ pub async fn run(
             Duration::from_millis(500),
             tx,
         )),
-        Source::Api { kubeconfig } => {
-            let client = kube_client(kubeconfig).await?;
+        Source::Api { .. } => {
+            let client = client.ok_or_else(|| RunError::Kube("no client".into()))?;
             // kube-proxy's birth cry, once the watchers start; best-effort.
             let (events_client, node) = (client.clone(), opts.node_name.clone());
             tokio::spawn(async move {
@@ -421,9 +564,21 @@ pub async fn run(
         } else {
             crate::http::health_router(http.clone())
         };
+        // As kube-proxy: retried every 5 s, or with bindAddressHardFail
+        // the agent stops.
+        let (hard_fail, restart) = (opts.bind_address_hard_fail, restart_tx.clone());
         servers.push(tokio::spawn(async move {
-            if let Err(e) = crate::http::serve_router(addr, app).await {
+            loop {
+                let e = match crate::http::serve_router(addr, app.clone()).await {
+                    Ok(()) => std::io::Error::other("the server stopped"),
+                    Err(e) => e,
+                };
                 tracing::error!(%addr, error = %e, "serving HTTP");
+                if hard_fail {
+                    let _ = restart.send(RunError::Bind { addr, source: e });
+                    return;
+                }
+                tokio::time::sleep(Duration::from_secs(5)).await;
             }
         }));
     }
@@ -442,6 +597,14 @@ pub async fn run(
     )));
     let ctx_opts = opts.clone();
     let context_fn: agent::ContextFn = Box::new(move |node| {
+        if let (Some(start), Some(n)) = (&start_cidrs, node) {
+            let now = pod_cidrs(n);
+            if &now != start {
+                let _ = restart_tx.send(RunError::Restart(format!(
+                    "the Node's pod CIDRs changed from {start:?} to {now:?} (detectLocalMode NodeCIDR)"
+                )));
+            }
+        }
         // One address dump; on failure keep the addresses from the start.
         let fresh = kipvs_link::Links::open()
             .and_then(|mut l| crate::kernel::local_addresses(&mut l, &ctx_opts.dummy));
@@ -472,6 +635,11 @@ pub async fn run(
             Ok(())
         }
         _ = &mut stopped => Err(RunError::Stopped),
+        // The caller's runtime ends the tasks.
+        Some(e) = restart_rx.recv() => {
+            tracing::error!(error = %e, "stopping; the kernel keeps every rule");
+            Err(e)
+        }
     }
 }
 
@@ -523,22 +691,6 @@ pub fn configz(opts: &ProxyOptions) -> serde_json::Value {
             }).collect::<Vec<_>>(),
         },
     })
-}
-
-async fn kube_client(kubeconfig: Option<PathBuf>) -> Result<kube::Client, RunError> {
-    let config = match kubeconfig {
-        Some(path) => {
-            let kc = kube::config::Kubeconfig::read_from(&path)
-                .map_err(|e| RunError::Kube(format!("{}: {e}", path.display())))?;
-            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
-                .await
-                .map_err(|e| RunError::Kube(format!("{}: {e}", path.display())))?
-        }
-        None => kube::Config::infer()
-            .await
-            .map_err(|e| RunError::Kube(e.to_string()))?,
-    };
-    kube::Client::try_from(config).map_err(|e| RunError::Kube(e.to_string()))
 }
 
 /// Parses a Go-style duration as kube-proxy's flags and configuration
@@ -643,6 +795,81 @@ mod tests {
         std::fs::create_dir_all(root.join("net/ipv6")).unwrap();
         assert_eq!(node_families(&opts).unwrap(), [Family::V6].into());
         let _ = std::fs::remove_dir_all(root);
+    }
+
+    #[test]
+    fn bind_address_replaces_the_primary_ip_of_its_family() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let node = vec![ip("10.0.0.4"), ip("fd00::4")];
+        assert_eq!(with_bind_address(node.clone(), None), node);
+        assert_eq!(
+            with_bind_address(node.clone(), Some(ip("10.0.0.9"))),
+            vec![ip("10.0.0.9"), ip("fd00::4")]
+        );
+        assert_eq!(
+            with_bind_address(node, Some(ip("fd00::9"))),
+            vec![ip("fd00::9"), ip("10.0.0.4")]
+        );
+        assert_eq!(
+            with_bind_address(Vec::new(), Some(ip("10.0.0.9"))),
+            vec![ip("10.0.0.9")]
+        );
+    }
+
+    #[test]
+    fn the_detector_follows_detect_local_mode() {
+        use kipvs_nft::LocalTraffic;
+        let mut o = ProxyOptions::new(Source::Manifests("/m".into()), "n".into());
+        o.cluster_cidrs = vec![("10.244.0.0".parse().unwrap(), 16)];
+        let pods = [("10.244.3.0".parse().unwrap(), 24)];
+        assert_eq!(
+            local_traffic(&o, &pods),
+            LocalTraffic::ClusterCidrs(o.cluster_cidrs.clone())
+        );
+        o.detect_local = DetectLocal::NodeCidr;
+        assert_eq!(
+            local_traffic(&o, &pods),
+            LocalTraffic::NodeCidrs(pods.to_vec())
+        );
+        o.detect_local = DetectLocal::InterfaceNamePrefix("veth".into());
+        assert_eq!(
+            local_traffic(&o, &pods),
+            LocalTraffic::InterfaceNamePrefix("veth".into())
+        );
+        o.detect_local = DetectLocal::BridgeInterface("cbr0".into());
+        assert_eq!(
+            local_traffic(&o, &pods),
+            LocalTraffic::BridgeInterface("cbr0".into())
+        );
+    }
+
+    #[tokio::test]
+    async fn node_cidr_reads_the_node_from_the_manifests() {
+        let dir = std::env::temp_dir().join(format!("kipvs-podcidr-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("node.yaml"),
+            "apiVersion: v1\nkind: Node\nmetadata: {name: n1}\n\
+             spec: {podCIDRs: [10.244.1.0/24, 'fd00:10:1::/64']}\n",
+        )
+        .unwrap();
+        let mut o = ProxyOptions::new(Source::Manifests(dir.clone()), "n1".into());
+        o.detect_local = DetectLocal::NodeCidr;
+        let got = start_pod_cidrs(&o, None, Duration::ZERO).await.unwrap();
+        assert_eq!(
+            got,
+            vec![
+                ("10.244.1.0".parse().unwrap(), 24),
+                ("fd00:10:1::".parse().unwrap(), 64)
+            ]
+        );
+        o.node_name = "n2".into();
+        let e = start_pod_cidrs(&o, None, Duration::ZERO).await.unwrap_err();
+        assert!(
+            e.to_string().contains("no Node n2 with spec.podCIDRs"),
+            "{e}"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
