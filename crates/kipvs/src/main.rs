@@ -24,7 +24,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the agent: program IPVS from Services and EndpointSlices.
+    /// Run the agent: program IPVS from Services and EndpointSlices. Takes
+    /// kube-proxy's command line (docs/flags.md).
+    #[command(version, display_name = "kipvs")]
     Proxy(Box<proxy::ProxyArgs>),
     /// The IPVS table in `ipvsadm -Ln` layout, with the Kubernetes Service
     /// of each virtual server when the agent answers.
@@ -55,7 +57,8 @@ enum Command {
 /// exits 1, like every other kipvs error.
 fn parse() -> Cli {
     use clap::error::ErrorKind;
-    let e = match Cli::try_parse() {
+    let args = proxy::normalize_args(std::env::args_os().collect());
+    let e = match Cli::try_parse_from(args) {
         Ok(cli) => return cli,
         Err(e) => e,
     };

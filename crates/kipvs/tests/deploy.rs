@@ -172,7 +172,9 @@ fn the_daemon_set_runs_init_only_privileged_then_the_agent_with_net_admin_only()
         for flag in &cmd[2..] {
             let name = flag.split('=').next().unwrap();
             assert!(
-                help.contains(&format!("{name} ")) || help.contains(&format!("{name}\n")),
+                help.contains(&format!("{name} "))
+                    || help.contains(&format!("{name}\n"))
+                    || help.contains(&format!("{name}[=")),
                 "{name}"
             );
         }
