@@ -563,7 +563,8 @@ fn options(a: &ProxyArgs, hostname: impl FnOnce() -> Result<String>) -> Result<L
     if let Some(m) = &a.master {
         o.client.master = Some(m.clone());
     }
-    if let Some(n) = &a.hostname_override {
+    // kube-proxy: an empty value is no override, blanks are an error.
+    if let Some(n) = a.hostname_override.as_ref().filter(|n| !n.is_empty()) {
         if n.trim().is_empty() {
             bail!("--hostname-override: an empty name is not a name");
         }
@@ -1050,6 +1051,7 @@ mod tests {
                 o.logging.format == LogFormat::Json
             }),
             (&["--log-flush-frequency=5s"], |o| o.node_name == "host-1"),
+            (&["--hostname-override="], |o| o.node_name == "host-1"),
             // pflag reads `_` as `-`.
             (&["--hostname_override=N2", "--ipvs_strict_arp"], |o| {
                 o.node_name == "n2" && o.strict_arp

@@ -655,42 +655,23 @@ fn read_virtual_server_stats()
         .collect())
 }
 
-/// The effective configuration for `/configz`, in the shape of kube-proxy's
-/// `KubeProxyConfiguration` (the fields kipvs implements).
+/// The effective configuration for `/configz`: kube-proxy's
+/// `KubeProxyConfiguration` as kipvs applies it ([`crate::config::effective`],
+/// with the node's name), and kipvs's own settings under `kipvs`.
 pub fn configz(opts: &ProxyOptions) -> serde_json::Value {
     let go = |d: Duration| format!("{}s", d.as_secs_f64());
-    let cidr = |(a, l): &(IpAddr, u8)| format!("{a}/{l}");
-    let nodeport_addresses: Vec<String> = match &opts.nodeport_filter {
-        NodePortFilter::All => Vec::new(),
-        NodePortFilter::Primary => vec!["primary".into()],
-        NodePortFilter::Cidrs(c) => c.iter().map(cidr).collect(),
-    };
-    serde_json::json!({
-        "kind": "KubeProxyConfiguration",
-        "apiVersion": "kubeproxy.config.k8s.io/v1alpha1",
-        "mode": "ipvs",
-        "hostnameOverride": opts.node_name,
-        "healthzBindAddress": opts.healthz_bind.map(|a| a.to_string()).unwrap_or_default(),
-        "metricsBindAddress": opts.metrics_bind.map(|a| a.to_string()).unwrap_or_default(),
-        "nodePortAddresses": nodeport_addresses,
-        "ipvs": {
-            "scheduler": opts.scheduler.to_string(),
-            "syncPeriod": go(opts.timing.sync_period),
-            "minSyncPeriod": go(opts.timing.min_sync_period),
-            "excludeCIDRs": opts.exclude_cidrs.iter().map(cidr).collect::<Vec<_>>(),
-            "strictARP": opts.strict_arp,
-        },
-        "kipvs": {
-            "dummy": opts.dummy,
-            "drainTimeout": go(opts.drain_timeout),
-            "localFallbackToCluster": opts.local_fallback_to_cluster,
-            "serviceProxyName": opts.service_proxy_name,
-            "families": opts.families.iter().map(|f| match f {
-                Family::V4 => "IPv4",
-                Family::V6 => "IPv6",
-            }).collect::<Vec<_>>(),
-        },
-    })
+    let mut out = crate::config::effective(opts, Some(&opts.node_name));
+    out["kipvs"] = serde_json::json!({
+        "dummy": opts.dummy,
+        "drainTimeout": go(opts.drain_timeout),
+        "localFallbackToCluster": opts.local_fallback_to_cluster,
+        "serviceProxyName": opts.service_proxy_name,
+        "families": opts.families.iter().map(|f| match f {
+            Family::V4 => "IPv4",
+            Family::V6 => "IPv6",
+        }).collect::<Vec<_>>(),
+    });
+    out
 }
 
 /// Parses a Go-style duration as kube-proxy's flags and configuration
