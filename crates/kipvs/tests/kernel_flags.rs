@@ -240,7 +240,8 @@ fn flags_kubeadm_config_map_reload_exits_and_the_restart_changes_nothing() {
 #[ignore = "needs the kernel lab"]
 fn flags_gke_like_command_line() {
     let dir = network("flags-gke");
-    sh("sysctl -qw net.netfilter.nf_conntrack_max=123456");
+    // The lab boots like a node: nf_conntrack loads on demand.
+    sh("modprobe nf_conntrack; sysctl -qw net.netfilter.nf_conntrack_max=123456");
     let agent = Agent::start(
         &[
             "--v=2",
