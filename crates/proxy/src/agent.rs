@@ -183,7 +183,8 @@ pub fn run<D: Dataplane>(
             }
             if let Some(at) = engine.next_retry() {
                 let wait = Duration::from_secs(at.saturating_sub(clock()));
-                deadline = deadline.min(now + wait);
+                let earliest = last_sync.map_or(now, |l| l + timing.min_sync_period);
+                deadline = deadline.min((now + wait).max(earliest));
             }
             if let Some(r) = last_resync {
                 deadline = deadline.min(r + timing.sync_period);

@@ -1040,10 +1040,7 @@ impl<D: Dataplane> Engine<D> {
     /// kipvs (removed only after the virtual server).
     fn wants_element(&self, e: &Element) -> bool {
         self.fw_users.contains_key(e)
-            || matches!(e, Element::Owned(_))
-                && desired::firewall::recorded([e])
-                    .iter()
-                    .all(|k| self.kernel.contains_key(k))
+            || desired::firewall::owned_key(e).is_some_and(|k| self.kernel.contains_key(&k))
     }
 
     /// Records a refusal of a Service's kernel changes: its next attempt

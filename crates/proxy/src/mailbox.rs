@@ -164,10 +164,13 @@ impl Sender {
     /// Adds `ev`, replacing an older version of the same object.
     /// [`Closed`] when the receiver is gone.
     pub fn send(&self, ev: SourceEvent) -> Result<(), Closed> {
-        if Arc::strong_count(&self.shared) == self.shared.lock().senders {
+        let mut pending = self.shared.lock();
+        // Only senders hold the shared part: the receiver is gone.
+        if Arc::strong_count(&self.shared) == pending.senders {
             return Err(Closed);
         }
-        self.shared.lock().push(ev);
+        pending.push(ev);
+        drop(pending);
         self.shared.ready.notify_one();
         Ok(())
     }

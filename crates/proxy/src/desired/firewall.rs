@@ -38,24 +38,27 @@ pub fn owned(key: &VirtualServerKey) -> Element {
     Element::Owned(Vs::new(key.address, proto(key.protocol), key.port))
 }
 
+/// The virtual server an ownership record element names (`None` for
+/// every other element).
+pub fn owned_key(e: &Element) -> Option<VirtualServerKey> {
+    match e {
+        Element::Owned(v) => Some(VirtualServerKey {
+            protocol: match v.proto {
+                Proto::Tcp => Protocol::Tcp,
+                Proto::Udp => Protocol::Udp,
+                Proto::Sctp => Protocol::Sctp,
+            },
+            address: v.addr,
+            port: v.port,
+        }),
+        _ => None,
+    }
+}
+
 /// The virtual servers an ownership record names (the [`Element::Owned`]
 /// elements among `elements`).
 pub fn recorded<'a>(elements: impl IntoIterator<Item = &'a Element>) -> BTreeSet<VirtualServerKey> {
-    elements
-        .into_iter()
-        .filter_map(|e| match e {
-            Element::Owned(v) => Some(VirtualServerKey {
-                protocol: match v.proto {
-                    Proto::Tcp => Protocol::Tcp,
-                    Proto::Udp => Protocol::Udp,
-                    Proto::Sctp => Protocol::Sctp,
-                },
-                address: v.addr,
-                port: v.port,
-            }),
-            _ => None,
-        })
-        .collect()
+    elements.into_iter().filter_map(owned_key).collect()
 }
 
 /// A `loadBalancerSourceRanges` entry (`10.0.0.0/8`, `fd00::/64`, or a
