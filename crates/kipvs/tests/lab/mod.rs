@@ -35,7 +35,7 @@ pub fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
     let start = Instant::now();
     while !ok() {
         if start.elapsed() > timeout {
-            let (_, logs, _) = try_sh("tail -n 30 /tmp/fw-*.log /tmp/ct-*.log 2>/dev/null");
+            let (_, logs, _) = try_sh("tail -n 30 /tmp/*.log 2>/dev/null");
             let (_, ipvs, _) = try_sh("ipvsadm -Ln");
             let (_, table, _) = try_sh("nft list table inet kipvs");
             panic!(
