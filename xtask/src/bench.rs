@@ -199,7 +199,7 @@ struct Table {
     csv: String,
 }
 
-fn build_release(ws: &Path) -> Result<PathBuf> {
+pub(crate) fn build_release(ws: &Path) -> Result<PathBuf> {
     let (_, bins) = crate::build(ws, &[&["build", "--release", "-p", "kipvs"]])?;
     bins.into_iter()
         .find(|b| b.file_name().is_some_and(|n| n == "kipvs"))

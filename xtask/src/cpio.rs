@@ -1,6 +1,7 @@
 //! A writer for the `newc` cpio format, the format the Linux kernel unpacks
 //! as its initramfs. Archives may be concatenated: the kernel unpacks each in
-//! turn into the same root, later entries replacing earlier ones.
+//! turn into the same root, later entries replacing earlier ones. The
+//! in-memory tree is also what `cargo xtask image` writes its layers from.
 
 use std::collections::BTreeMap;
 use std::io::{self, Write};
@@ -12,7 +13,7 @@ const S_IFLNK: u32 = 0o120000;
 
 /// One entry's content.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Node {
+pub enum Node {
     Dir,
     File { data: Vec<u8>, mode: u32 },
     Symlink { target: String },
@@ -119,6 +120,12 @@ impl Archive {
             self.nodes.entry(p.to_path_buf()).or_insert(Node::Dir);
             parent = p.parent();
         }
+    }
+
+    /// Every entry, parents before what they hold (paths are relative to the
+    /// root), for writers of other formats (the image's tar layers).
+    pub fn entries(&self) -> impl Iterator<Item = (&Path, &Node)> {
+        self.nodes.iter().map(|(p, n)| (p.as_path(), n))
     }
 
     /// Writes the archive. `BTreeMap` order puts every directory before the

@@ -694,7 +694,7 @@ fn module_closure(kernel_root: &Path) -> Result<BTreeSet<String>> {
 }
 
 /// The shared libraries `ldd` lists for a binary (empty for static ones).
-fn shared_libraries(binary: &Path) -> Result<BTreeSet<PathBuf>> {
+pub fn shared_libraries(binary: &Path) -> Result<BTreeSet<PathBuf>> {
     let out = Command::new("ldd")
         .arg(binary)
         .output()
@@ -708,7 +708,7 @@ fn shared_libraries(binary: &Path) -> Result<BTreeSet<PathBuf>> {
 
 /// Adds libraries under their directory's canonical path (the guest has the
 /// host's merged-/usr links) with the dereferenced file's content.
-fn add_libraries(a: &mut Archive, libs: &BTreeSet<PathBuf>) -> Result<()> {
+pub fn add_libraries(a: &mut Archive, libs: &BTreeSet<PathBuf>) -> Result<()> {
     for lib in libs {
         let dir = lib.parent().and_then(|d| fs::canonicalize(d).ok());
         let (Some(dir), Some(name)) = (dir, lib.file_name()) else {

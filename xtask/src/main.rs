@@ -10,6 +10,8 @@
 //! - `cargo xtask soak` runs the agent through minutes of churn in the lab
 //!   (see [`bench::soak`]);
 //! - `cargo xtask fuzz` fuzzes the IPVS decoder for a bounded time;
+//! - `cargo xtask image` writes the container image as an OCI archive (see
+//!   [`image`]);
 //! - `cargo xtask ci` runs what CI runs: fmt, clippy, tests, fuzzing, kernel
 //!   tests.
 //!
@@ -18,6 +20,7 @@
 mod bench;
 mod cpio;
 mod fuzz;
+mod image;
 mod lab;
 
 use anyhow::{Context, Result, bail};
@@ -56,6 +59,10 @@ enum Cmd {
         #[arg(long, default_value_t = 60)]
         seconds: u64,
     },
+    /// Build the container image with no registry and no network: an OCI
+    /// archive (plus docker's manifest.json) at
+    /// <target>/kipvs-image-<version>.tar.
+    Image,
     /// Everything CI checks: fmt, clippy, host tests, fuzzing, kernel tests.
     Ci,
 }
@@ -158,8 +165,28 @@ fn run(cli: Cli) -> Result<i32> {
         Cmd::Bench(opts) => bench::run(&ws, opts).map(|()| 0),
         Cmd::Soak(opts) => bench::soak(&ws, &opts).map(|()| 0),
         Cmd::Fuzz { seconds } => fuzz::run(&ws, seconds).map(|()| 0),
+        Cmd::Image => image(&ws).map(|()| 0),
         Cmd::Ci => ci(&ws),
     }
+}
+
+fn image(ws: &Path) -> Result<()> {
+    let built = image::build(ws)?;
+    println!("{}", built.path.display());
+    eprintln!(
+        "image: {}:{} ({:.1} MiB), manifest {}",
+        image::REPOSITORY,
+        image::VERSION,
+        built.size as f64 / (1024.0 * 1024.0),
+        built.digest
+    );
+    eprintln!(
+        "  podman load -i {0}\n  skopeo copy oci-archive:{0} docker://{1}:{2}",
+        built.path.display(),
+        image::REPOSITORY,
+        image::VERSION
+    );
+    Ok(())
 }
 
 fn workspace_root() -> PathBuf {
