@@ -11,9 +11,9 @@
 //!   (see [`bench::soak`]);
 //! - `cargo xtask fuzz` fuzzes the IPVS decoder for a bounded time;
 //! - `cargo xtask image` writes the container image as an OCI archive (see
-//!   [`image`]);
-//! - `cargo xtask ci` runs what CI runs: fmt, clippy, tests, fuzzing, kernel
-//!   tests.
+//!   [`image`]); `vm test` hands it to the guest when it exists;
+//! - `cargo xtask ci` runs what CI runs: fmt, clippy, tests, fuzzing, the
+//!   image, kernel tests.
 //!
 //! The lab itself is described in [`lab`].
 
@@ -63,7 +63,8 @@ enum Cmd {
     /// archive (plus docker's manifest.json) at
     /// <target>/kipvs-image-<version>.tar.
     Image,
-    /// Everything CI checks: fmt, clippy, host tests, fuzzing, kernel tests.
+    /// Everything CI checks: fmt, clippy, host tests, fuzzing, the image,
+    /// kernel tests.
     Ci,
 }
 
@@ -298,6 +299,9 @@ fn package_name(id: &str) -> String {
     }
 }
 
+/// Where `vm test` puts the image archive in the guest (`$KIPVS_IMAGE`).
+const IMAGE_IN_GUEST: &str = "/images/kipvs.tar";
+
 /// The kernel tests that need a VM booted with IPv6 disabled
 /// (`ipv6.disable=1`), as a node can be.
 const NO_IPV6_TESTS: &str = "kernel_no_ipv6";
@@ -310,10 +314,19 @@ fn vm_test(ws: &Path, vm: &VmOpts, filter: Option<&str>) -> Result<i32> {
     }
     let (no_ipv6, normal): (Vec<KernelTest>, Vec<KernelTest>) =
         tests.into_iter().partition(|t| t.name == NO_IPV6_TESTS);
+    let image = image::archive_path(ws);
+    let image = image.is_file().then_some(image.as_path());
+    match image {
+        Some(p) => eprintln!("lab: the image tests get {}", p.display()),
+        None => eprintln!(
+            "lab: no {} (`cargo xtask image` writes it): the image tests will skip",
+            image::archive_path(ws).display()
+        ),
+    }
     let mut ok = true;
     for (group, kernel_args) in [(normal, ""), (no_ipv6, "ipv6.disable=1")] {
         if !group.is_empty() {
-            ok &= run_in_vm(&lab, vm, &group, &bins, filter, kernel_args)?;
+            ok &= run_in_vm(&lab, vm, &group, &bins, filter, kernel_args, image)?;
         }
     }
     if !ok {
@@ -330,9 +343,17 @@ fn run_in_vm(
     bins: &[PathBuf],
     filter: Option<&str>,
     kernel_args: &str,
+    image: Option<&Path>,
 ) -> Result<bool> {
     let mut files: Vec<(PathBuf, PathBuf)> = bins.iter().map(|b| (b.clone(), b.clone())).collect();
     let mut script = String::from("failed=0\nmkdir -p /tmp/kt && cd /tmp/kt\n");
+    // The image's archive, when `cargo xtask image` wrote one, for the tests
+    // that run it (they skip without it).
+    if let Some(image) = image {
+        let guest = PathBuf::from(IMAGE_IN_GUEST);
+        script.push_str(&format!("export KIPVS_IMAGE={}\n", guest.display()));
+        files.push((guest, image.to_path_buf()));
+    }
     let filter = filter.map(shell_quote).unwrap_or_default();
     for t in tests {
         files.push((t.exe.clone(), t.exe.clone()));
@@ -387,7 +408,7 @@ fn demo(ws: &Path) -> Result<i32> {
 
 fn ci(ws: &Path) -> Result<i32> {
     let cargo = env!("CARGO");
-    let stages: [(&str, Vec<&str>); 5] = [
+    let stages: [(&str, Vec<&str>); 6] = [
         ("fmt", vec![cargo, "fmt", "--all", "--check"]),
         (
             "clippy",
@@ -403,6 +424,7 @@ fn ci(ws: &Path) -> Result<i32> {
         ),
         ("test", vec![cargo, "test", "--workspace"]),
         ("fuzz", vec![]),
+        ("image", vec![]),
         ("kernel tests", vec![]),
     ];
     let mut timings = Vec::new();
@@ -412,6 +434,8 @@ fn ci(ws: &Path) -> Result<i32> {
         let start = Instant::now();
         let ok = if name == "fuzz" {
             fuzz::run(ws, 60).map(|()| true)
+        } else if name == "image" {
+            image(ws).map(|()| true)
         } else if argv.is_empty() {
             vm_test(
                 ws,
