@@ -223,3 +223,39 @@ fn the_kustomization_lists_every_manifest() {
     let files: BTreeSet<String> = documents().into_iter().map(|d| d.0).collect();
     assert_eq!(listed, files);
 }
+
+#[test]
+fn the_image_is_the_crate_version_under_runtime_default_seccomp_with_measured_memory() {
+    let ds: DaemonSet = one("DaemonSet");
+    let pod = ds.spec.unwrap().template.spec.unwrap();
+    let image = format!("ghcr.io/kipvs/kipvs:{}", env!("CARGO_PKG_VERSION"));
+    let init = &pod.init_containers.as_ref().unwrap()[0];
+    let agent = &pod.containers[0];
+    for c in [init, agent] {
+        assert_eq!(c.image.as_deref(), Some(image.as_str()), "{}", c.name);
+    }
+    let text = std::fs::read_to_string(deploy_dir().join("kustomization.yaml")).unwrap();
+    let k: serde_json::Value = serde_saphyr::from_str(&text).unwrap();
+    assert_eq!(k["images"][0]["name"], "ghcr.io/kipvs/kipvs");
+    assert_eq!(k["images"][0]["newTag"], env!("CARGO_PKG_VERSION"));
+
+    let seccomp = pod.security_context.unwrap().seccomp_profile.unwrap();
+    assert_eq!(seccomp.type_, "RuntimeDefault");
+
+    // benches/results/agent.md: 257 MiB resident at 10,000 Services; the
+    // request covers it, the limit leaves room above it.
+    let rss = 257.0;
+    let agent_md =
+        std::fs::read_to_string(deploy_dir().join("../benches/results/agent.md")).unwrap();
+    assert!(
+        agent_md.contains("| 257 MiB ["),
+        "the measured figure moved"
+    );
+    let mib = |q: &k8s_openapi::apimachinery::pkg::api::resource::Quantity| -> f64 {
+        q.0.strip_suffix("Mi").unwrap().parse().unwrap()
+    };
+    let resources = agent.resources.as_ref().unwrap();
+    let request = mib(&resources.requests.as_ref().unwrap()["memory"]);
+    let limit = mib(&resources.limits.as_ref().unwrap()["memory"]);
+    assert!(rss < request && request < limit, "{request} {limit}");
+}
