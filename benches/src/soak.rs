@@ -337,7 +337,9 @@ fn hand_delete(i: u32, e: u32, repairs: Arc<Mutex<Vec<Option<f64>>>>) -> Result<
     Ok(())
 }
 
-/// Kernel log lines that mean trouble.
+/// Kernel log lines that mean trouble: soft lockups, RCU stalls, hung
+/// tasks, BUGs, WARNINGs, oopses and their call traces (not the RCU
+/// geometry lines every boot prints).
 fn kernel_warnings() -> Vec<String> {
     let out = Command::new("dmesg")
         .output()
@@ -350,7 +352,7 @@ fn kernel_warnings() -> Vec<String> {
                 "soft lockup",
                 "BUG:",
                 "WARNING:",
-                "rcu_",
+                "stall",
                 "hung_task",
                 "Call Trace",
                 "Oops",
