@@ -777,7 +777,7 @@ pub fn run(args: ProxyArgs) -> Result<()> {
         return Ok(());
     }
     if init_only {
-        run::setup_node(&opts)?;
+        drop(run::setup_node(&opts)?);
         tracing::info!("node set up (--init-only)");
         return Ok(());
     }

@@ -203,9 +203,10 @@ pub fn load_ipvs() -> Result<kipvs_ipvs::Client, RunError> {
 /// `--init-only`): the IPVS sysctls and the conntrack settings. Each is
 /// written only when it differs, so after a privileged init container the
 /// agent itself needs no writable `/proc/sys`. `ip_vs` is loaded first
-/// ([`load_ipvs`]), so this works on a node where nothing loaded it yet.
-pub fn setup_node(opts: &ProxyOptions) -> Result<(), RunError> {
-    drop(load_ipvs()?);
+/// ([`load_ipvs`]), so this works on a node where nothing loaded it yet;
+/// the IPVS client that loaded it is returned for the agent to use.
+pub fn setup_node(opts: &ProxyOptions) -> Result<kipvs_ipvs::Client, RunError> {
+    let ipvs = load_ipvs()?;
     let families = node_families(opts)?;
     let local = kipvs_link::Links::open()
         .and_then(|mut l| crate::kernel::local_addresses(&mut l, &opts.dummy))
@@ -227,7 +228,7 @@ pub fn setup_node(opts: &ProxyOptions) -> Result<(), RunError> {
         }
     }
     apply_conntrack(opts);
-    Ok(())
+    Ok(ipvs)
 }
 
 /// The families the node serves: the configured ones, less IPv6 when the
@@ -446,10 +447,9 @@ pub async fn run(
     status: Arc<Mutex<Status>>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), RunError> {
-    setup_node(&opts)?;
     let mut opts = opts;
     opts.families = node_families(&opts)?;
-    let mut ipvs = load_ipvs()?;
+    let mut ipvs = setup_node(&opts)?;
     probe_scheduler(&mut ipvs, &opts.scheduler)?;
     if opts.ipvs_timeouts != kipvs_ipvs::Timeouts::default() {
         ipvs.set_timeouts(&opts.ipvs_timeouts)?;
