@@ -589,9 +589,8 @@ pub struct SoakOpts {
     redraw: bool,
 }
 
-/// Whether a kernel log line the soak kept is a warning (runs before the
-/// benches crate narrowed its filter kept the RCU geometry lines every boot
-/// prints too).
+/// Whether a line of the soak's kernel log is a warning: soft lockups,
+/// RCU stalls, hung tasks, BUGs, WARNINGs, oopses and their call traces.
 fn kernel_warning(line: &str) -> bool {
     [
         "soft lockup",
@@ -684,7 +683,7 @@ pub fn soak_markdown(v: &Value, machine: &str, reproduce: &str) -> String {
                 .map_or("not repaired".into(), |s| format!("{s:.1} s"))
         })
         .collect();
-    let warnings: Vec<Value> = v["kernel_warnings"]
+    let warnings: Vec<Value> = v["kernel_log"]
         .as_array()
         .into_iter()
         .flatten()
