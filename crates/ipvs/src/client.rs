@@ -5,7 +5,7 @@ use std::fmt::Debug;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use netlink_packet_core::{
     DecodeError, Emitable, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR,
@@ -37,6 +37,25 @@ const WANT_RCVBUF: i32 = 4 << 20;
 const ACK_BUDGET: usize = 2048;
 /// Most requests in flight at once.
 const MAX_WINDOW: usize = 1024;
+/// How long one `sendmsg` of [`Client::apply`] should keep the kernel
+/// busy. The kernel runs every request of one `sendmsg` before it returns
+/// to user space, and on a kernel built without preemption nothing else
+/// runs on that CPU meanwhile. A request's cost varies a thousandfold:
+/// each added destination first walks the kernel's destination trash
+/// (everything deleted in the last two minutes) under a spinlock. In the
+/// lab (`preempt=none`, `cargo xtask bench stall`), reloading 10k × 10 right
+/// after deleting it made one `sendmsg` of 1024 requests take 13.8 s and
+/// hold a CPU for 6.1 s; a fresh load runs 1024 requests in about 25 ms.
+/// So the window is paced: each [`Client::apply`] starts at
+/// [`FIRST_WINDOW`] requests and sizes every next `sendmsg` from the last
+/// one's time per request to take about this long (see [`paced_window`]).
+const SEND_TARGET: Duration = Duration::from_millis(20);
+/// The first window of every [`Client::apply`] call. A request's cost can
+/// jump a thousandfold between calls (a sync that deleted many Services
+/// fills the trash the next one's adds walk), so each call starts small
+/// again and grows from what it measures: in the lab, pacing from the last
+/// call's window still let one `sendmsg` hold a CPU for 4.3 s.
+const FIRST_WINDOW: usize = 16;
 /// Most bytes per `sendmsg` (well below the default 208 KiB send buffer).
 const MAX_SEND: usize = 64 * 1024;
 /// How long a reply may take before the request fails with a timeout.
@@ -445,6 +464,36 @@ pub struct Client {
     /// Extra sockets for parallel table reads, opened on first use.
     spare: Vec<Conn>,
     dump_threads: usize,
+    /// Requests per `sendmsg` in [`apply`](Client::apply).
+    batch: Batch,
+    /// The longest `sendmsg` of `apply` since [`take_longest_send`](Client::take_longest_send).
+    longest_send: Duration,
+}
+
+/// How [`Client::apply`] sizes its windows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Batch {
+    /// Paced to [`SEND_TARGET`]; the window the next `sendmsg` uses.
+    Paced(usize),
+    /// A fixed number of requests per `sendmsg`.
+    Fixed(usize),
+}
+
+/// The window after a `sendmsg` of `sent` requests took `took`, when the
+/// window was `current`: as many requests as the last ones' time per
+/// request fits in [`SEND_TARGET`], growing at most twofold per `sendmsg`,
+/// between 1 and `max`.
+fn paced_window(current: usize, sent: usize, took: Duration, max: usize) -> usize {
+    let sent = sent.max(1);
+    let per_request = took.as_secs_f64() / sent as f64;
+    let fits = if per_request > 0.0 {
+        (SEND_TARGET.as_secs_f64() / per_request).min(usize::MAX as f64) as usize
+    } else {
+        usize::MAX
+    };
+    fits.min(current.max(sent).saturating_mul(2))
+        .min(max)
+        .max(1)
 }
 
 impl Debug for Client {
@@ -452,6 +501,7 @@ impl Debug for Client {
         f.debug_struct("Client")
             .field("family", &self.family)
             .field("window", &self.conn.window)
+            .field("batch", &self.batch)
             .field("dump_threads", &self.dump_threads)
             .finish_non_exhaustive()
     }
@@ -481,6 +531,8 @@ impl Client {
             conn,
             spare: Vec::new(),
             dump_threads,
+            batch: Batch::Paced(FIRST_WINDOW),
+            longest_send: Duration::ZERO,
         })
     }
 
@@ -489,11 +541,28 @@ impl Client {
         self.family
     }
 
-    /// How many requests [`apply`](Client::apply) keeps in flight, from the
-    /// socket's receive buffer (every request's acknowledgement must fit in
-    /// it, or the kernel drops acknowledgements).
+    /// How many requests the next `sendmsg` of [`apply`](Client::apply)
+    /// carries: paced so that one `sendmsg` keeps the kernel busy about
+    /// 20 ms (or what [`set_requests_per_send`](Client::set_requests_per_send)
+    /// fixed), and never more than the socket's receive buffer holds
+    /// acknowledgements for (or the kernel drops acknowledgements).
     pub fn window(&self) -> usize {
-        self.conn.window
+        match self.batch {
+            Batch::Paced(n) | Batch::Fixed(n) => n.min(self.conn.window),
+        }
+    }
+
+    /// Send exactly `n` (at least 1) requests per `sendmsg` in
+    /// [`apply`](Client::apply) instead of pacing them (for measuring
+    /// what pacing is worth).
+    pub fn set_requests_per_send(&mut self, n: usize) {
+        self.batch = Batch::Fixed(n.max(1));
+    }
+
+    /// The longest `sendmsg` of [`apply`](Client::apply) (the kernel runs
+    /// the requests inside it) since the last call; resets it.
+    pub fn take_longest_send(&mut self) -> Duration {
+        std::mem::take(&mut self.longest_send)
     }
 
     /// Use at most `threads` sockets (and threads) for
@@ -504,11 +573,16 @@ impl Client {
     }
 
     fn conn(&mut self) -> Result<&mut Conn, Error> {
-        if self.conn.broken {
-            self.conn = Conn::open().map_err(socket_error)?;
+        Client::conn_of(&mut self.conn)
+    }
+
+    /// `conn`, replaced first if broken, with an empty send buffer.
+    fn conn_of(conn: &mut Conn) -> Result<&mut Conn, Error> {
+        if conn.broken {
+            *conn = Conn::open().map_err(socket_error)?;
         }
-        self.conn.tx.clear();
-        Ok(&mut self.conn)
+        conn.tx.clear();
+        Ok(conn)
     }
 
     /// A read that answers with one message.
@@ -783,7 +857,11 @@ impl Client {
     /// earlier failed one fails on its own (e.g. `NoSuchService`).
     pub fn apply(&mut self, ops: &[Op]) -> Vec<Result<(), Error>> {
         let family = self.family;
-        let conn = match self.conn() {
+        if let Batch::Paced(n) = &mut self.batch {
+            *n = (*n).min(FIRST_WINDOW);
+        }
+        let (batch, longest) = (&mut self.batch, &mut self.longest_send);
+        let conn = match Client::conn_of(&mut self.conn) {
             Ok(conn) => conn,
             Err(e) => {
                 let e = match e {
@@ -801,7 +879,7 @@ impl Client {
                     .collect();
             }
         };
-        pipeline(conn, family, ops)
+        pipeline(conn, family, ops, batch, longest)
             .into_iter()
             .zip(ops)
             .map(|(r, op)| r.map_err(|f| name_op(op, f)))
@@ -811,19 +889,36 @@ impl Client {
 
 /// Pipeline `ops` on `conn`: the pure bookkeeping of windows and sequence
 /// numbers around `send` and `recv`.
-fn pipeline(conn: &mut Conn, family: u16, ops: &[Op]) -> Vec<Result<(), Fail>> {
+fn pipeline(
+    conn: &mut Conn,
+    family: u16,
+    ops: &[Op],
+    batch: &mut Batch,
+    longest: &mut Duration,
+) -> Vec<Result<(), Fail>> {
     let mut results: Vec<Option<Result<(), Fail>>> = (0..ops.len()).map(|_| None).collect();
     let mut next = 0;
     while next < ops.len() {
         conn.tx.clear();
         let start = next;
         let base = conn.seq.wrapping_add(1);
-        while next < ops.len() && next - start < conn.window && conn.tx.len() < MAX_SEND {
+        let window = match *batch {
+            Batch::Paced(n) | Batch::Fixed(n) => n.min(conn.window),
+        };
+        while next < ops.len() && next - start < window && conn.tx.len() < MAX_SEND {
             conn.push_ipvs(family, ops[next].message(), NLM_F_REQUEST | NLM_F_ACK);
             next += 1;
         }
         let slots = &mut results[start..next];
-        if let Err(e) = conn.send() {
+        // The kernel runs the requests inside `sendmsg`: its time is theirs.
+        let sent_at = Instant::now();
+        let sent = conn.send();
+        let took = sent_at.elapsed();
+        *longest = (*longest).max(took);
+        if let Batch::Paced(n) = batch {
+            *n = paced_window(*n, next - start, took, MAX_WINDOW);
+        }
+        if let Err(e) = sent {
             for slot in slots.iter_mut() {
                 *slot = Some(Err(Fail::Io(copy_io(&e))));
             }
@@ -989,6 +1084,38 @@ mod tests {
         let unique = vec![entry(1, 0), entry(2, 0)];
         assert_eq!(dedupe_services(unique.clone()), unique);
         assert_eq!(dedupe_services(Vec::new()), Vec::new());
+    }
+
+    #[test]
+    fn pacing_fits_the_target_grows_at_most_twofold_and_stays_in_bounds() {
+        let ms = Duration::from_millis;
+        // 64 requests in 2 ms: 640 would fit in 20 ms, growth stops at 128.
+        assert_eq!(paced_window(64, 64, ms(2), MAX_WINDOW), 128);
+        // 64 requests in 1.08 s (a full destination trash): one fits.
+        assert_eq!(paced_window(64, 64, ms(1080), MAX_WINDOW), 1);
+        // 64 requests in 80 ms: 16 fit.
+        assert_eq!(paced_window(64, 64, ms(80), MAX_WINDOW), 16);
+        // A short last window of a big one does not shrink it.
+        assert_eq!(paced_window(512, 3, ms(0), MAX_WINDOW), MAX_WINDOW);
+        assert_eq!(paced_window(1, 1, Duration::ZERO, 1), 1);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn paced_window_is_bounded(
+            current in 1usize..5000,
+            sent in 0usize..5000,
+            micros in 0u64..100_000_000,
+            max in 1usize..5000,
+        ) {
+            let took = Duration::from_micros(micros);
+            let w = paced_window(current, sent, took, max);
+            proptest::prop_assert!(w >= 1 && w <= max);
+            proptest::prop_assert!(w <= current.max(sent).max(1) * 2);
+            // A window it picks, at the last rate, fits the target (or is 1).
+            let per = took.as_secs_f64() / sent.max(1) as f64;
+            proptest::prop_assert!(w == 1 || per * w as f64 <= SEND_TARGET.as_secs_f64() * 1.0001);
+        }
     }
 
     #[test]
