@@ -29,6 +29,12 @@
 //!   then `NLMSG_DONE`. Each key is decoded by the set's type
 //!   ([`decode_key`]); a key of another shape means the set is not kipvs's.
 //!
+//! - The ruleset's generation: `NFT_MSG_GETGEN` (family `AF_UNSPEC`); the
+//!   kernel answers `NFT_MSG_NEWGEN` with `NFTA_GEN_ID` (big-endian u32),
+//!   which every committed transaction, anyone's, increments. Equal
+//!   generations mean an unchanged ruleset, so a periodic read can stop
+//!   there ([`ElementSocket::generation`]).
+//!
 //! Interval sets (`lb-allowed`) need range ends and stay with `nft`
 //! ([`supported`]).
 
@@ -50,6 +56,9 @@ const NFNETLINK_V0: u8 = 0;
 const NFT_MSG_NEWSETELEM: u16 = 12;
 const NFT_MSG_GETSETELEM: u16 = 13;
 const NFT_MSG_DELSETELEM: u16 = 14;
+const NFT_MSG_NEWGEN: u16 = 15;
+const NFT_MSG_GETGEN: u16 = 16;
+const NFTA_GEN_ID: u16 = 1;
 const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
 const NFTA_SET_ELEM_LIST_SET: u16 = 2;
 const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
@@ -380,6 +389,55 @@ fn dump_request(set: SetName, seq: u32) -> Vec<u8> {
     out
 }
 
+/// A request for the ruleset's generation.
+fn generation_request(seq: u32) -> Vec<u8> {
+    let mut out = Vec::new();
+    header(
+        &mut out,
+        (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETGEN,
+        NLM_F_REQUEST,
+        seq,
+        0,
+        0,
+    );
+    out
+}
+
+/// What one message of a reply to [`generation_request`] `seq` says:
+/// `Some(Ok(id))` for the generation, `Some(Err(errno))` for a refusal,
+/// `None` for a message that is not the answer.
+fn generation_reply(kind: u16, mseq: u32, seq: u32, body: &[u8]) -> Option<Result<u32, i32>> {
+    if mseq != seq {
+        return None;
+    }
+    match kind {
+        NLMSG_ERROR => {
+            let errno = body
+                .get(..4)
+                .map_or(0, |b| -i32::from_ne_bytes(b.try_into().unwrap()));
+            Some(Err(errno))
+        }
+        k if k == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWGEN => {
+            // After the 4-byte nfgenmsg: attributes.
+            let mut attrs = body.get(4..).unwrap_or_default();
+            while attrs.len() >= 4 {
+                let len = u16::from_ne_bytes([attrs[0], attrs[1]]) as usize;
+                let kind = u16::from_ne_bytes([attrs[2], attrs[3]]) & !NLA_F_NESTED;
+                if len < 4 || len > attrs.len() {
+                    break;
+                }
+                if kind == NFTA_GEN_ID && len >= 8 {
+                    let id = u32::from_be_bytes(attrs[4..8].try_into().unwrap());
+                    return Some(Ok(id));
+                }
+                attrs = &attrs[((len + 3) & !3).min(attrs.len())..];
+            }
+            Some(Err(libc::EBADMSG))
+        }
+        _ => None,
+    }
+}
+
 fn proto_number(p: Proto) -> u8 {
     match p {
         Proto::Tcp => 6,
@@ -512,6 +570,43 @@ impl ElementSocket {
 }
 
 impl ElementSocket {
+    /// The ruleset's generation: it changes with every committed nftables
+    /// transaction in this network namespace, kipvs's or anyone's.
+    pub fn generation(&mut self) -> Result<u32, NetlinkError> {
+        self.seq = self.seq.wrapping_add(1);
+        let seq = self.seq;
+        self.socket.send(&generation_request(seq), 0)?;
+        loop {
+            self.rx.clear();
+            match self.socket.recv(&mut self.rx, 0) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e.into()),
+            }
+            let mut d: &[u8] = &self.rx;
+            while d.len() >= NLMSG_HDRLEN {
+                let len = u32::from_ne_bytes(d[0..4].try_into().unwrap()) as usize;
+                let kind = u16::from_ne_bytes(d[4..6].try_into().unwrap());
+                let mseq = u32::from_ne_bytes(d[8..12].try_into().unwrap());
+                if len < NLMSG_HDRLEN || len > d.len() {
+                    break;
+                }
+                let body = &d[NLMSG_HDRLEN..len];
+                d = &d[((len + 3) & !3).min(d.len())..];
+                match generation_reply(kind, mseq, seq, body) {
+                    Some(Ok(id)) => return Ok(id),
+                    Some(Err(errno)) => {
+                        return Err(NetlinkError::Refused {
+                            what: "reading the ruleset generation".into(),
+                            source: io::Error::from_raw_os_error(errno),
+                        });
+                    }
+                    None => {}
+                }
+            }
+        }
+    }
+
     /// Every element of `set` (not an interval set), dumped from the kernel.
     pub fn dump(&mut self, set: SetName) -> Result<Vec<Element>, NetlinkError> {
         let bad = |what: String| NetlinkError::Decode {
@@ -626,6 +721,43 @@ mod tests {
             a.push(0);
         }
         a
+    }
+
+    #[test]
+    fn the_generation_request_and_reply_have_the_kernels_layout() {
+        // nlmsghdr: len 20, type NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_GETGEN,
+        // NLM_F_REQUEST, seq 7, pid 0; nfgenmsg: AF_UNSPEC, v0, res_id 0.
+        assert_eq!(generation_request(7), nlmsg(0x0a10, 0x0001, 7, 0, 0, &[]));
+        // NFT_MSG_NEWGEN: NFTA_GEN_ID 0x01020304 (big-endian), then
+        // NFTA_GEN_PROC_PID and NFTA_GEN_PROC_NAME.
+        let mut body = nla(1, &[1, 2, 3, 4]);
+        body.extend(nla(2, &42u32.to_be_bytes()));
+        body.extend(nla(3, b"nft\0"));
+        let reply = nlmsg(0x0a0f, 0, 7, 0, 0, &body);
+        let at = |m: &[u8]| {
+            (
+                u16::from_ne_bytes([m[4], m[5]]),
+                u32::from_ne_bytes(m[8..12].try_into().unwrap()),
+            )
+        };
+        let (kind, seq) = at(&reply);
+        assert_eq!(
+            generation_reply(kind, seq, 7, &reply[16..]),
+            Some(Ok(0x0102_0304))
+        );
+        // Another request's answer, and a refusal.
+        assert_eq!(generation_reply(kind, seq, 8, &reply[16..]), None);
+        let refused = (-libc::EPERM).to_ne_bytes();
+        assert_eq!(
+            generation_reply(NLMSG_ERROR, 7, 7, &refused),
+            Some(Err(libc::EPERM))
+        );
+        // A NEWGEN without the id is malformed, not generation 0.
+        let empty = [0u8; 4];
+        assert_eq!(
+            generation_reply(0x0a0f, 7, 7, &empty),
+            Some(Err(libc::EBADMSG))
+        );
     }
 
     #[test]

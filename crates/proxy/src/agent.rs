@@ -170,6 +170,9 @@ pub fn run<D: Dataplane>(
     // while each re-read finds it different again.
     let mut stale = false;
     let mut stale_wait = Duration::ZERO;
+    // Freed heap goes back to the kernel after a sync, at most every
+    // TRIM_EVERY (crate::memory).
+    let mut last_trim: Option<Instant> = None;
     let metrics = status.lock().unwrap().metrics.clone();
     // Trigger times of the EndpointSlice changes not yet synced.
     let mut triggers: Vec<(Family, SystemTime)> = Vec::new();
@@ -313,9 +316,19 @@ pub fn run<D: Dataplane>(
             }
             s.errors = engine.errors().collect();
             s.last_report = report;
+            drop(s);
+            if last_trim.is_none_or(|t| now >= t + TRIM_EVERY) {
+                crate::memory::trim();
+                last_trim = Some(Instant::now());
+            }
         }
     }
 }
+
+/// How often freed heap may be handed back to the kernel: a trim walks
+/// every arena (milliseconds at 10k Services), and a sync's garbage is
+/// freed by the time it ends.
+const TRIM_EVERY: Duration = Duration::from_secs(10);
 
 fn unix_secs(t: SystemTime) -> f64 {
     t.duration_since(SystemTime::UNIX_EPOCH)

@@ -93,6 +93,14 @@ pub trait Dataplane {
         let _ = write;
         Ok(())
     }
+    /// Whether the table certainly holds what the last
+    /// [`read_firewall`](Dataplane::read_firewall) found plus the
+    /// [`write_firewall`](Dataplane::write_firewall)s since, because nothing
+    /// else changed the ruleset (a resync then skips reading it). `false`
+    /// when unsure.
+    fn firewall_unchanged(&mut self) -> bool {
+        false
+    }
     /// Deletes the conntrack entries any filter matches
     /// ([`crate::conntrack::stale_flows`]), after the IPVS changes that
     /// made them stale.
@@ -305,6 +313,9 @@ pub struct SyncReport {
     pub firewall_replaced: bool,
     /// Time spent writing the nftables table, in microseconds.
     pub firewall_micros: u64,
+    /// A resync found the ruleset unchanged since kipvs last read or wrote
+    /// it, and did not read the table back.
+    pub firewall_unchanged: bool,
     /// Stale UDP conntrack entries deleted, and the cleanups or deletes that
     /// failed (each also in `errors`, naming its Services).
     pub conntrack_deleted: usize,
@@ -532,6 +543,7 @@ impl<D: Dataplane> Engine<D> {
     pub fn replace_services(&mut self, services: Vec<Service>) {
         let new: BTreeMap<ObjectRef, Service> = services
             .into_iter()
+            .map(crate::slim::service)
             .map(|s| (desired::service_ref(&s), s))
             .collect();
         for id in self.services.keys().chain(new.keys()) {
@@ -546,8 +558,11 @@ impl<D: Dataplane> Engine<D> {
 
     /// Replaces every EndpointSlice; the Services of changed slices become dirty.
     pub fn replace_slices(&mut self, slices: Vec<EndpointSlice>) {
-        let new: BTreeMap<ObjectRef, EndpointSlice> =
-            slices.into_iter().map(|s| (slice_ref(&s), s)).collect();
+        let new: BTreeMap<ObjectRef, EndpointSlice> = slices
+            .into_iter()
+            .map(crate::slim::slice)
+            .map(|s| (slice_ref(&s), s))
+            .collect();
         for id in self.slices.keys().chain(new.keys()) {
             if self.slices.get(id) != new.get(id) {
                 let old = self.slices.get(id).and_then(desired::slice_service);
@@ -568,9 +583,10 @@ impl<D: Dataplane> Engine<D> {
     pub fn input(&mut self, input: Input) {
         match input {
             Input::ServiceApplied(svc) => {
+                let svc = crate::slim::service(*svc);
                 let id = desired::service_ref(&svc);
                 if self.services.get(&id) != Some(&svc) {
-                    self.services.insert(id.clone(), *svc);
+                    self.services.insert(id.clone(), svc);
                     // A changed Service is tried at once, refused before or not.
                     self.retries.remove(&id);
                     self.dirty.insert(id);
@@ -583,6 +599,7 @@ impl<D: Dataplane> Engine<D> {
                 }
             }
             Input::SliceApplied(slice) => {
+                let slice = crate::slim::slice(*slice);
                 let id = slice_ref(&slice);
                 if self.slices.get(&id) == Some(&slice) {
                     return;
@@ -595,7 +612,7 @@ impl<D: Dataplane> Engine<D> {
                         .insert(id.clone());
                     self.dirty.insert(svc);
                 }
-                self.slices.insert(id, *slice);
+                self.slices.insert(id, slice);
             }
             Input::SliceDeleted(id) => {
                 self.forget_slice(&id);
@@ -627,17 +644,23 @@ impl<D: Dataplane> Engine<D> {
     /// Reads the kernel afresh and recomputes every Service: the start-up
     /// adoption and the periodic repair. Writes only what differs.
     pub fn resync(&mut self, now_secs: u64) -> SyncReport {
-        let mut report = SyncReport::default();
-        // The table first: it holds the ownership record.
-        self.fw_kernel = match self.dataplane.read_firewall() {
-            Ok(t) => t,
-            Err(e) => {
-                report
-                    .errors
-                    .push(format!("reading the nftables table: {e}"));
-                None
-            }
+        // The table first: it holds the ownership record. Unless nothing
+        // changed the ruleset since the mirror was last right.
+        let mut report = SyncReport {
+            firewall_unchanged: self.fw_kernel.is_some() && self.dataplane.firewall_unchanged(),
+            ..SyncReport::default()
         };
+        if !report.firewall_unchanged {
+            self.fw_kernel = match self.dataplane.read_firewall() {
+                Ok(t) => t,
+                Err(e) => {
+                    report
+                        .errors
+                        .push(format!("reading the nftables table: {e}"));
+                    None
+                }
+            };
+        }
         let record = self.fw_kernel.as_ref().map(desired::firewall::recorded);
         match (
             self.dataplane.read_addresses(),
@@ -662,6 +685,7 @@ impl<D: Dataplane> Engine<D> {
         report.errors.append(&mut r.errors);
         SyncReport {
             errors: report.errors,
+            firewall_unchanged: report.firewall_unchanged,
             ..r
         }
     }

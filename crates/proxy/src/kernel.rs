@@ -167,6 +167,10 @@ pub struct Firewall {
     elements: Option<kipvs_nft::netlink::ElementSocket>,
     /// The last read found a table named `inet kipvs` (kipvs's or not).
     table_found: bool,
+    /// The ruleset generation after kipvs last read the table, or wrote
+    /// elements to it, with nothing else committed in between: while the
+    /// kernel still reports it, the table is as kipvs left it.
+    generation: Option<u32>,
 }
 
 impl Firewall {
@@ -177,7 +181,26 @@ impl Firewall {
             elements: None,
             // Unknown until read: assume there is one to replace atomically.
             table_found: true,
+            generation: None,
         }
+    }
+
+    /// The ruleset's generation now; `None` when it cannot be read.
+    fn current_generation(&mut self) -> Option<u32> {
+        match self.elements_socket().map(|s| s.generation()) {
+            Ok(Ok(g)) => Some(g),
+            Ok(Err(e)) | Err(e) => {
+                tracing::debug!(error = %e, "reading the nftables generation");
+                self.elements = None;
+                None
+            }
+        }
+    }
+
+    /// Whether nothing committed an nftables transaction since kipvs last
+    /// read the table or wrote elements to it.
+    pub fn unchanged(&mut self) -> bool {
+        self.generation.is_some() && self.current_generation() == self.generation
     }
 
     /// The table's elements if it is kipvs's current skeleton; `None` if it
@@ -188,6 +211,17 @@ impl Firewall {
     /// lab to list the table's 130k elements, and every periodic resync
     /// reads them. The interval set `lb-allowed` is listed by `nft`.
     pub fn read(&mut self) -> Result<Option<BTreeSet<kipvs_nft::Element>>, FirewallError> {
+        let before = self.current_generation();
+        self.generation = None;
+        let read = self.read_whole()?;
+        // The read is of one generation only if none came between.
+        if read.is_some() && before.is_some() && self.current_generation() == before {
+            self.generation = before;
+        }
+        Ok(read)
+    }
+
+    fn read_whole(&mut self) -> Result<Option<BTreeSet<kipvs_nft::Element>>, FirewallError> {
         use kipvs_nft::element::SetKind;
         use kipvs_nft::netlink::NetlinkError;
         let table = match self.nft.read_skeleton()? {
@@ -253,9 +287,22 @@ impl Firewall {
     /// guard is bound, and with no table of kipvs's in place to keep.
     pub fn write(&mut self, write: &FirewallWrite) -> Result<(), FirewallError> {
         use kipvs_nft::netlink::supported;
+        let known = self.generation.take();
         match write {
             FirewallWrite::Update(diff) if diff.add.iter().chain(&diff.delete).all(supported) => {
-                self.write_elements(diff)
+                // One transaction of kipvs's (none for an empty diff): the
+                // generation moves by exactly that much, or someone else
+                // committed too and the next resync reads the table.
+                let before = self.current_generation();
+                self.write_elements(diff)?;
+                let ours = u32::from(!diff.is_empty());
+                if known.is_some() && known == before {
+                    let expected = before.map(|g| g.wrapping_add(ours));
+                    if self.current_generation() == expected {
+                        self.generation = expected;
+                    }
+                }
+                Ok(())
             }
             FirewallWrite::Update(diff) => Ok(self.nft.apply(&kipvs_nft::update_script(diff))?),
             FirewallWrite::Replace(all) if !self.table_found => {
@@ -407,6 +454,10 @@ impl<B: Binder + Send> Dataplane for KernelDataplane<B> {
                 .write(write)
                 .map_err(|e| DataplaneError::new(e.to_string())),
         }
+    }
+
+    fn firewall_unchanged(&mut self) -> bool {
+        self.firewall.as_mut().is_some_and(Firewall::unchanged)
     }
 
     /// One dump per family the filters name, then one pipelined delete per

@@ -53,10 +53,12 @@ pub mod kernel;
 pub mod labels;
 pub mod mailbox;
 pub mod manifest;
+pub mod memory;
 pub mod metrics;
 pub mod model;
 pub mod oom;
 pub mod run;
+pub mod slim;
 pub mod source;
 pub mod yaml;
 

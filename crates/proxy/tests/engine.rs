@@ -34,6 +34,13 @@ struct Memory {
     conntrack_fails: bool,
     /// nftables writes fail.
     fw_fails: bool,
+    /// The ruleset generation: bumped by every write, and by a test that
+    /// changes `fw` behind the engine's back.
+    fw_generation: u64,
+    /// The generation the engine last read or wrote at.
+    fw_seen: Option<u64>,
+    /// Whole-table reads.
+    fw_reads: usize,
 }
 
 impl Dataplane for Memory {
@@ -90,7 +97,12 @@ impl Dataplane for Memory {
         self.messages
     }
     fn read_firewall(&mut self) -> Result<Option<BTreeSet<Element>>, DataplaneError> {
+        self.fw_reads += 1;
+        self.fw_seen = Some(self.fw_generation);
         Ok(self.fw.clone())
+    }
+    fn firewall_unchanged(&mut self) -> bool {
+        self.fw_seen == Some(self.fw_generation)
     }
     fn write_firewall(&mut self, write: &FirewallWrite) -> Result<(), DataplaneError> {
         if self.fw_fails {
@@ -109,6 +121,10 @@ impl Dataplane for Memory {
             }
         }
         self.fw_writes.push(write.clone());
+        self.fw_generation += 1;
+        if self.fw_seen.is_some() {
+            self.fw_seen = Some(self.fw_generation);
+        }
         Ok(())
     }
     fn clear_conntrack(&mut self, filters: &[Filter]) -> Result<ConntrackCleared, DataplaneError> {
@@ -488,6 +504,7 @@ fn the_nft_table_is_written_whole_once_then_by_changed_elements_only() {
         .unwrap()
         .clone();
     again.dataplane_mut().fw.as_mut().unwrap().remove(&hairpin);
+    again.dataplane_mut().fw_generation += 1;
     let r = again.resync(30);
     assert_eq!(r.firewall_elements, 1);
     assert!(again.dataplane().fw.as_ref().unwrap().contains(&hairpin));
@@ -730,6 +747,50 @@ fn a_failed_conntrack_cleanup_is_reported_with_its_service_and_is_not_fatal() {
     );
     assert_eq!(e.dataplane().table.len(), 1, "the IPVS changes went in");
     assert!(!r.stale);
+}
+
+#[test]
+fn a_resync_skips_reading_an_unchanged_nftables_table_and_rereads_a_changed_one() {
+    let mut e = loaded(3);
+    assert_eq!(e.dataplane().fw_reads, 1);
+    let writes = e.dataplane().fw_writes.len();
+    // Nothing changed the ruleset since the engine's own write.
+    let r = e.resync(0);
+    assert!(r.firewall_unchanged);
+    assert_eq!(e.dataplane().fw_reads, 1, "no read of an unchanged table");
+    assert_eq!(e.dataplane().fw_writes.len(), writes, "and no write");
+    // Someone deletes an element: the generation moves, the next resync
+    // reads the table and puts it back.
+    let gone = e
+        .dataplane()
+        .fw
+        .as_ref()
+        .unwrap()
+        .iter()
+        .next()
+        .cloned()
+        .unwrap();
+    e.dataplane_mut().fw.as_mut().unwrap().remove(&gone);
+    e.dataplane_mut().fw_generation += 1;
+    let r = e.resync(0);
+    assert!(!r.firewall_unchanged);
+    assert_eq!(e.dataplane().fw_reads, 2);
+    assert!(
+        e.dataplane().fw.as_ref().unwrap().contains(&gone),
+        "repaired"
+    );
+    // A failed write leaves the engine unsure: it reads again.
+    e.dataplane_mut().fw_fails = true;
+    e.input(Input::ServiceDeleted(ObjectRef {
+        namespace: "default".into(),
+        name: "s1".into(),
+    }));
+    let r = e.sync(0);
+    assert!(!r.errors.is_empty());
+    e.dataplane_mut().fw_fails = false;
+    let r = e.resync(0);
+    assert!(!r.firewall_unchanged);
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
 }
 
 /// An engine whose kernel already has a table of kipvs's (so an ownership
