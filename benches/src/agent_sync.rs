@@ -53,6 +53,19 @@ pub struct AgentRun {
     pub changes: Vec<ChangeRun>,
     pub rss_kib: u64,
     pub hwm_kib: u64,
+    /// With an idle window: the agent's CPU over it (percent of one core,
+    /// the periodic repair every 30 s included) and its RSS after it.
+    pub idle: Option<IdleRun>,
+}
+
+/// The agent with nothing to do for a while.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IdleRun {
+    pub seconds: f64,
+    pub cpu_percent: f64,
+    /// Periodic repairs (resyncs) in the window.
+    pub resyncs: u64,
+    pub rss_kib: u64,
 }
 
 /// One endpoint change, as the sync that applied it reported it.
@@ -143,13 +156,17 @@ pub enum Source<'a> {
 }
 
 /// Starts `kipvs proxy` on the cluster, waits for it to converge, makes
-/// `changes` single endpoint changes, and stops it.
+/// `changes` single endpoint changes, then (when `idle` is not zero)
+/// leaves it alone for `idle` and reads its CPU time, and stops it. With an
+/// idle window the agent repairs every 30 s (kube-proxy's default period),
+/// otherwise every hour, so that no repair lands among the timed changes.
 pub fn run_agent(
     kipvs: &Path,
     source: Source<'_>,
     n: u32,
     e: u32,
     changes: u32,
+    idle: Duration,
     timeout: Duration,
 ) -> Result<AgentRun, BenchError> {
     let rt = tokio::runtime::Runtime::new()?;
@@ -176,7 +193,8 @@ pub fn run_agent(
     }
     let start = Instant::now();
     let mut child = Command::new(kipvs)
-        .args(["proxy", "--log-format", "json", "--ipvs-sync-period", "1h"])
+        .args(["proxy", "--log-format", "json", "--ipvs-sync-period"])
+        .arg(if idle.is_zero() { "1h" } else { "30s" })
         .args(["--hostname-override", "bench-node"])
         .args(&args)
         .stdin(Stdio::null())
@@ -206,7 +224,13 @@ pub fn run_agent(
             (Source::Api, None) => unreachable!("the server was started above"),
         }
     };
-    let result = measure(&child, &synced, start, n, e, changes, timeout, &mut change);
+    let result =
+        measure(&child, &synced, start, n, e, changes, timeout, &mut change).and_then(|mut run| {
+            if !idle.is_zero() {
+                run.idle = Some(measure_idle(&child, &synced, idle)?);
+            }
+            Ok(run)
+        });
     let _ = child.kill();
     let _ = child.wait();
     result
@@ -282,7 +306,50 @@ fn measure(
         changes: out,
         rss_kib,
         hwm_kib,
+        idle: None,
     })
+}
+
+/// The agent's CPU time over `window` with no change made, and the syncs
+/// (periodic repairs) it logged meanwhile.
+fn measure_idle(
+    child: &Child,
+    synced: &Receiver<Synced>,
+    window: Duration,
+) -> Result<IdleRun, BenchError> {
+    // Whatever was logged before the window is not part of it.
+    while synced.try_recv().is_ok() {}
+    let before = cpu_ticks(child.id())?;
+    let start = Instant::now();
+    std::thread::sleep(window);
+    let ticks = cpu_ticks(child.id())? - before;
+    let seconds = start.elapsed().as_secs_f64();
+    // SAFETY: sysconf has no preconditions.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    Ok(IdleRun {
+        seconds,
+        cpu_percent: ticks as f64 / per_second / seconds * 100.0,
+        resyncs: synced.try_iter().count() as u64,
+        rss_kib: memory_kib(child.id())?.0,
+    })
+}
+
+/// User plus system CPU time of a process, in clock ticks.
+pub fn cpu_ticks(pid: u32) -> Result<u64, BenchError> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    parse_cpu_ticks(&stat)
+        .ok_or_else(|| BenchError::Failed(format!("/proc/{pid}/stat: unreadable: {stat:?}")))
+}
+
+/// utime + stime from a `/proc/PID/stat` line (fields 14 and 15; the
+/// command name in parentheses may hold spaces).
+fn parse_cpu_ticks(stat: &str) -> Option<u64> {
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    // `rest` starts at field 3 (state).
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
 }
 
 /// The new address serves with weight 1; the old one is gone or drains
@@ -429,6 +496,14 @@ fn run(cmd: &mut Command) -> Result<(), BenchError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_ticks_come_from_fields_14_and_15() {
+        let stat =
+            "4242 (kipvs sync) S 1 4242 4242 0 -1 4194560 5000 0 0 0 731 269 0 0 20 0 9 0 100 0 0";
+        assert_eq!(parse_cpu_ticks(stat), Some(1000));
+        assert_eq!(parse_cpu_ticks("garbage"), None);
+    }
     use kipvs_proxy::manifest::Manifests;
 
     #[test]

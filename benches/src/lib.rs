@@ -14,6 +14,10 @@
 //!   applying single endpoint changes, against `ipvsadm -R` + `ip -batch`.
 //! - [`soak`]: the agent on the fake API server through minutes of churn,
 //!   restarts and hand deletions, per minute syncs, messages and RSS.
+//! - [`heap`]: the agent's live heap after converging from the fake API
+//!   server, by the kipvs function that allocated it (`kipvs-heap`, dhat).
+//! - [`stall`]: how late real-time probes wake, one per CPU, while IPVS
+//!   loads, holds (rate estimator on and off) and deletes a large table.
 //! - [`compare`]: kipvs side by side with `ipvsadm`, `iptables-legacy`,
 //!   `iptables-nft` and `nftables` (rules shaped like kube-proxy's, from
 //!   [`peer_rules`]): load, add a Service, change an endpoint, delete a
@@ -25,9 +29,11 @@
 
 pub mod agent_sync;
 pub mod compare;
+pub mod heap;
 pub mod ipvs_load;
 pub mod peer_rules;
 pub mod soak;
+pub mod stall;
 pub mod synthetic;
 
 use std::time::Instant;

@@ -12,7 +12,12 @@
 //!   and read back (issue #4);
 //! - `cargo xtask bench agent`: `kipvs proxy --manifests` converging and
 //!   applying single endpoint changes, against `ipvsadm -R` + `ip -batch`
-//!   (issue #6).
+//!   (issue #6);
+//! - `cargo xtask bench stall`: real-time probes per CPU time how long the
+//!   kernel keeps a CPU while IPVS loads N × E, holds it (rate estimator on
+//!   and off) and reloads it with the deleted destinations still in the
+//!   kernel's trash, at each requests-per-`sendmsg` in `--batches`, in a
+//!   guest booted `preempt=none` (issue #14's soft lockup).
 //!
 //! The binary is built in release mode. A measurement that fails or runs
 //! out of time is reported as such, never as a number.
@@ -33,6 +38,9 @@ pub enum Suite {
     Compare,
     Ipvs,
     Agent,
+    /// How long the kernel holds a CPU while IPVS loads, holds and reloads
+    /// a table, per requests-per-sendmsg (booted `preempt=none`).
+    Stall,
 }
 
 #[derive(Debug, clap::Args)]
@@ -68,6 +76,13 @@ pub struct BenchOpts {
     /// agent: extra sizes at which only convergence and memory are measured.
     #[arg(long, value_delimiter = ',', default_value = "50000")]
     memory_sizes: Vec<u32>,
+    /// stall: requests per `sendmsg` to compare, comma-separated; 0 is
+    /// kipvs's pacing (1024 was the fixed window before it).
+    #[arg(long, value_delimiter = ',', default_value = "1024,64,0")]
+    batches: Vec<usize>,
+    /// stall: kernel command line of the guest.
+    #[arg(long, default_value = "preempt=none")]
+    stall_kernel_args: String,
     /// Limit per VM, in seconds.
     #[arg(long, default_value_t = 1800)]
     timeout: u64,
@@ -104,6 +119,7 @@ impl BenchOpts {
             Suite::Compare => {}
             Suite::Ipvs => cmd.push_str(" ipvs"),
             Suite::Agent => cmd.push_str(" agent"),
+            Suite::Stall => cmd.push_str(" stall"),
         }
         let _ = write!(cmd, " --sizes {}", join(&self.sizes));
         if let Some(r) = self.repeat {
@@ -138,6 +154,19 @@ impl BenchOpts {
                     let _ = write!(cmd, " --memory-size-mib {}", self.memory_size_mib);
                 }
             }
+            Suite::Stall => {
+                if self.batches != d.batches {
+                    let b: Vec<String> = self.batches.iter().map(usize::to_string).collect();
+                    let _ = write!(cmd, " --batches {}", b.join(","));
+                }
+                if self.stall_kernel_args != d.stall_kernel_args {
+                    let _ = write!(
+                        cmd,
+                        " --stall-kernel-args {}",
+                        crate::shell_quote(&self.stall_kernel_args)
+                    );
+                }
+            }
             Suite::Ipvs => {}
         }
         cmd
@@ -154,6 +183,7 @@ pub fn run(ws: &Path, mut opts: BenchOpts) -> Result<()> {
         opts.sizes = match suite {
             Suite::Compare | Suite::Ipvs => vec![1000, 5000, 10000],
             Suite::Agent => vec![10000],
+            Suite::Stall => vec![5000, 10000],
         };
     }
     for b in &opts.backends {
@@ -176,6 +206,7 @@ pub fn run(ws: &Path, mut opts: BenchOpts) -> Result<()> {
     let (name, table) = match suite {
         Suite::Ipvs => ("ipvs-load", ipvs(&lab, &kipvs, &opts, repeat)?),
         Suite::Agent => ("agent", agent(&lab, &kipvs, &opts, repeat)?),
+        Suite::Stall => ("stall", stall(&lab, &kipvs, &opts)?),
         Suite::Compare => unreachable!("handled above"),
     };
     let md = format!(
@@ -226,14 +257,15 @@ fn measure(
     args: &str,
     timeout: u64,
     memory: u32,
+    kernel_args: &str,
 ) -> Result<Value, String> {
-    eprintln!("\n==> bench: kipvs bench {args}");
+    eprintln!("\n==> bench: kipvs bench {args} (kernel: {kernel_args:?})");
     let job = Job {
         files: vec![(PathBuf::from("/usr/local/bin/kipvs"), kipvs.to_path_buf())],
         script: format!("exec kipvs bench {args}\n"),
         timeout: Duration::from_secs(timeout),
         memory_mib: memory,
-        kernel_args: String::new(),
+        kernel_args: kernel_args.to_owned(),
     };
     match lab.run(&job) {
         Ok(out) if out.exit_code == 0 => out
@@ -341,7 +373,7 @@ fn ipvs(lab: &Lab, kipvs: &Path, o: &BenchOpts, repeat: u32) -> Result<Table> {
                     "ipvs-load --method {method} --services {n} --endpoints {}{dump}",
                     o.endpoints
                 );
-                match measure(lab, kipvs, &args, o.timeout, 2048) {
+                match measure(lab, kipvs, &args, o.timeout, 2048, "") {
                     Ok(v) => {
                         let s = v["seconds"].as_f64().unwrap_or(f64::NAN);
                         times[m].push(s);
@@ -378,6 +410,108 @@ fn ipvs(lab: &Lab, kipvs: &Path, o: &BenchOpts, repeat: u32) -> Result<Table> {
         );
     }
     Ok(Table { markdown: md, csv })
+}
+
+/// The stall probe at every size and batch, one VM each.
+fn stall(lab: &Lab, kipvs: &Path, o: &BenchOpts) -> Result<Table> {
+    let mut md = format!(
+        "Guest booted `{}`. \"CPU held\" is the longest a real-time probe pinned to a CPU \
+         waited past its 1 ms sleep: the longest stretch the kernel kept that CPU. \
+         The soft-lockup watchdog fires at 20 s of it.\n\n\
+         | services × destinations | requests per sendmsg | load | CPU held, load \
+         | CPU held, idle, estimator on | CPU held, idle, run_estimation=0 \
+         | reload, destinations in trash | slowest sendmsg, reload | CPU held, reload \
+         | probe wake-ups > 100 ms, reload |\n|---|---|---|---|---|---|---|---|---|---|\n",
+        o.stall_kernel_args
+    );
+    let mut csv = String::from(
+        "services,endpoints,batch,phase,seconds,calls,max_send_ms,max_late_us,over_1ms,over_10ms,over_100ms,over_1s\n",
+    );
+    for &n in &o.sizes {
+        for &batch in &o.batches {
+            let args = format!(
+                "stall --services {n} --endpoints {} --batch {batch}",
+                o.endpoints
+            );
+            let memory = if n > 10_000 { 8192 } else { 4096 };
+            let v = match measure(lab, kipvs, &args, o.timeout, memory, &o.stall_kernel_args) {
+                Ok(v) => v,
+                Err(e) => {
+                    eprintln!("bench: {args}: {e}");
+                    let _ = writeln!(
+                        md,
+                        "| {n} × {} | {} | {e} |||||||",
+                        o.endpoints,
+                        per_send(batch)
+                    );
+                    continue;
+                }
+            };
+            let phases = v["phases"].as_array().cloned().unwrap_or_default();
+            for p in &phases {
+                let l = &p["lateness"];
+                let _ = writeln!(
+                    csv,
+                    "{n},{},{batch},{},{},{},{},{},{},{},{},{}",
+                    o.endpoints,
+                    p["name"]
+                        .as_str()
+                        .unwrap_or("")
+                        .split(',')
+                        .next()
+                        .unwrap_or(""),
+                    p["seconds"],
+                    p["calls"],
+                    p["max_send_ms"],
+                    l["max_us"],
+                    l["over_1ms"],
+                    l["over_10ms"],
+                    l["over_100ms"],
+                    l["over_1s"],
+                );
+            }
+            let phase = |prefix: &str| {
+                phases
+                    .iter()
+                    .find(|p| p["name"].as_str().is_some_and(|n| n.starts_with(prefix)))
+            };
+            let held = |prefix: &str| {
+                phase(prefix)
+                    .and_then(|p| p["lateness"]["max_us"].as_f64())
+                    .map_or("–".into(), |us| secs(us / 1e6))
+            };
+            let time = |prefix: &str, key: &str, scale: f64| {
+                phase(prefix)
+                    .and_then(|p| p[key].as_f64())
+                    .map_or("–".into(), |x| secs(x * scale))
+            };
+            let _ = writeln!(
+                md,
+                "| {n} × {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                o.endpoints,
+                per_send(batch),
+                time("load", "seconds", 1.0),
+                held("load"),
+                held("idle, full table, estimator on"),
+                held("idle, full table, run_estimation"),
+                time("reload", "seconds", 1.0),
+                time("reload", "max_send_ms", 1e-3),
+                held("reload"),
+                phase("reload")
+                    .and_then(|p| p["lateness"]["over_100ms"].as_u64())
+                    .map_or("–".into(), |c| c.to_string()),
+            );
+        }
+    }
+    Ok(Table { markdown: md, csv })
+}
+
+/// A stall run's batching: 0 is kipvs's pacing.
+fn per_send(batch: usize) -> String {
+    match batch {
+        0 => "paced (kipvs)".to_owned(),
+        n => n.to_string(),
+    }
 }
 
 /// One agent run's numbers, gathered over repeats.
@@ -496,7 +630,7 @@ fn agent(lab: &Lab, kipvs: &Path, o: &BenchOpts, repeat: u32) -> Result<Table> {
                     &mut files
                 };
                 let memory = if full { 4096 } else { o.memory_size_mib };
-                match measure(lab, kipvs, &args, o.timeout, memory) {
+                match measure(lab, kipvs, &args, o.timeout, memory, "") {
                     Ok(v) => samples.record(&v, &mut csv, &format!("{n},{e},{source}"), run),
                     Err(err) => {
                         eprintln!("bench: {args}: {err}");
@@ -508,7 +642,7 @@ fn agent(lab: &Lab, kipvs: &Path, o: &BenchOpts, repeat: u32) -> Result<Table> {
                 continue;
             }
             let args = format!("agent-baseline --services {n} --endpoints {e}");
-            match measure(lab, kipvs, &args, o.timeout, 4096) {
+            match measure(lab, kipvs, &args, o.timeout, 4096, "") {
                 Ok(v) => {
                     let l = v["load_seconds"].as_f64().unwrap_or(f64::NAN);
                     let c = v["change_seconds"].as_f64().unwrap_or(f64::NAN);

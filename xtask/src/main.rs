@@ -100,6 +100,9 @@ struct VmOpts {
     /// Guest memory in MiB.
     #[arg(long, default_value_t = 4096)]
     memory: u32,
+    /// Extra kernel command-line arguments (e.g. `preempt=none`).
+    #[arg(long, default_value = "")]
+    kernel_args: String,
 }
 
 impl VmOpts {
@@ -109,7 +112,7 @@ impl VmOpts {
             script,
             timeout: Duration::from_secs(self.timeout),
             memory_mib: self.memory,
-            kernel_args: String::new(),
+            kernel_args: self.kernel_args.clone(),
         }
     }
 }
@@ -370,7 +373,9 @@ fn run_in_vm(
         tests.len()
     ));
     let mut job = vm.job(files, script);
-    job.kernel_args = kernel_args.to_owned();
+    job.kernel_args = format!("{} {kernel_args}", vm.kernel_args)
+        .trim()
+        .to_owned();
     let out = lab.run(&job)?;
     eprintln!(
         "lab: /init after {:.1}s, tests started after {:.1}s",
@@ -442,6 +447,7 @@ fn ci(ws: &Path) -> Result<i32> {
                 &VmOpts {
                     timeout: 1500,
                     memory: 4096,
+                    kernel_args: String::new(),
                 },
                 None,
             )

@@ -5,7 +5,7 @@
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
-use kipvs_benches::{agent_sync, compare, ipvs_load, peer_rules, soak};
+use kipvs_benches::{agent_sync, compare, ipvs_load, peer_rules, soak, stall};
 use serde_json::json;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -41,6 +41,14 @@ pub enum BenchCommand {
         /// Limit for each step, in seconds.
         #[arg(long, default_value_t = 1800)]
         timeout: u64,
+        /// After the changes, leave the agent alone this long and read its
+        /// CPU time (it then repairs every 30 s, else every hour).
+        #[arg(long, default_value_t = 0)]
+        idle_seconds: u64,
+        /// The `kipvs` binary to run as the agent (default: this one), to
+        /// measure another build with the same harness.
+        #[arg(long)]
+        agent: Option<PathBuf>,
     },
     /// The agent benchmark's baseline: the same state with `ipvsadm -R`
     /// and `ip -batch`, and one endpoint change with two `ipvsadm` commands.
@@ -79,6 +87,20 @@ pub enum BenchCommand {
         /// Established connections held through the run.
         #[arg(long, default_value_t = 20)]
         connections: u32,
+    },
+    /// Real-time probes, one per CPU, time how late they wake while IPVS
+    /// loads N × E, holds it (rate estimator on, then off), deletes it and
+    /// loads it again with the deleted destinations in the kernel's trash.
+    Stall {
+        #[command(flatten)]
+        size: Size,
+        /// Requests per `sendmsg`; 0 (the default) paces them as kipvs
+        /// does.
+        #[arg(long, default_value_t = 0)]
+        batch: usize,
+        /// Seconds of each idle phase.
+        #[arg(long, default_value_t = 10)]
+        idle: u64,
     },
     /// Print the input a peer tool loads the synthetic cluster from, as
     /// `compare` feeds it, to time a load by hand: e.g.
@@ -134,6 +156,14 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
             print!("{text}");
             return Ok(());
         }
+        BenchCommand::Stall { size, batch, idle } => {
+            let (n, e) = (size.services, size.endpoints);
+            let r = stall::run(n, e, batch, Duration::from_secs(idle))
+                .with_context(|| format!("the stall probe at {n} × {e}, batch {batch}"))?;
+            let mut v = serde_json::to_value(r)?;
+            v["bench"] = json!("stall");
+            v
+        }
         BenchCommand::IpvsLoad { method, size, dump } => {
             let (n, e) = (size.services, size.endpoints);
             let seconds = ipvs_load::load(method, n, e)
@@ -154,6 +184,8 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
             source,
             manifests,
             timeout,
+            idle_seconds,
+            agent,
         } => {
             let (n, e) = (size.services, size.endpoints);
             let src = match source {
@@ -164,9 +196,13 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
                 }
                 SourceKind::Api => agent_sync::Source::Api,
             };
-            let exe = std::env::current_exe().context("finding the kipvs executable")?;
+            let exe = match agent {
+                Some(path) => path,
+                None => std::env::current_exe().context("finding the kipvs executable")?,
+            };
             let timeout = Duration::from_secs(timeout);
-            let r = agent_sync::run_agent(&exe, src, n, e, changes, timeout)?;
+            let idle = Duration::from_secs(idle_seconds);
+            let r = agent_sync::run_agent(&exe, src, n, e, changes, idle, timeout)?;
             json!({
                 "bench": "agent", "services": n, "endpoints": e,
                 "source": format!("{source:?}").to_lowercase(),
@@ -178,6 +214,10 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
                 "change_nft_elements": r.changes.iter().map(|c| c.nft.elements).collect::<Vec<_>>(),
                 "change_nft_seconds": r.changes.iter().map(|c| c.nft.secs).collect::<Vec<_>>(),
                 "rss_kib": r.rss_kib, "hwm_kib": r.hwm_kib,
+                "idle_seconds": r.idle.as_ref().map(|i| i.seconds),
+                "idle_cpu_percent": r.idle.as_ref().map(|i| i.cpu_percent),
+                "idle_resyncs": r.idle.as_ref().map(|i| i.resyncs),
+                "idle_rss_kib": r.idle.as_ref().map(|i| i.rss_kib),
             })
         }
         BenchCommand::Soak {

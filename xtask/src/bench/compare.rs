@@ -204,7 +204,7 @@ pub fn run(ws: &Path, lab: &Lab, kipvs: &Path, o: &BenchOpts, repeat: u32) -> Re
                     o.connects, o.step_timeout
                 );
                 let memory = if n > 20000 { 6144 } else { 3072 };
-                match measure(lab, kipvs, &args, o.timeout, memory) {
+                match measure(lab, kipvs, &args, o.timeout, memory, "") {
                     Ok(v) => r.record(n, e, backend, run, &v),
                     Err(err) => {
                         bar.println(format!("bench: {backend} at {n}: {err}"));
