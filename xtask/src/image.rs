@@ -82,6 +82,9 @@ pub fn build(ws: &Path) -> Result<Built> {
     if std::env::consts::ARCH != "x86_64" {
         bail!("the image is linux/amd64 and is built from this host's files: run it on x86_64");
     }
+    // The runtime layer copies the host's nft, iptables, ipset and CA
+    // certificates, installed here as for the lab.
+    crate::lab::ensure_host_tools()?;
     let kipvs = crate::bench::build_release(ws)?;
     let epoch = source_date_epoch(ws)?;
     let runtime = runtime_tree(&kipvs)?;

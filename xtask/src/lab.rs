@@ -47,6 +47,7 @@ const HOST_TOOLS: &[(&str, &str)] = &[
     ("curl", "curl"),
     ("update-ca-certificates", "ca-certificates"),
     ("bash", "bash"),
+    ("strip", "binutils"),
 ];
 
 /// Host binaries copied into every guest, at their host paths.
@@ -352,7 +353,8 @@ pub fn which(cmd: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-fn ensure_host_tools() -> Result<()> {
+/// Installs the host tools the lab and the image need (apt), where missing.
+pub(crate) fn ensure_host_tools() -> Result<()> {
     let missing: BTreeSet<&str> = HOST_TOOLS
         .iter()
         .filter(|(cmd, _)| which(cmd).is_none())
