@@ -4,9 +4,9 @@
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use kipvs_benches::synthetic;
-use kipvs_proxy::desired;
-use kipvs_proxy::diff::{self, DiffConfig, Draining, ObservedRealServer, ObservedVirtualServer};
-use kipvs_proxy::model::ObjectRef;
+use kipvs_engine::desired;
+use kipvs_engine::diff::{self, DiffConfig, Draining, ObservedRealServer, ObservedVirtualServer};
+use kipvs_engine::model::ObjectRef;
 use std::collections::BTreeMap;
 use std::hint::black_box;
 

@@ -6,10 +6,10 @@
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use kipvs_benches::{ipvs_load, synthetic};
+use kipvs_engine::desired;
 use kipvs_ipvs::message::{emit_request, parse_reply};
 use kipvs_ipvs::{Destination, Op};
 use kipvs_nft::{Element, ElementDiff};
-use kipvs_proxy::desired;
 use std::collections::BTreeSet;
 use std::hint::black_box;
 

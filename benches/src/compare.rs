@@ -34,10 +34,10 @@ use crate::ipvs_load::restore_rules;
 use crate::peer_rules::{self, Cluster};
 use crate::synthetic::{self, cluster_ip, endpoint_ip};
 use crate::{BenchError, seconds_since};
+use kipvs_engine::controller::{Engine, Input, Ownership};
+use kipvs_engine::desired;
+use kipvs_engine::diff::DiffConfig;
 use kipvs_ipvs::Client;
-use kipvs_proxy::controller::{Engine, Input, Ownership};
-use kipvs_proxy::desired;
-use kipvs_proxy::diff::DiffConfig;
 use kipvs_proxy::kernel::{Firewall, KernelDataplane, LinkBinder};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -395,7 +395,7 @@ impl Peer for Kipvs {
                     let svc = synthetic::service(i);
                     let slice = synthetic::slice(i, self.endpoints, None);
                     self.engine
-                        .input(Input::SliceDeleted(kipvs_proxy::controller::slice_ref(
+                        .input(Input::SliceDeleted(kipvs_engine::controller::slice_ref(
                             &slice,
                         )));
                     self.engine
@@ -697,7 +697,7 @@ const SERVER_NS: &str = "kb-server";
 
 /// The data path for the last Service: a client namespace routed through
 /// this one, a server namespace holding the Service's endpoint addresses
-/// with a listener on 8080; then `kipvs bench connect` in the client.
+/// with a listener on 8080; then TCP connects timed from the client.
 fn measure_datapath(plan: &Plan, c: &Cluster) -> Result<Latency, BenchError> {
     let (&last, eps) = c
         .iter()

@@ -11,12 +11,12 @@
 
 use crate::BenchError;
 use crate::synthetic;
+use kipvs_engine::controller::{Dataplane, DataplaneError, Engine, FirewallWrite, Ownership};
+use kipvs_engine::diff::{Change, DiffConfig, ObservedRealServer, ObservedVirtualServer};
+use kipvs_engine::model::VirtualServerKey;
 use kipvs_nft::Element;
 use kipvs_proxy::agent::{self, Status, Timing};
-use kipvs_proxy::controller::{Dataplane, DataplaneError, Engine, FirewallWrite, Ownership};
-use kipvs_proxy::diff::{Change, DiffConfig, ObservedRealServer, ObservedVirtualServer};
 use kipvs_proxy::fake_api::FakeApiServer;
-use kipvs_proxy::model::VirtualServerKey;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};

@@ -23,7 +23,7 @@
 //!   [`peer_rules`]): load, add a Service, change an endpoint, delete a
 //!   Service, and TCP connect latency through each.
 //!
-//! The kernel-side benchmarks run inside the kernel lab (`kipvs bench …`,
+//! The kernel-side benchmarks run inside the kernel lab (`kipvs-bench …`,
 //! driven by `cargo xtask bench …`, a fresh VM per measurement) and publish
 //! their results under `benches/results/`.
 

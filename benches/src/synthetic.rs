@@ -13,7 +13,7 @@
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kipvs_proxy::desired::{Context, Family};
+use kipvs_engine::desired::{Context, Family};
 use serde_json::json;
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;

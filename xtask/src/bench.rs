@@ -1,4 +1,4 @@
-//! `cargo xtask bench`: runs `kipvs bench` measurements in the kernel lab,
+//! `cargo xtask bench`: runs `kipvs-bench` measurements in the kernel lab,
 //! a fresh VM for every measurement (reloading a table right after
 //! flushing it is markedly slower than loading a fresh kernel), and writes
 //! the tables under `benches/results/`.
@@ -196,17 +196,17 @@ pub fn run(ws: &Path, mut opts: BenchOpts) -> Result<()> {
         .unwrap_or(if suite == Suite::Compare { 3 } else { 1 });
     opts.repeat = Some(repeat);
     let lab = Lab::prepare(ws)?;
-    let kipvs = build_release(ws)?;
+    let bins = build_bench(ws)?;
     if suite == Suite::Compare {
-        return compare::run(ws, &lab, &kipvs, &opts, repeat);
+        return compare::run(ws, &lab, &bins, &opts, repeat);
     }
     let machine = machine();
     let results = ws.join("benches/results");
     std::fs::create_dir_all(&results)?;
     let (name, table) = match suite {
-        Suite::Ipvs => ("ipvs-load", ipvs(&lab, &kipvs, &opts, repeat)?),
-        Suite::Agent => ("agent", agent(&lab, &kipvs, &opts, repeat)?),
-        Suite::Stall => ("stall", stall(&lab, &kipvs, &opts)?),
+        Suite::Ipvs => ("ipvs-load", ipvs(&lab, &bins, &opts, repeat)?),
+        Suite::Agent => ("agent", agent(&lab, &bins, &opts, repeat)?),
+        Suite::Stall => ("stall", stall(&lab, &bins, &opts)?),
         Suite::Compare => unreachable!("handled above"),
     };
     let md = format!(
@@ -230,11 +230,57 @@ struct Table {
     csv: String,
 }
 
+/// The shipped `kipvs`, release build.
 pub(crate) fn build_release(ws: &Path) -> Result<PathBuf> {
     let (_, bins) = crate::build(ws, &[&["build", "--release", "-p", "kipvs"]])?;
+    find_bin(bins, "kipvs")
+}
+
+fn find_bin(bins: Vec<PathBuf>, name: &str) -> Result<PathBuf> {
     bins.into_iter()
-        .find(|b| b.file_name().is_some_and(|n| n == "kipvs"))
-        .context("cargo built no kipvs binary")
+        .find(|b| b.file_name().is_some_and(|n| n == name))
+        .with_context(|| format!("cargo built no {name} binary"))
+}
+
+/// What a lab benchmark runs: the shipped `kipvs` (the agent, as users
+/// get it) and the harness `kipvs-bench`, which runs it.
+pub(crate) struct Binaries {
+    kipvs: PathBuf,
+    bench: PathBuf,
+}
+
+impl Binaries {
+    /// Both, where the guest's `PATH` finds them.
+    fn files(&self) -> Vec<(PathBuf, PathBuf)> {
+        vec![
+            (PathBuf::from("/usr/local/bin/kipvs"), self.kipvs.clone()),
+            (
+                PathBuf::from("/usr/local/bin/kipvs-bench"),
+                self.bench.clone(),
+            ),
+        ]
+    }
+}
+
+/// Release builds of both, in two cargo runs so that the harness's
+/// features (the fake API server) do not end up in the measured `kipvs`.
+pub(crate) fn build_bench(ws: &Path) -> Result<Binaries> {
+    let kipvs = build_release(ws)?;
+    let (_, bins) = crate::build(
+        ws,
+        &[&[
+            "build",
+            "--release",
+            "-p",
+            "kipvs-benches",
+            "--bin",
+            "kipvs-bench",
+        ]],
+    )?;
+    Ok(Binaries {
+        kipvs,
+        bench: find_bin(bins, "kipvs-bench")?,
+    })
 }
 
 fn machine() -> String {
@@ -250,19 +296,19 @@ fn machine() -> String {
     format!("host {cpu}, {cores} cores")
 }
 
-/// Runs `kipvs bench ARGS` in a fresh VM; its JSON line, or why not.
+/// Runs `kipvs-bench ARGS` in a fresh VM; its JSON line, or why not.
 fn measure(
     lab: &Lab,
-    kipvs: &Path,
+    bins: &Binaries,
     args: &str,
     timeout: u64,
     memory: u32,
     kernel_args: &str,
 ) -> Result<Value, String> {
-    eprintln!("\n==> bench: kipvs bench {args} (kernel: {kernel_args:?})");
+    eprintln!("\n==> bench: kipvs-bench {args} (kernel: {kernel_args:?})");
     let job = Job {
-        files: vec![(PathBuf::from("/usr/local/bin/kipvs"), kipvs.to_path_buf())],
-        script: format!("exec kipvs bench {args}\n"),
+        files: bins.files(),
+        script: format!("exec kipvs-bench {args}\n"),
         timeout: Duration::from_secs(timeout),
         memory_mib: memory,
         kernel_args: kernel_args.to_owned(),
@@ -349,7 +395,7 @@ fn cell(xs: &[f64], failure: &Option<String>) -> String {
     summary(xs, secs).unwrap_or_else(|| failure.clone().unwrap_or_else(|| "–".into()))
 }
 
-fn ipvs(lab: &Lab, kipvs: &Path, o: &BenchOpts, repeat: u32) -> Result<Table> {
+fn ipvs(lab: &Lab, bins: &Binaries, o: &BenchOpts, repeat: u32) -> Result<Table> {
     let methods = ["pipelined", "serial", "restore"];
     let mut md = String::from(
         "| services × destinations | kipvs pipelined | kipvs one per round trip | ipvsadm -R \
@@ -373,7 +419,7 @@ fn ipvs(lab: &Lab, kipvs: &Path, o: &BenchOpts, repeat: u32) -> Result<Table> {
                     "ipvs-load --method {method} --services {n} --endpoints {}{dump}",
                     o.endpoints
                 );
-                match measure(lab, kipvs, &args, o.timeout, 2048, "") {
+                match measure(lab, bins, &args, o.timeout, 2048, "") {
                     Ok(v) => {
                         let s = v["seconds"].as_f64().unwrap_or(f64::NAN);
                         times[m].push(s);
@@ -413,7 +459,7 @@ fn ipvs(lab: &Lab, kipvs: &Path, o: &BenchOpts, repeat: u32) -> Result<Table> {
 }
 
 /// The stall probe at every size and batch, one VM each.
-fn stall(lab: &Lab, kipvs: &Path, o: &BenchOpts) -> Result<Table> {
+fn stall(lab: &Lab, bins: &Binaries, o: &BenchOpts) -> Result<Table> {
     let mut md = format!(
         "Guest booted `{}`. \"CPU held\" is the longest a real-time probe pinned to a CPU \
          waited past its 1 ms sleep: the longest stretch the kernel kept that CPU. \
@@ -434,7 +480,7 @@ fn stall(lab: &Lab, kipvs: &Path, o: &BenchOpts) -> Result<Table> {
                 o.endpoints
             );
             let memory = if n > 10_000 { 8192 } else { 4096 };
-            let v = match measure(lab, kipvs, &args, o.timeout, memory, &o.stall_kernel_args) {
+            let v = match measure(lab, bins, &args, o.timeout, memory, &o.stall_kernel_args) {
                 Ok(v) => v,
                 Err(e) => {
                     eprintln!("bench: {args}: {e}");
@@ -592,7 +638,7 @@ impl AgentSamples {
     }
 }
 
-fn agent(lab: &Lab, kipvs: &Path, o: &BenchOpts, repeat: u32) -> Result<Table> {
+fn agent(lab: &Lab, bins: &Binaries, o: &BenchOpts, repeat: u32) -> Result<Table> {
     let mut md = String::from(
         "| services × endpoints | start → converged, manifests | start → converged, API \
          | ipvsadm -R + ip -batch | converged / restore (manifests, API) \
@@ -630,7 +676,7 @@ fn agent(lab: &Lab, kipvs: &Path, o: &BenchOpts, repeat: u32) -> Result<Table> {
                     &mut files
                 };
                 let memory = if full { 4096 } else { o.memory_size_mib };
-                match measure(lab, kipvs, &args, o.timeout, memory, "") {
+                match measure(lab, bins, &args, o.timeout, memory, "") {
                     Ok(v) => samples.record(&v, &mut csv, &format!("{n},{e},{source}"), run),
                     Err(err) => {
                         eprintln!("bench: {args}: {err}");
@@ -642,7 +688,7 @@ fn agent(lab: &Lab, kipvs: &Path, o: &BenchOpts, repeat: u32) -> Result<Table> {
                 continue;
             }
             let args = format!("agent-baseline --services {n} --endpoints {e}");
-            match measure(lab, kipvs, &args, o.timeout, 4096, "") {
+            match measure(lab, bins, &args, o.timeout, 4096, "") {
                 Ok(v) => {
                     let l = v["load_seconds"].as_f64().unwrap_or(f64::NAN);
                     let c = v["change_seconds"].as_f64().unwrap_or(f64::NAN);
@@ -760,15 +806,15 @@ pub fn soak(ws: &Path, o: &SoakOpts) -> Result<()> {
         return Ok(());
     }
     let lab = Lab::prepare(ws)?;
-    let kipvs = build_release(ws)?;
+    let bins = build_bench(ws)?;
     let args = format!(
         "soak --services {} --endpoints {} --minutes {} --burst {}",
         o.services, o.endpoints, o.minutes, o.burst
     );
-    eprintln!("\n==> soak: kipvs bench {args}");
+    eprintln!("\n==> soak: kipvs-bench {args}");
     let job = Job {
-        files: vec![(PathBuf::from("/usr/local/bin/kipvs"), kipvs)],
-        script: format!("kipvs bench {args}; status=$?; dmesg | tail -n 40 >&2; exit $status\n"),
+        files: bins.files(),
+        script: format!("kipvs-bench {args}; status=$?; dmesg | tail -n 40 >&2; exit $status\n"),
         timeout: Duration::from_secs(u64::from(o.minutes) * 60 + 2400),
         memory_mib: o.memory,
         kernel_args: "softlockup_panic=1".into(),

@@ -1,17 +1,28 @@
-//! `kipvs bench`: the benchmark harness's command line. The measurements
-//! live in the `kipvs-benches` crate; each command here runs one of them
-//! on this machine's kernel (normally inside the kernel lab, driven by
-//! `cargo xtask bench`) and prints its result as one JSON line on stdout.
+//! `kipvs-bench`: the benchmark harness's command line, a binary of its own
+//! so that the shipped `kipvs` links no benchmark. The measurements live in
+//! this crate's library; each command runs one of them on this machine's
+//! kernel (normally inside the kernel lab, driven by `cargo xtask bench`)
+//! and prints its result as one JSON line on stdout. The commands that run
+//! the agent run the `kipvs` binary beside this one (or `--agent PATH`).
 
 use anyhow::{Context, Result};
-use clap::{Args, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use kipvs_benches::{agent_sync, compare, ipvs_load, peer_rules, soak, stall};
 use serde_json::json;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// Benchmarks against this machine's kernel (run them in the kernel lab:
+/// `cargo xtask bench`). Each prints one JSON line.
+#[derive(Debug, Parser)]
+#[command(name = "kipvs-bench", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: BenchCommand,
+}
+
 #[derive(Debug, Subcommand)]
-pub enum BenchCommand {
+enum BenchCommand {
     /// Load an empty IPVS table with N services × E destinations one way,
     /// verify it, and optionally time reading it back.
     IpvsLoad {
@@ -45,8 +56,8 @@ pub enum BenchCommand {
         /// CPU time (it then repairs every 30 s, else every hour).
         #[arg(long, default_value_t = 0)]
         idle_seconds: u64,
-        /// The `kipvs` binary to run as the agent (default: this one), to
-        /// measure another build with the same harness.
+        /// The `kipvs` binary to run as the agent (default: the one beside
+        /// this binary), to measure another build with the same harness.
         #[arg(long)]
         agent: Option<PathBuf>,
     },
@@ -87,6 +98,10 @@ pub enum BenchCommand {
         /// Established connections held through the run.
         #[arg(long, default_value_t = 20)]
         connections: u32,
+        /// The `kipvs` binary to run as the agent (default: the one beside
+        /// this binary).
+        #[arg(long)]
+        agent: Option<PathBuf>,
     },
     /// Real-time probes, one per CPU, time how late they wake while IPVS
     /// loads N × E, holds it (rate estimator on, then off), deletes it and
@@ -104,7 +119,7 @@ pub enum BenchCommand {
     },
     /// Print the input a peer tool loads the synthetic cluster from, as
     /// `compare` feeds it, to time a load by hand: e.g.
-    /// `kipvs bench rules iptables > f; time iptables-legacy-restore --noflush < f`.
+    /// `kipvs-bench rules iptables > f; time iptables-legacy-restore --noflush < f`.
     Rules {
         #[arg(value_enum)]
         tool: RulesFor,
@@ -113,9 +128,9 @@ pub enum BenchCommand {
     },
 }
 
-/// Whose input `kipvs bench rules` prints.
+/// Whose input `kipvs-bench rules` prints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum RulesFor {
+enum RulesFor {
     /// `ipvsadm -R` input (the addresses go with `ip -batch`, not printed).
     Ipvsadm,
     /// `iptables-restore --noflush` input: kube-proxy's iptables-mode nat
@@ -126,13 +141,13 @@ pub enum RulesFor {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum SourceKind {
+enum SourceKind {
     Manifests,
     Api,
 }
 
 #[derive(Debug, Args)]
-pub struct Size {
+struct Size {
     /// Number of Services (virtual servers).
     #[arg(long, default_value_t = 1000)]
     services: u32,
@@ -141,7 +156,27 @@ pub struct Size {
     endpoints: u32,
 }
 
-pub fn run(cmd: BenchCommand) -> Result<()> {
+fn main() {
+    let cli = Cli::parse();
+    if let Err(e) = run(cli.command) {
+        eprintln!("kipvs-bench: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+/// The agent binary: `--agent PATH`, else `kipvs` beside this executable,
+/// else `kipvs` on `PATH`.
+fn agent_binary(given: Option<PathBuf>) -> PathBuf {
+    given.unwrap_or_else(|| {
+        std::env::current_exe()
+            .ok()
+            .and_then(|exe| Some(exe.parent()?.join("kipvs")))
+            .filter(|p| p.is_file())
+            .unwrap_or_else(|| PathBuf::from("kipvs"))
+    })
+}
+
+fn run(cmd: BenchCommand) -> Result<()> {
     let line = match cmd {
         BenchCommand::Rules { tool, size } => {
             let (n, e) = (size.services, size.endpoints);
@@ -196,10 +231,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
                 }
                 SourceKind::Api => agent_sync::Source::Api,
             };
-            let exe = match agent {
-                Some(path) => path,
-                None => std::env::current_exe().context("finding the kipvs executable")?,
-            };
+            let exe = agent_binary(agent);
             let timeout = Duration::from_secs(timeout);
             let idle = Duration::from_secs(idle_seconds);
             let r = agent_sync::run_agent(&exe, src, n, e, changes, idle, timeout)?;
@@ -225,6 +257,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
             minutes,
             burst,
             connections,
+            agent,
         } => {
             let plan = soak::SoakPlan {
                 services: size.services,
@@ -233,8 +266,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
                 burst,
                 connections,
             };
-            let exe = std::env::current_exe().context("finding the kipvs executable")?;
-            soak::run(&exe, &plan)?.to_json(&plan)
+            soak::run(&agent_binary(agent), &plan)?.to_json(&plan)
         }
         BenchCommand::AgentBaseline { size } => {
             let (n, e) = (size.services, size.endpoints);

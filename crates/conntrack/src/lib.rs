@@ -15,11 +15,14 @@
 //! - [`Conntrack`]: a blocking client over `NETLINK_NETFILTER` that dumps one
 //!   family's table, deletes flows by their original tuple (pipelined, one
 //!   acknowledgement each; an entry already gone is not an error) and
-//!   combines the two in [`Conntrack::clear`].
+//!   combines the two in [`Conntrack::clear`] (feature `kernel`, default;
+//!   without it the crate is the plain data and the wire format alone).
 
+#[cfg(feature = "kernel")]
 mod client;
 pub mod wire;
 
+#[cfg(feature = "kernel")]
 pub use client::{Cleared, Conntrack};
 pub use wire::DecodeError;
 

@@ -51,7 +51,7 @@ enum Counts {
 }
 
 /// What the engine needs of the kernel. The real one is IPVS plus
-/// kube-ipvs0 (`crate::kernel`).
+/// kube-ipvs0 (`kipvs_proxy::kernel`).
 pub trait Dataplane {
     /// Every virtual server in the kernel, with real servers and their
     /// connection counts (the engine decides which are kipvs's).
@@ -352,7 +352,7 @@ pub struct Engine<D> {
     /// What the table holds; `None`: write it whole at the next sync.
     fw_kernel: Option<BTreeSet<Element>>,
     /// Services with a `Local` traffic policy: their local endpoints.
-    local: BTreeMap<ObjectRef, crate::healthcheck::LocalEndpoints>,
+    local: BTreeMap<ObjectRef, crate::local::LocalEndpoints>,
     /// Services the kernel refused, waiting for their next attempt.
     retries: BTreeMap<ObjectRef, Retry>,
 }
@@ -502,7 +502,7 @@ impl<D: Dataplane> Engine<D> {
 
     /// The Services with a `Local` traffic policy and their local
     /// endpoints, as of the last sync (health-check ports, metrics).
-    pub fn local_endpoints(&self) -> &BTreeMap<ObjectRef, crate::healthcheck::LocalEndpoints> {
+    pub fn local_endpoints(&self) -> &BTreeMap<ObjectRef, crate::local::LocalEndpoints> {
         &self.local
     }
 
@@ -739,7 +739,7 @@ impl<D: Dataplane> Engine<D> {
                 keys.extend(old.virtual_servers.keys().copied());
             }
             let local = self.services.get(id).and_then(|svc| {
-                crate::healthcheck::local_endpoints(svc, &self.slices_of_service(id), &self.ctx)
+                crate::local::local_endpoints(svc, &self.slices_of_service(id), &self.ctx)
             });
             match local {
                 Some(l) => self.local.insert(id.clone(), l),

@@ -4,7 +4,7 @@
 use crate::agent_client;
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use kipvs_proxy::controller::AgentExplanation;
+use kipvs_engine::controller::AgentExplanation;
 use std::net::{IpAddr, SocketAddr};
 
 #[derive(Debug, Args)]

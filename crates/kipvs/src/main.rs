@@ -1,12 +1,12 @@
 //! `kipvs`: the one binary, thin on purpose. `kipvs proxy` runs the agent
 //! (crates/proxy); `list`, `save`, `restore` and `conns` read and write the
-//! kernel in ipvsadm's formats (crates/ipvs); `explain` asks the agent;
-//! `bench` runs the lab benchmarks (benches/). Errors, argument errors
+//! kernel in ipvsadm's formats (crates/ipvs); `explain` asks the agent.
+//! The lab benchmarks are another binary, `kipvs-bench` (benches/), so
+//! this one links no benchmark or test server. Errors, argument errors
 //! included, become `kipvs: error: …` and exit code 1 here, at the edge;
 //! `--help` and `--version` exit 0.
 
 mod agent_client;
-mod bench;
 mod explain;
 mod inspect;
 mod json;
@@ -41,10 +41,6 @@ enum Command {
     /// Why each endpoint of a Service is, or is not, a real server (asks
     /// the running agent).
     Explain(explain::ExplainArgs),
-    /// Benchmarks against this machine's kernel (run them in the kernel
-    /// lab: `cargo xtask bench`). Each prints one JSON line.
-    #[command(subcommand)]
-    Bench(bench::BenchCommand),
     /// Print a shell completion script.
     Completions {
         #[arg(value_enum)]
@@ -89,7 +85,6 @@ fn main() {
     let cli = parse();
     let result = match cli.command {
         Command::Proxy(args) => proxy::run(*args),
-        Command::Bench(cmd) => bench::run(cmd),
         Command::Explain(args) => explain::run(args),
         Command::List(args) => inspect::list(args),
         Command::Save(args) => inspect::save(args),

@@ -7,10 +7,10 @@
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
+use kipvs_engine::desired::Family;
 use kipvs_proxy::agent::Status;
 use kipvs_proxy::config::{self, DetectLocal, LogFormat, parse_go_bool};
 use kipvs_proxy::configwatch::ConfigWatch;
-use kipvs_proxy::desired::Family;
 use kipvs_proxy::run::{self, ProxyOptions, Source, parse_cidr, parse_duration};
 use std::ffi::OsString;
 use std::net::SocketAddr;
@@ -867,7 +867,7 @@ async fn shutdown_signal() {
 mod tests {
     use super::*;
     use clap::Parser;
-    use kipvs_proxy::desired::NodePortFilter;
+    use kipvs_engine::desired::NodePortFilter;
 
     #[derive(Parser)]
     struct Cli {

@@ -47,7 +47,6 @@ fn help_texts_are_reviewed() {
         "conns",
         "explain",
         "completions",
-        "bench",
     ] {
         check(&format!("help-{cmd}"), &[cmd, "--help"]);
     }

@@ -28,13 +28,19 @@
 //! parses all of `nft -j list table inet kipvs` for tests and tools.
 //!
 //! Which rule does what, and why, is documented on [`Skeleton::render`].
+//!
+//! Feature `kernel` (default): the `nft` runner and the nfnetlink socket.
+//! Without it the crate is plain data and scripts, as the pure engine uses it.
 
 pub mod element;
+#[cfg(feature = "kernel")]
 pub mod exec;
+#[cfg(feature = "kernel")]
 pub mod netlink;
 mod skeleton;
 
 pub use element::{Element, ParseError, Proto, SetName, Vs};
+#[cfg(feature = "kernel")]
 pub use exec::{Nft, NftError, Observed};
 pub use skeleton::{DEFAULT_MASQUERADE_MARK, LocalTraffic, Skeleton, interface_name_ok};
 

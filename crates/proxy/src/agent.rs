@@ -9,11 +9,11 @@
 //! virtual servers. Then the first sync is a [`Engine::resync`]: adopt what
 //! the kernel holds, change only what differs, flush nothing.
 
-use crate::controller::{Dataplane, Engine, Input, SyncReport};
-use crate::desired::{Context, Family};
-use crate::model::ObjectRef;
 use crate::source::SourceEvent;
 use k8s_openapi::api::core::v1::Node;
+use kipvs_engine::controller::{Dataplane, Engine, Input, SyncReport};
+use kipvs_engine::desired::{Context, Family};
+use kipvs_engine::model::ObjectRef;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -62,9 +62,9 @@ pub struct Status {
     /// The metrics the sync loop updates and `/metrics` serves.
     pub metrics: Arc<crate::metrics::Metrics>,
     /// The health-check node ports and what they answer for.
-    pub service_health: BTreeMap<u16, crate::healthcheck::ServiceHealth>,
+    pub service_health: BTreeMap<u16, kipvs_engine::local::ServiceHealth>,
     /// This node's NodePort addresses as of the last sync (the engine's
-    /// [`crate::desired::Context::nodeport_addresses`]): the health-check
+    /// [`kipvs_engine::desired::Context::nodeport_addresses`]): the health-check
     /// servers listen there when `nodePortAddresses` restricts them.
     pub nodeport_addresses: Vec<std::net::IpAddr>,
     /// Woken after every sync that published `service_health` and
@@ -81,7 +81,7 @@ pub enum Query {
     /// [`Engine::explain`] of one Service.
     Explain(
         ObjectRef,
-        tokio::sync::oneshot::Sender<Option<crate::controller::AgentExplanation>>,
+        tokio::sync::oneshot::Sender<Option<kipvs_engine::controller::AgentExplanation>>,
     ),
 }
 
@@ -134,7 +134,7 @@ fn answer<D: Dataplane>(engine: &mut Engine<D>, q: Query) {
                     port: k.port,
                     service: o.service.to_string(),
                     port_name: o.port_name.clone(),
-                    kind: crate::desired::explain::kind_name(o.kind).to_owned(),
+                    kind: kipvs_engine::desired::explain::kind_name(o.kind).to_owned(),
                     service_port: engine.service_port_number(o),
                 })
                 .collect();
@@ -300,7 +300,7 @@ pub fn run<D: Dataplane>(
                 done,
                 &mut triggers,
             );
-            let ports = crate::healthcheck::service_health(engine.local_endpoints());
+            let ports = kipvs_engine::local::service_health(engine.local_endpoints());
             let mut s = status.lock().unwrap();
             s.service_health = ports;
             s.nodeport_addresses = engine.context().nodeport_addresses.clone();
@@ -358,7 +358,7 @@ fn observe_input(
                 .metadata
                 .annotations
                 .as_ref()
-                .and_then(|a| a.get(crate::labels::LAST_CHANGE_TRIGGER_TIME))
+                .and_then(|a| a.get(kipvs_engine::labels::LAST_CHANGE_TRIGGER_TIME))
                 .and_then(|t| t.parse::<k8s_openapi::jiff::Timestamp>().ok())
                 .map(SystemTime::from);
             if let Some(t) = trigger {

@@ -12,9 +12,9 @@
 //! ([`kube_proxy_iptables_restore`], [`kube_proxy_ipsets`]); the I/O runs
 //! the tools (`iptables-save`/`iptables-restore --noflush`, `ipset`, `nft`).
 
-use crate::controller::Ownership;
 use crate::kernel;
 use crate::run::{self, ProxyOptions};
+use kipvs_engine::controller::Ownership;
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::process::{Command, Output};
@@ -101,7 +101,7 @@ pub fn cleanup_kipvs(opts: &ProxyOptions) -> Result<Report, CleanupError> {
 /// The virtual servers kipvs's ownership record names (the `owned-v4` and
 /// `owned-v6` sets of its table, read over netlink), or `None` when there
 /// is no such record (no table, or one from before the record existed).
-pub fn read_ownership_record() -> Option<BTreeSet<crate::model::VirtualServerKey>> {
+pub fn read_ownership_record() -> Option<BTreeSet<kipvs_engine::model::VirtualServerKey>> {
     use kipvs_nft::element::SetKind;
     let mut socket = kipvs_nft::netlink::ElementSocket::open().ok()?;
     let mut elements = Vec::new();
@@ -117,7 +117,7 @@ pub fn read_ownership_record() -> Option<BTreeSet<crate::model::VirtualServerKey
             }
         }
     }
-    Some(crate::desired::firewall::recorded(&elements))
+    Some(kipvs_engine::desired::firewall::recorded(&elements))
 }
 
 /// Deletes one nftables table if it exists (`nft list table` first, so a

@@ -12,8 +12,8 @@
 //! sysctls. Fields kipvs does not implement are never silently ignored:
 //! when set to anything but their zero value they are named in one warning.
 
-use crate::desired::NodePortFilter;
 use crate::run::{ProxyOptions, Source, parse_cidr, parse_duration};
+use kipvs_engine::desired::NodePortFilter;
 use serde::{Deserialize, Deserializer};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -1243,7 +1243,7 @@ pub fn ignored_flags<'a>(config_given: bool, given: &[&'a str]) -> Vec<&'a str> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::desired::NodePortFilter;
+    use kipvs_engine::desired::NodePortFilter;
 
     fn base() -> ProxyOptions {
         ProxyOptions::new(Source::Api { kubeconfig: None }, "node-a".into())

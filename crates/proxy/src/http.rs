@@ -18,7 +18,6 @@
 use crate::agent::{Query, Status, VirtualServerInfo};
 use crate::mailbox::Sender;
 use crate::metrics::{Metrics, VirtualServerSample};
-use crate::model::{ObjectRef, VirtualServerKey};
 use crate::source::SourceEvent;
 use axum::Json;
 use axum::extract::{Path, State};
@@ -26,6 +25,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use k8s_openapi::api::core::v1::Node;
+use kipvs_engine::model::{ObjectRef, VirtualServerKey};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -347,7 +347,7 @@ pub fn virtual_server_samples(
     owners
         .iter()
         .filter_map(|o| {
-            let protocol = crate::model::Protocol::from_k8s(Some(&o.protocol))?;
+            let protocol = kipvs_engine::model::Protocol::from_k8s(Some(&o.protocol))?;
             let key = VirtualServerKey {
                 protocol,
                 address: o.address,
@@ -607,7 +607,7 @@ mod tests {
         state.stats = Some(Arc::new(move || {
             counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let key = |port| VirtualServerKey {
-                protocol: crate::model::Protocol::Tcp,
+                protocol: kipvs_engine::model::Protocol::Tcp,
                 address: "10.96.0.10".parse().unwrap(),
                 port,
             };

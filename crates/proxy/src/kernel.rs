@@ -2,9 +2,9 @@
 //! crates/link, kipvs's nftables table through crates/nft, and the
 //! conversions between the controller's model and the kernel's types.
 
-use crate::controller::{ConntrackCleared, Dataplane, DataplaneError, FirewallWrite};
-use crate::diff::{Change, ObservedRealServer, ObservedVirtualServer};
-use crate::model::{Persistence, Protocol, VirtualServer, VirtualServerKey};
+use kipvs_engine::controller::{ConntrackCleared, Dataplane, DataplaneError, FirewallWrite};
+use kipvs_engine::diff::{Change, ObservedRealServer, ObservedVirtualServer};
+use kipvs_engine::model::{Persistence, Protocol, VirtualServer, VirtualServerKey};
 use kipvs_ipvs as ipvs;
 use kipvs_sched::SchedulerConfig;
 use std::collections::BTreeSet;

@@ -1,11 +1,10 @@
-//! The kipvs controller.
+//! The kipvs agent: everything around the pure engine that does I/O.
 //!
-//! It watches Services, EndpointSlices and this node's Node, computes the
-//! desired IPVS state as a pure function of them and the configuration,
-//! diffs it against the kernel incrementally and applies only the
-//! difference. It owns the sync loop, graceful termination, metrics and
-//! health. Kubernetes objects come from the API server or, in manifest
-//! mode, from plain YAML files.
+//! It watches Services, EndpointSlices and this node's Node, feeds them to
+//! the engine (`kipvs-engine`: desired state, diff, the sync engine, all
+//! pure) from one sync thread with kube-proxy's timing, and gives the
+//! engine the real kernel. Kubernetes objects come from the API server or,
+//! in manifest mode, from plain YAML files.
 //!
 //! The layers, inputs to kernel:
 //! - [`source`]: kube watchers or a manifest directory → [`source::SourceEvent`]s;
@@ -13,17 +12,15 @@
 //!   [`dirwatch`] wakes manifest mode on file changes (inotify); [`yaml`]
 //!   reads the YAML subset manifests use 8× faster than serde-saphyr and
 //!   hands anything else to it;
-//! - [`desired`] (pure): Services + EndpointSlices + [`desired::Context`] →
-//!   the virtual servers and kube-ipvs0 addresses ([`model`]);
-//!   [`desired::explain`] tells the same rules per endpoint;
-//! - [`diff`] (pure): kernel state + desired state → [`diff::Change`]s, with
-//!   graceful termination;
-//! - [`controller`]: the sync engine, incremental per Service, with a mirror
-//!   of the kernel and the ownership rule; [`agent`] runs it with
-//!   kube-proxy's timing;
-//! - [`kernel`]: the real data plane (crates/ipvs and crates/link);
+//! - [`mailbox`]: the bounded, coalescing queue to the sync thread;
+//! - [`agent`]: the sync thread, running the engine with kube-proxy's
+//!   timing and publishing its status; [`memory`] gives freed heap back;
+//! - [`kernel`]: the real data plane (crates/ipvs, crates/link, crates/nft,
+//!   crates/conntrack) behind the engine's `Dataplane` trait;
 //! - [`http`]: `/healthz`, `/livez` and the local inspection API the CLI
-//!   uses (`kipvs list` names, `kipvs explain`), answered by the sync thread.
+//!   uses (`kipvs list` names, `kipvs explain`), answered by the sync thread;
+//!   [`healthcheck`] serves the Services' health-check node ports;
+//!   [`metrics`] kube-proxy's metric names.
 //!
 //! Around them: [`config`] reads kube-proxy's `KubeProxyConfiguration`
 //! and its flag precedence (pure), [`configwatch`] notices that file
@@ -41,24 +38,17 @@ pub mod cleanup;
 pub mod client;
 pub mod config;
 pub mod configwatch;
-pub mod conntrack;
-pub mod controller;
-pub mod desired;
-pub mod diff;
 pub mod dirwatch;
 pub mod events;
 pub mod healthcheck;
 pub mod http;
 pub mod kernel;
-pub mod labels;
 pub mod mailbox;
 pub mod manifest;
 pub mod memory;
 pub mod metrics;
-pub mod model;
 pub mod oom;
 pub mod run;
-pub mod slim;
 pub mod source;
 pub mod yaml;
 

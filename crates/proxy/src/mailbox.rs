@@ -15,12 +15,12 @@
 //! EndpointSlice list, slice changes, the Node, errors, questions.
 
 use crate::agent::Query;
-use crate::controller::{Input, slice_ref};
-use crate::desired;
-use crate::model::ObjectRef;
 use crate::source::SourceEvent;
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kipvs_engine::controller::{Input, slice_ref};
+use kipvs_engine::desired;
+use kipvs_engine::model::ObjectRef;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};

@@ -25,7 +25,7 @@
 //! (`protocol`, `virtual_server`, `kind`). Those counters are the kernel's
 //! (IPVS stats64), read at scrape time: see [`VirtualServerSample`].
 
-use crate::desired::Family;
+use kipvs_engine::desired::Family;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::MetricType;
@@ -107,7 +107,7 @@ impl SyncErrorKind {
         }
     }
 
-    /// Classifies one of [`crate::controller::SyncReport::errors`] (they
+    /// Classifies one of [`kipvs_engine::controller::SyncReport::errors`] (they
     /// are text naming their object; see `Engine::sync_with`).
     pub fn of_report_error(e: &str) -> SyncErrorKind {
         if e.starts_with("Service ") {

@@ -4,13 +4,13 @@
 
 use crate::agent::{self, Status, Timing};
 use crate::config::{ClientOptions, Conntrack, DetectLocal, Logging};
-use crate::controller::{Engine, Ownership};
-use crate::desired::{self, Context, Family, NodePortFilter};
-use crate::diff::DiffConfig;
 use crate::kernel::{KernelDataplane, LinkBinder};
-use crate::labels;
 use crate::source;
 use k8s_openapi::api::core::v1::Node;
+use kipvs_engine::controller::{Engine, Ownership};
+use kipvs_engine::desired::{self, Context, Family, NodePortFilter};
+use kipvs_engine::diff::DiffConfig;
+use kipvs_engine::labels;
 use kipvs_sched::SchedulerConfig;
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
@@ -646,7 +646,7 @@ pub async fn run(
 /// Every IPVS virtual server's counters, with a netlink socket of its own
 /// (for `/metrics`; one dump of the service table, destinations not read).
 fn read_virtual_server_stats()
--> Result<Vec<(crate::model::VirtualServerKey, kipvs_ipvs::Stats)>, String> {
+-> Result<Vec<(kipvs_engine::model::VirtualServerKey, kipvs_ipvs::Stats)>, String> {
     let mut client = kipvs_ipvs::Client::new().map_err(|e| e.to_string())?;
     let services = client.services().map_err(|e| e.to_string())?;
     Ok(services

@@ -5,14 +5,14 @@
 //! set, so the engine compares it with what it has and a relist (410 Gone)
 //! changes nothing in the kernel unless the objects changed.
 
-use crate::controller::{Input, slice_ref};
-use crate::desired;
-use crate::labels;
 use crate::manifest;
-use crate::model::ObjectRef;
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kipvs_engine::controller::{Input, slice_ref};
+use kipvs_engine::desired;
+use kipvs_engine::labels;
+use kipvs_engine::model::ObjectRef;
 use kube::Api;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};

@@ -5,13 +5,13 @@
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kipvs_conntrack::{Filter, IPPROTO_UDP};
-use kipvs_nft::Element;
-use kipvs_proxy::controller::{
+use kipvs_engine::controller::{
     ConntrackCleared, Dataplane, DataplaneError, Engine, FirewallWrite, Input, Ownership,
 };
-use kipvs_proxy::desired::{Context, Family};
-use kipvs_proxy::diff::{self, Change, DiffConfig, ObservedVirtualServer};
-use kipvs_proxy::model::{ObjectRef, Protocol, VirtualServerKey};
+use kipvs_engine::desired::{Context, Family};
+use kipvs_engine::diff::{self, Change, DiffConfig, ObservedVirtualServer};
+use kipvs_engine::model::{ObjectRef, Protocol, VirtualServerKey};
+use kipvs_nft::Element;
 use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -587,7 +587,7 @@ fn the_sync_loop_updates_the_metrics_and_the_health_check_ports() {
     local.endpoints[0].node_name = Some("node-a".into());
     local.metadata.annotations = Some(
         [(
-            kipvs_proxy::labels::LAST_CHANGE_TRIGGER_TIME.to_owned(),
+            kipvs_engine::labels::LAST_CHANGE_TRIGGER_TIME.to_owned(),
             k8s_openapi::jiff::Timestamp::try_from(triggered)
                 .unwrap()
                 .to_string(),

@@ -93,7 +93,7 @@ async fn kube_watcher_lists_watches_relists_and_resumes() {
     ));
 
     let services: Api<Service> = Api::all(api.client());
-    let cfg = watcher::Config::default().labels(&kipvs_proxy::labels::watch_selector(None));
+    let cfg = watcher::Config::default().labels(&kipvs_engine::labels::watch_selector(None));
     let mut stream = watcher::watcher(services, cfg).boxed();
     let mut live = BTreeMap::new();
 

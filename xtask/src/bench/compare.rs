@@ -1,10 +1,10 @@
 //! `cargo xtask bench` (or `bench compare`): kipvs against ipvsadm,
 //! iptables-legacy, iptables-nft and nftables (issue #8). One fresh VM per
-//! backend × size × repetition runs `kipvs bench compare`; this side
+//! backend × size × repetition runs `kipvs-bench compare`; this side
 //! gathers the JSON lines into `benches/results/compare.{csv,md}` and the
 //! charts `compare-update.png` and `compare-connect.png`.
 
-use super::{BenchOpts, machine, measure, secs};
+use super::{BenchOpts, Binaries, machine, measure, secs};
 use crate::lab::Lab;
 use anyhow::Result;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -173,7 +173,7 @@ pub fn redraw(ws: &Path) -> Result<()> {
     Ok(())
 }
 
-pub fn run(ws: &Path, lab: &Lab, kipvs: &Path, o: &BenchOpts, repeat: u32) -> Result<()> {
+pub fn run(ws: &Path, lab: &Lab, bins: &Binaries, o: &BenchOpts, repeat: u32) -> Result<()> {
     let started = Instant::now();
     let backends: Vec<&str> = BACKENDS
         .iter()
@@ -204,7 +204,7 @@ pub fn run(ws: &Path, lab: &Lab, kipvs: &Path, o: &BenchOpts, repeat: u32) -> Re
                     o.connects, o.step_timeout
                 );
                 let memory = if n > 20000 { 6144 } else { 3072 };
-                match measure(lab, kipvs, &args, o.timeout, memory, "") {
+                match measure(lab, bins, &args, o.timeout, memory, "") {
                     Ok(v) => r.record(n, e, backend, run, &v),
                     Err(err) => {
                         bar.println(format!("bench: {backend} at {n}: {err}"));
