@@ -28,7 +28,7 @@ use crate::ipvs_load::{restore_rules, run_with_stdin, service_key};
 use crate::synthetic::{self, cluster_ip, endpoint_ip};
 use crate::{BenchError, seconds_since};
 use kipvs_ipvs::Client;
-use kipvs_proxy::fake_api::FakeApiServer;
+use kipvs_testkit::fake_api::FakeApiServer;
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader};

@@ -15,8 +15,10 @@ use kipvs_engine::controller::{Dataplane, DataplaneError, Engine, FirewallWrite,
 use kipvs_engine::diff::{Change, DiffConfig, ObservedRealServer, ObservedVirtualServer};
 use kipvs_engine::model::VirtualServerKey;
 use kipvs_nft::Element;
-use kipvs_proxy::agent::{self, Status, Timing};
-use kipvs_proxy::fake_api::FakeApiServer;
+use kipvs_proxy::agent;
+use kipvs_proxy::api::Status;
+use kipvs_proxy::options::Timing;
+use kipvs_testkit::fake_api::FakeApiServer;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};

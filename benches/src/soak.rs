@@ -19,7 +19,7 @@ use crate::BenchError;
 use crate::agent_sync::memory_kib;
 use crate::synthetic::{self, cluster_ip};
 use kipvs_ipvs::{Client, ServiceKey};
-use kipvs_proxy::fake_api::{FakeApiServer, Kind};
+use kipvs_testkit::fake_api::{FakeApiServer, Kind};
 use serde_json::json;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};

@@ -4,7 +4,7 @@
 //! server nor an HTTP library.
 
 use anyhow::{Context, Result, bail};
-use kipvs_proxy::agent::VirtualServerInfo;
+use kipvs_proxy::api::VirtualServerInfo;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;

@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use kipvs_ipvs::ipvsadm::{self, ListOptions};
 use kipvs_ipvs::{AddressFamily, Client, Protocol, ServiceKey, TableEntry};
-use kipvs_proxy::agent::VirtualServerInfo;
+use kipvs_proxy::api::VirtualServerInfo;
 use std::io::Read;
 use std::net::SocketAddr;
 use std::path::PathBuf;

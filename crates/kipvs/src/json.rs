@@ -22,7 +22,7 @@
 //! ```
 
 use kipvs_ipvs::{Forward, ServiceFlags, ServiceKey, Stats, TableEntry};
-use kipvs_proxy::agent::VirtualServerInfo;
+use kipvs_proxy::api::VirtualServerInfo;
 use serde::Serialize;
 use std::net::IpAddr;
 

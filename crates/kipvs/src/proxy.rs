@@ -1,17 +1,20 @@
 //! `kipvs proxy`: kube-proxy's command line (every flag of kube-proxy
 //! 1.36's `--help`, in Go's pflag syntax: `--flag=value`, `--flag value`,
 //! booleans as `--flag` or `--flag=true|false`, `_` for `-` in names) and
-//! kipvs's own flags → [`kipvs_proxy::run::ProxyOptions`] → the agent.
+//! kipvs's own flags → [`kipvs_proxy::options::ProxyOptions`] → the agent.
 //! What each flag does in kipvs is in `docs/flags.md` (a test holds the
 //! two together).
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use kipvs_engine::desired::Family;
-use kipvs_proxy::agent::Status;
-use kipvs_proxy::config::{self, DetectLocal, LogFormat, parse_go_bool};
+use kipvs_proxy::api::Status;
+use kipvs_proxy::config::{self, parse_go_bool};
 use kipvs_proxy::configwatch::ConfigWatch;
-use kipvs_proxy::run::{self, ProxyOptions, Source, parse_cidr, parse_duration};
+use kipvs_proxy::options::{
+    self, DetectLocal, LogFormat, ProxyOptions, Source, parse_cidr, parse_duration,
+};
+use kipvs_proxy::run;
 use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -736,10 +739,10 @@ fn read_hostname() -> Result<String> {
 }
 
 /// Logging: `--v` (or the file's `logging.verbosity`) as a tracing filter
-/// ([`config::log_filter`]) unless `$RUST_LOG` is set; text or JSON.
-fn init_logging(l: &config::Logging) {
+/// ([`options::log_filter`]) unless `$RUST_LOG` is set; text or JSON.
+fn init_logging(l: &options::Logging) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(config::log_filter(l.verbosity)));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(options::log_filter(l.verbosity)));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -911,9 +914,9 @@ mod tests {
                     && o.ipvs_timeouts == kipvs_ipvs::Timeouts::default()
                     && o.oom_score_adj == Some(-999)
                     && o.detect_local == DetectLocal::ClusterCidr
-                    && o.client == config::ClientOptions::default()
-                    && o.conntrack == config::Conntrack::default()
-                    && o.logging == config::Logging::default()
+                    && o.client == options::ClientOptions::default()
+                    && o.conntrack == options::Conntrack::default()
+                    && o.logging == options::Logging::default()
             }),
             (&["--hostname-override", "N1"], |o| o.node_name == "n1"),
             (&["--kubeconfig", "/kc"], |o| {
@@ -1019,13 +1022,13 @@ mod tests {
                 ],
                 |o| {
                     o.conntrack
-                        == config::Conntrack {
+                        == options::Conntrack {
                             tcp_established_timeout: Duration::from_secs(3600),
                             tcp_close_wait_timeout: Duration::from_secs(30),
                             tcp_be_liberal: true,
                             udp_timeout: Duration::from_secs(15),
                             udp_stream_timeout: Duration::from_secs(120),
-                            ..config::Conntrack::default()
+                            ..options::Conntrack::default()
                         }
                 },
             ),

@@ -198,15 +198,15 @@ fn the_config_map_holds_a_configuration_kipvs_reads_without_warnings() {
     assert_eq!(warnings, Vec::<String>::new());
     let opts = kipvs_proxy::config::apply(
         &cfg,
-        kipvs_proxy::run::ProxyOptions::new(
-            kipvs_proxy::run::Source::Api { kubeconfig: None },
+        kipvs_proxy::options::ProxyOptions::new(
+            kipvs_proxy::options::Source::Api { kubeconfig: None },
             "n".into(),
         ),
     )
     .unwrap();
     assert_eq!(
         opts.source,
-        kipvs_proxy::run::Source::Api { kubeconfig: None }
+        kipvs_proxy::options::Source::Api { kubeconfig: None }
     );
 }
 

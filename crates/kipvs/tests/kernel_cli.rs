@@ -3,28 +3,10 @@
 //! `kipvs save` and `kipvs list` print exactly what ipvsadm prints. Run by
 //! `cargo xtask vm test`; ignored on the host.
 
+use kipvs_testkit::lab::{sh, try_sh as run};
 use std::process::Command;
 
 const KIPVS: &str = env!("CARGO_BIN_EXE_kipvs");
-
-/// Runs a bash command: (success, stdout, stderr).
-fn run(cmd: &str) -> (bool, String, String) {
-    let out = Command::new("bash")
-        .args(["-c", cmd])
-        .output()
-        .expect("bash runs");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn sh(cmd: &str) -> String {
-    let (ok, out, err) = run(cmd);
-    assert!(ok, "`{cmd}` failed: {out}{err}");
-    out
-}
 
 /// A state touching every feature `-S` and `-L` print.
 const STATE: &str = "

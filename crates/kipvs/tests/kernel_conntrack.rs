@@ -13,9 +13,7 @@
 //! The network is kernel_firewall.rs's: pods are namespaces `10.244.N.2`
 //! behind `10.244.N.1`, routing the pod and Service networks to the node.
 
-mod lab;
-
-use lab::{manifests, pod_netns, reset, sh, try_sh, wait_until, write};
+use kipvs_testkit::lab::{manifests, pod_netns, reset, sh, try_sh, wait_until, write};
 use std::net::UdpSocket;
 use std::os::fd::AsRawFd;
 use std::path::Path;

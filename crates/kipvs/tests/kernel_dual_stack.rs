@@ -11,9 +11,7 @@
 //! `192.168.50.2` and `fd00:50::2` whose default routes are the node
 //! (`192.168.50.1`, `fd00:50::1`: node addresses, so NodePort addresses).
 
-mod lab;
-
-use lab::{manifests, reset, sh, try_sh, wait_until, write};
+use kipvs_testkit::lab::{manifests, reset, sh, try_sh, wait_until, write};
 use std::os::fd::AsRawFd;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

@@ -18,9 +18,7 @@
 //! Ignored on the host; `cargo xtask vm test faults_` runs them (test names
 //! sort so the fresh-node test comes first).
 
-mod lab;
-
-use lab::{manifests, pod_netns, reset, sh, try_sh, wait_until, write};
+use kipvs_testkit::lab::{manifests, pod_netns, reset, sh, try_sh, wait_until, write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

@@ -11,9 +11,7 @@
 //! clients are namespaces `192.168.N.2` (N = 50, 60) whose default route is
 //! the node (`192.168.N.1`, a node address, so a NodePort address).
 
-mod lab;
-
-use lab::{manifests, netns, pod_netns, reset, sh, try_sh, wait_until, write};
+use kipvs_testkit::lab::{manifests, netns, pod_netns, reset, sh, try_sh, wait_until, write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

@@ -13,9 +13,7 @@
 //! reply to an outside client (`192.168.70.2`) returns only when the node
 //! masqueraded the request.
 
-mod lab;
-
-use lab::{manifests, netns, reset, sh, try_sh, wait_until, write};
+use kipvs_testkit::lab::{manifests, netns, reset, sh, try_sh, wait_until, write};
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

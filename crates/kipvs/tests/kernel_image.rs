@@ -13,10 +13,8 @@
 //! always does); without one the test says so and passes. Ignored on the
 //! host; `cargo xtask vm test image_` runs it.
 
-mod lab;
-
-use kipvs_proxy::fake_api::FakeApiServer;
-use lab::{netns, pod_netns, reset, sh, try_sh, wait_until};
+use kipvs_testkit::fake_api::FakeApiServer;
+use kipvs_testkit::lab::{netns, pod_netns, reset, sh, try_sh, wait_until};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -8,64 +8,25 @@
 //! the IPVS timeouts. Cross-checked with ipvsadm, iptables-save, ipset and
 //! nft. Run by `cargo xtask vm test`; ignored on the host.
 
+use kipvs_testkit::lab::{self, sh, try_sh, wait_until};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn sh(cmd: &str) -> String {
-    let (ok, out, err) = run(cmd);
-    assert!(ok, "`{cmd}` failed: {out}{err}");
-    out
-}
-
-fn run(cmd: &str) -> (bool, String, String) {
-    let out = Command::new("bash")
-        .args(["-c", cmd])
-        .output()
-        .expect("bash runs");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !ok() {
-        if start.elapsed() > timeout {
-            let (_, logs, _) = run("tail -n 40 /tmp/migration-*.log");
-            panic!("timed out after {timeout:?} waiting for {what}\nlogs:\n{logs}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// Every network namespace with its processes, and `h-*` veth ends.
-const CLEAN_NETNS: &str = "for ns in $(ip netns list | cut -d' ' -f1); do \
-    ip netns pids $ns | xargs -r kill -9; done; ip -all netns delete 2>/dev/null; \
-    for l in $(ip -o link show | cut -d: -f2 | cut -d@ -f1 | grep '^ h-'); do ip link del $l; done; true";
-
-/// A clean node, including what these tests add to iptables, ipset and nft.
+/// A clean node (the lab's), and none of what these tests add to iptables,
+/// ipset and nft.
 fn reset() {
-    let _ = run("pkill -9 -x kipvs; ipvsadm -C; ip link del kube-ipvs0 2>/dev/null");
-    let _ = run(
+    lab::reset();
+    let _ = try_sh(
         "for ipt in iptables-legacy iptables-nft; do for t in filter nat; do \
          $ipt -t $t -F; for c in $($ipt -t $t -S | awk '/^-N/{print $2}'); do $ipt -t $t -X $c; done; \
          done; done; ipset destroy 2>/dev/null; nft flush ruleset 2>/dev/null; true",
     );
-    sh(CLEAN_NETNS);
-    sh("sysctl -qw net.ipv4.ip_forward=1");
 }
 
 /// `10.244.N.2` inside the namespace, `10.244.N.1` outside.
 fn netns(name: &str, n: u8) {
-    sh(&format!(
-        "ip netns add {name} && ip link add h-{name} type veth peer name eth0 netns {name} && \
-         ip addr add 10.244.{n}.1/24 dev h-{name} && ip link set h-{name} up && \
-         ip -n {name} addr add 10.244.{n}.2/24 dev eth0 && ip -n {name} link set lo up && \
-         ip -n {name} link set eth0 up && ip -n {name} route add default via 10.244.{n}.1"
-    ));
+    lab::netns(name, &format!("10.244.{n}"), "default");
 }
 
 /// A pod echoing on 9000.

@@ -3,9 +3,7 @@
 //! (no `--ip-families`), `--init-only` and the agent start, serve IPv4, and
 //! set no IPv6 sysctl. Ignored on the host.
 
-mod lab;
-
-use lab::{manifests, reset, sh, try_sh, wait_until, write};
+use kipvs_testkit::lab::{manifests, reset, sh, try_sh, wait_until, write};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 

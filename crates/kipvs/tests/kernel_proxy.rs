@@ -3,75 +3,16 @@
 //! client namespace, the real kernel's IPVS, cross-checked with ipvsadm.
 //! Run by `cargo xtask vm test`; ignored on the host.
 
-use kipvs_proxy::fake_api::{FakeApiServer, Kind};
+use kipvs_testkit::fake_api::{FakeApiServer, Kind};
+use kipvs_testkit::lab::{self, reset, sh, try_sh, wait_until};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
-/// Runs a bash command; panics with its stderr when it fails.
-fn sh(cmd: &str) -> String {
-    let out = Command::new("bash")
-        .args(["-c", cmd])
-        .output()
-        .expect("bash runs");
-    assert!(
-        out.status.success(),
-        "`{cmd}` failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf-8")
-}
-
-/// Runs a bash command; whether it succeeded and its stdout.
-fn try_sh(cmd: &str) -> (bool, String) {
-    let out = Command::new("bash")
-        .args(["-c", cmd])
-        .output()
-        .expect("bash runs");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
-}
-
-fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !ok() {
-        if start.elapsed() > timeout {
-            let (_, logs) = try_sh("tail -n 30 /tmp/*.log");
-            panic!(
-                "timed out after {timeout:?} waiting for {what}\nipvsadm:\n{}\nlogs:\n{logs}",
-                save()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// A clean node: no kipvs, no IPVS services, no kube-ipvs0, no namespaces.
-fn reset() {
-    let _ = try_sh("pkill -9 -x kipvs; ipvsadm -C; ip link del kube-ipvs0 2>/dev/null");
-    sh(CLEAN_NETNS);
-    sh("sysctl -qw net.ipv4.ip_forward=1");
-}
-
-/// Removes every network namespace with the processes that keep it alive
-/// (`ip netns delete` alone leaves a namespace, and its veths, while a
-/// process still runs in it), and every `h-*` veth end left behind.
-const CLEAN_NETNS: &str = "for ns in $(ip netns list | cut -d' ' -f1); do \
-    ip netns pids $ns | xargs -r kill -9; done; ip -all netns delete 2>/dev/null; \
-    for l in $(ip -o link show | cut -d: -f2 | cut -d@ -f1 | grep '^ h-'); do ip link del $l; done; true";
+use std::time::Duration;
 
 /// A namespace with a veth to the root namespace: `10.244.N.2` inside,
 /// `10.244.N.1` outside (the client is N = 9).
 fn netns(name: &str, n: u8) {
-    sh(&format!(
-        "ip netns add {name} && ip link add h-{name} type veth peer name eth0 netns {name} && \
-         ip addr add 10.244.{n}.1/24 dev h-{name} && ip link set h-{name} up && \
-         ip -n {name} addr add 10.244.{n}.2/24 dev eth0 && ip -n {name} link set lo up && \
-         ip -n {name} link set eth0 up && ip -n {name} route add default via 10.244.{n}.1"
-    ));
+    lab::netns(name, &format!("10.244.{n}"), "default");
 }
 
 /// A pod answering its own name over HTTP on 9376, and echoing on 9000.
@@ -86,7 +27,7 @@ fn pod(name: &str, n: u8) {
 
 /// One HTTP request from the client namespace; the answer or None.
 fn curl(url: &str) -> Option<String> {
-    let (ok, out) = try_sh(&format!("ip netns exec client curl -sS --max-time 3 {url}"));
+    let (ok, out, _) = try_sh(&format!("ip netns exec client curl -sS --max-time 3 {url}"));
     ok.then(|| out.trim().to_owned())
 }
 
@@ -189,7 +130,7 @@ impl Drop for Agent {
 }
 
 fn real_servers(vip: &str) -> Vec<String> {
-    let (_, out) = try_sh(&format!("ipvsadm -Ln -t {vip}"));
+    let (_, out, _) = try_sh(&format!("ipvsadm -Ln -t {vip}"));
     out.lines()
         .filter(|l| l.trim_start().starts_with("->") && !l.contains("RemoteAddress"))
         .map(|l| l.split_whitespace().collect::<Vec<_>>()[1..=3].join(" "))
@@ -295,12 +236,12 @@ fn health_and_explain_answer_from_the_running_agent() {
     assert_eq!(by_vip, text);
     let json = sh(&format!("{kipvs} explain --json default/web"));
     assert!(json.contains("\"verdict\": \"not-ready\""), "{json}");
-    let (ok, _) = try_sh(&format!("{kipvs} explain default/nope"));
+    let (ok, _, _) = try_sh(&format!("{kipvs} explain default/nope"));
     assert!(!ok);
     let vs = sh("curl -sf http://127.0.0.1:10249/kipvs/v1/virtual-servers");
     assert!(vs.contains("\"service\":\"default/web\""), "{vs}");
     drop(agent);
-    let (ok, _) = try_sh(&format!("{kipvs} explain default/web"));
+    let (ok, _, _) = try_sh(&format!("{kipvs} explain default/web"));
     assert!(!ok, "no agent, a clear error");
 }
 
@@ -620,7 +561,7 @@ fn ipvsadm_stats(vip: &str) -> [f64; 5] {
 #[test]
 #[ignore = "needs the kernel lab"]
 fn metrics_count_real_traffic_and_the_health_check_port_follows_local_endpoints() {
-    use kipvs_proxy::metrics::parse;
+    use kipvs_testkit::metrics_text as parse;
     reset();
     pod("pod-a", 1);
     netns("client", 9);
@@ -1016,7 +957,7 @@ fn explain_every_reason_and_list_names_from_an_agent_on_the_fake_api() {
     assert_eq!(web_json.as_array().unwrap().len(), 2, "{web_json:#}");
 
     // --watch refreshes: frames under `timeout`, each one named.
-    let (_, watched) = try_sh(&format!(
+    let (_, watched, _) = try_sh(&format!(
         "timeout 4 {kipvs} list --watch --interval 0.2 --service default/web"
     ));
     let frames = watched.matches("Every 0.2s: kipvs list").count();

@@ -9,115 +9,13 @@
 //! virtual servers. Then the first sync is a [`Engine::resync`]: adopt what
 //! the kernel holds, change only what differs, flush nothing.
 
-use crate::source::SourceEvent;
+use crate::api::{Query, SourceEvent, Status, VirtualServerInfo};
+use crate::options::Timing;
 use k8s_openapi::api::core::v1::Node;
 use kipvs_engine::controller::{Dataplane, Engine, Input, SyncReport};
 use kipvs_engine::desired::{Context, Family};
-use kipvs_engine::model::ObjectRef;
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
-
-/// Timing of the sync loop.
-#[derive(Debug, Clone, Copy)]
-pub struct Timing {
-    /// Full re-read of the kernel (kube-proxy's `ipvs.syncPeriod`, 30 s).
-    pub sync_period: Duration,
-    /// Least time between two syncs (`ipvs.minSyncPeriod`, 0).
-    pub min_sync_period: Duration,
-    /// How often draining real servers are re-checked.
-    pub drain_check: Duration,
-}
-
-impl Default for Timing {
-    fn default() -> Self {
-        Timing {
-            sync_period: Duration::from_secs(30),
-            min_sync_period: Duration::ZERO,
-            drain_check: Duration::from_secs(5),
-        }
-    }
-}
-
-/// What the agent shows the outside (health, metrics, `kipvs explain`).
-#[derive(Debug, Clone, Default)]
-pub struct Status {
-    /// When the kernel was last brought up to date.
-    pub last_sync: Option<SystemTime>,
-    /// When the oldest change still waiting was queued.
-    pub queued_since: Option<SystemTime>,
-    pub last_report: SyncReport,
-    pub syncs: u64,
-    pub resyncs: u64,
-    /// Netlink messages sent by all syncs.
-    pub messages: u64,
-    /// The current per-Service errors.
-    pub errors: Vec<String>,
-    /// Source errors (watch failures, bad manifests), latest last, capped.
-    pub source_errors: Vec<String>,
-    /// Whether the first full sync has happened.
-    pub ready: bool,
-    /// This node's Node object, when known.
-    pub node: Option<Box<Node>>,
-    /// The metrics the sync loop updates and `/metrics` serves.
-    pub metrics: Arc<crate::metrics::Metrics>,
-    /// The health-check node ports and what they answer for.
-    pub service_health: BTreeMap<u16, kipvs_engine::local::ServiceHealth>,
-    /// This node's NodePort addresses as of the last sync (the engine's
-    /// [`kipvs_engine::desired::Context::nodeport_addresses`]): the health-check
-    /// servers listen there when `nodePortAddresses` restricts them.
-    pub nodeport_addresses: Vec<std::net::IpAddr>,
-    /// Woken after every sync that published `service_health` and
-    /// `nodeport_addresses`: the health-check servers then follow a port or
-    /// address change and retry the listeners that failed to bind.
-    pub service_health_changed: Arc<tokio::sync::Notify>,
-}
-
-/// A question for the sync thread, with where to send the answer.
-#[derive(Debug)]
-pub enum Query {
-    /// Every virtual server kipvs programs, with its Service port.
-    VirtualServers(tokio::sync::oneshot::Sender<Vec<VirtualServerInfo>>),
-    /// [`Engine::explain`] of one Service.
-    Explain(
-        ObjectRef,
-        tokio::sync::oneshot::Sender<Option<kipvs_engine::controller::AgentExplanation>>,
-    ),
-}
-
-/// A virtual server and the Service port it serves (the inspection API's
-/// `/kipvs/v1/virtual-servers`; a stable schema).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct VirtualServerInfo {
-    /// `TCP`, `UDP` or `SCTP`.
-    pub protocol: String,
-    pub address: std::net::IpAddr,
-    pub port: u16,
-    /// `namespace/name`.
-    pub service: String,
-    /// The Service port's name (empty for an unnamed single port).
-    pub port_name: String,
-    /// `ClusterIP`, `externalIP`, `LoadBalancer` or `NodePort`.
-    pub kind: String,
-    /// The Service port's number (`spec.ports[].port`; for a NodePort
-    /// virtual server too, whose own port is the node port). Absent from
-    /// agents older than this field.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub service_port: Option<u16>,
-}
-
-impl VirtualServerInfo {
-    /// The Service port as `kipvs list` shows it: its name when it has one,
-    /// its number otherwise (`?` if an older agent did not say).
-    pub fn port_label(&self) -> String {
-        if !self.port_name.is_empty() {
-            self.port_name.clone()
-        } else {
-            self.service_port
-                .map_or_else(|| "?".to_owned(), |p| p.to_string())
-        }
-    }
-}
 
 /// Answers a question, unless its asker gave up waiting (then it is
 /// dropped, never run late).

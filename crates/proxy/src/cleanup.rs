@@ -13,7 +13,8 @@
 //! the tools (`iptables-save`/`iptables-restore --noflush`, `ipset`, `nft`).
 
 use crate::kernel;
-use crate::run::{self, ProxyOptions};
+use crate::options::ProxyOptions;
+use crate::run;
 use kipvs_engine::controller::Ownership;
 use std::collections::BTreeSet;
 use std::net::IpAddr;

@@ -6,7 +6,7 @@
 //! kube-rs speaks JSON only, so `clientConnection.contentType` cannot ask
 //! for protobuf ([`crate::config::content_type_warning`]).
 
-use crate::config::ClientOptions;
+use crate::options::ClientOptions;
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;

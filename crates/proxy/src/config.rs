@@ -12,7 +12,10 @@
 //! sysctls. Fields kipvs does not implement are never silently ignored:
 //! when set to anything but their zero value they are named in one warning.
 
-use crate::run::{ProxyOptions, Source, parse_cidr, parse_duration};
+use crate::options::{
+    Conntrack, DEFAULT_BURST, DEFAULT_OOM_SCORE_ADJ, DEFAULT_QPS, DetectLocal, LogFormat,
+    ProxyOptions, Source, parse_cidr, parse_duration,
+};
 use kipvs_engine::desired::NodePortFilter;
 use serde::{Deserialize, Deserializer};
 use std::collections::BTreeMap;
@@ -168,139 +171,6 @@ pub struct DetectLocalConfiguration {
     pub interface_name_prefix: Option<String>,
 }
 
-/// kube-proxy's `detectLocalMode`: how traffic from this node's pods is
-/// told from the rest (the nftables masquerade rule, [`kipvs_nft::LocalTraffic`]).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub enum DetectLocal {
-    /// Sources in `clusterCIDR` (kube-proxy's default).
-    #[default]
-    ClusterCidr,
-    /// Sources in the Node's `spec.podCIDRs`, read at start.
-    NodeCidr,
-    /// Packets in from this bridge.
-    BridgeInterface(String),
-    /// Packets in from an interface whose name starts with this.
-    InterfaceNamePrefix(String),
-}
-
-impl DetectLocal {
-    /// kube-proxy's name of the mode.
-    pub fn mode(&self) -> &'static str {
-        match self {
-            DetectLocal::ClusterCidr => "ClusterCIDR",
-            DetectLocal::NodeCidr => "NodeCIDR",
-            DetectLocal::BridgeInterface(_) => "BridgeInterface",
-            DetectLocal::InterfaceNamePrefix(_) => "InterfaceNamePrefix",
-        }
-    }
-
-    /// From kube-proxy's mode name and its two settings, checked as
-    /// kube-proxy does (the interface modes need their name). `what` names
-    /// the source (a field or a flag) in errors.
-    pub fn from_mode(
-        mode: &str,
-        bridge: &str,
-        prefix: &str,
-        what: (&str, &str, &str),
-    ) -> Result<DetectLocal, String> {
-        let name = |v: &str, field: &str| {
-            if kipvs_nft::interface_name_ok(v) {
-                Ok(v.to_string())
-            } else if v.is_empty() {
-                Err(format!("{field} must be set when {} is {mode}", what.0))
-            } else {
-                Err(format!(
-                    "{field}: `{v}` is not an interface name (1 to 15 printable characters, no quote, backslash, slash or `*`)"
-                ))
-            }
-        };
-        match mode.trim() {
-            "" | "ClusterCIDR" => Ok(DetectLocal::ClusterCidr),
-            "NodeCIDR" => Ok(DetectLocal::NodeCidr),
-            "BridgeInterface" => name(bridge, what.1).map(DetectLocal::BridgeInterface),
-            "InterfaceNamePrefix" => name(prefix, what.2).map(DetectLocal::InterfaceNamePrefix),
-            other => Err(format!(
-                "{}: `{other}` is not ClusterCIDR, NodeCIDR, BridgeInterface or InterfaceNamePrefix",
-                what.0
-            )),
-        }
-    }
-}
-
-/// The log format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum LogFormat {
-    #[default]
-    Text,
-    Json,
-}
-
-impl LogFormat {
-    /// kube-proxy's `text` and `json` (empty: text).
-    pub fn parse(s: &str) -> Result<LogFormat, String> {
-        match s.trim() {
-            "" | "text" => Ok(LogFormat::Text),
-            "json" => Ok(LogFormat::Json),
-            other => Err(format!("`{other}` is not a log format (text, json)")),
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            LogFormat::Text => "text",
-            LogFormat::Json => "json",
-        }
-    }
-}
-
-/// Logging (`logging`, `--v`, `--logging-format`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Logging {
-    pub format: LogFormat,
-    /// klog's verbosity, mapped onto tracing levels by [`log_filter`].
-    pub verbosity: u32,
-}
-
-/// The tracing filter for a klog verbosity: kipvs's own crates at `info`
-/// up to 1, `debug` from 2 (kube-proxy's "useful steady-state
-/// information"), `trace` from 4; from 6 (client-go's request logging)
-/// the libraries too, at `debug`, and everything at `trace` from 8.
-pub fn log_filter(verbosity: u32) -> String {
-    match verbosity {
-        0..=1 => "info".into(),
-        2..=3 => "info,kipvs=debug".into(),
-        4..=5 => "info,kipvs=trace".into(),
-        6..=7 => "debug,kipvs=trace".into(),
-        _ => "trace".into(),
-    }
-}
-
-/// The Kubernetes client's settings (`clientConnection`, `--master`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct ClientOptions {
-    /// Requests a second (token bucket, client-go's); negative: no limit.
-    pub qps: f32,
-    /// The bucket's size.
-    pub burst: u32,
-    /// Overrides the kubeconfig's server (`--master`).
-    pub master: Option<String>,
-}
-
-impl Default for ClientOptions {
-    fn default() -> Self {
-        ClientOptions {
-            qps: DEFAULT_QPS,
-            burst: DEFAULT_BURST,
-            master: None,
-        }
-    }
-}
-
-/// client-go's (and so kube-proxy's) default client rate limit: 5 requests
-/// a second, bursts of 10; 0 means these.
-pub const DEFAULT_QPS: f32 = 5.0;
-pub const DEFAULT_BURST: u32 = 10;
-
 /// kube-proxy's `qps`/`burst` as client-go reads them: 0 is the default,
 /// a negative QPS is no limit, a negative burst an error.
 pub fn client_rate(qps: f32, burst: i32) -> Result<(f32, u32), String> {
@@ -404,9 +274,6 @@ pub fn parse_go_bool(s: &str) -> Option<bool> {
     }
 }
 
-/// kube-proxy's default `oomScoreAdj` (`qos.KubeProxyOOMScoreAdj`).
-pub const DEFAULT_OOM_SCORE_ADJ: i32 = -999;
-
 /// `oomScoreAdj` / `--oom-score-adj`: within [-1000, 1000].
 pub fn oom_score_adj(v: i32) -> Result<i32, String> {
     if (-1000..=1000).contains(&v) {
@@ -415,9 +282,6 @@ pub fn oom_score_adj(v: i32) -> Result<i32, String> {
         Err(format!("{v} is not within [-1000, 1000]"))
     }
 }
-
-/// kube-proxy's default `configSyncPeriod`.
-pub const DEFAULT_CONFIG_SYNC_PERIOD: Duration = Duration::from_secs(15 * 60);
 
 /// `bindAddress` / `--bind-address`: an IP; the unspecified address (or
 /// empty) overrides nothing.
@@ -497,34 +361,6 @@ pub struct ConntrackConfiguration {
     pub tcp_be_liberal: Option<bool>,
     pub udp_timeout: Option<GoDuration>,
     pub udp_stream_timeout: Option<GoDuration>,
-}
-
-/// The conntrack settings kube-proxy applies at start, with its defaults.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Conntrack {
-    /// `nf_conntrack_max` = max(`max_per_core` × CPUs, `min`); 0 leaves it.
-    pub max_per_core: u32,
-    pub min: u32,
-    /// 0 leaves the kernel's value.
-    pub tcp_established_timeout: Duration,
-    pub tcp_close_wait_timeout: Duration,
-    pub tcp_be_liberal: bool,
-    pub udp_timeout: Duration,
-    pub udp_stream_timeout: Duration,
-}
-
-impl Default for Conntrack {
-    fn default() -> Self {
-        Conntrack {
-            max_per_core: 32 * 1024,
-            min: 128 * 1024,
-            tcp_established_timeout: Duration::from_secs(24 * 3600),
-            tcp_close_wait_timeout: Duration::from_secs(3600),
-            tcp_be_liberal: false,
-            udp_timeout: Duration::ZERO,
-            udp_stream_timeout: Duration::ZERO,
-        }
-    }
 }
 
 /// What kube-proxy writes for the conntrack settings on a node with `cpus`
@@ -1243,6 +1079,7 @@ pub fn ignored_flags<'a>(config_given: bool, given: &[&'a str]) -> Vec<&'a str> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::options::{ClientOptions, Logging, log_filter};
     use kipvs_engine::desired::NodePortFilter;
 
     fn base() -> ProxyOptions {

@@ -16,15 +16,15 @@
 //! - [`serve_service_health`]: one small HTTP server per health-check port
 //!   and listen address: the node's NodePort addresses as of the last sync
 //!   when `nodePortAddresses` restricts them, else `0.0.0.0`/`[::]`. After
-//!   each sync (the agent publishes [`crate::agent::Status::service_health`]
-//!   and [`crate::agent::Status::nodeport_addresses`] and wakes it) only the
+//!   each sync (the agent publishes [`crate::api::Status::service_health`]
+//!   and [`crate::api::Status::nodeport_addresses`] and wakes it) only the
 //!   listeners that differ change ([`plan_listeners`], pure): a changed
 //!   `healthCheckNodePort` or an address added or removed moves its
 //!   listeners, the other Services' keep running; a failed bind is logged
 //!   with the Service and retried after the next sync. The answer is read
 //!   from the status at request time.
 
-use crate::agent::Status;
+use crate::api::Status;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};

@@ -15,10 +15,9 @@
 //! Questions are answered by the sync thread itself (a [`SourceEvent::Query`]
 //! with a reply channel), so the answer is the engine's state, not a copy.
 
-use crate::agent::{Query, Status, VirtualServerInfo};
+use crate::api::{Query, SourceEvent, Status, VirtualServerInfo};
 use crate::mailbox::Sender;
 use crate::metrics::{Metrics, VirtualServerSample};
-use crate::source::SourceEvent;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -566,8 +565,8 @@ mod tests {
         let (code, head, text) = get(addr, "/metrics").await;
         assert_eq!(code, 200);
         assert!(head.contains("openmetrics-text"), "{head}");
-        let s = crate::metrics::parse::samples(&text).unwrap();
-        let v = |n: &str, code: &str| crate::metrics::parse::value(&s, n, &[("code", code)]);
+        let s = kipvs_testkit::metrics_text::samples(&text).unwrap();
+        let v = |n: &str, code: &str| kipvs_testkit::metrics_text::value(&s, n, &[("code", code)]);
         assert_eq!(v("kubeproxy_proxy_healthz_total", "200"), Some(4.0));
         assert_eq!(v("kubeproxy_proxy_healthz_total", "503"), Some(2.0));
         assert_eq!(v("kubeproxy_proxy_livez_total", "503"), Some(1.0));
@@ -623,7 +622,7 @@ mod tests {
         let addr = spawn_server(local_router(state)).await;
         let (code, _, text) = get(addr, "/metrics").await;
         assert_eq!(code, 200);
-        let s = crate::metrics::parse::samples(&text).unwrap();
+        let s = kipvs_testkit::metrics_text::samples(&text).unwrap();
         let web = [
             ("namespace", "default"),
             ("service", "web"),
@@ -633,7 +632,7 @@ mod tests {
         ];
         let value = |n: &str, extra: &[(&str, &str)]| {
             let l: Vec<_> = web.iter().chain(extra).copied().collect();
-            crate::metrics::parse::value(&s, n, &l)
+            kipvs_testkit::metrics_text::value(&s, n, &l)
         };
         assert_eq!(
             value("kipvs_virtual_server_connections_total", &[]),

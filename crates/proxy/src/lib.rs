@@ -7,7 +7,7 @@
 //! in manifest mode, from plain YAML files.
 //!
 //! The layers, inputs to kernel:
-//! - [`source`]: kube watchers or a manifest directory → [`source::SourceEvent`]s;
+//! - [`source`]: kube watchers or a manifest directory → [`api::SourceEvent`]s;
 //!   [`manifest`] parses plain YAML and mirrors Endpoints to EndpointSlices,
 //!   [`dirwatch`] wakes manifest mode on file changes (inotify); [`yaml`]
 //!   reads the YAML subset manifests use 8× faster than serde-saphyr and
@@ -22,18 +22,24 @@
 //!   [`healthcheck`] serves the Services' health-check node ports;
 //!   [`metrics`] kube-proxy's metric names.
 //!
+//! Shared types live in modules that do no work, so that every arrow
+//! between modules points one way (no import cycle): [`api`] (the agent's
+//! messages, status and wire types) and [`options`] (what the agent is
+//! configured with, kube-proxy's defaults, the value parsers).
+//!
 //! Around them: [`config`] reads kube-proxy's `KubeProxyConfiguration`
-//! and its flag precedence (pure), [`configwatch`] notices that file
+//! and its flag precedence into [`options`] (pure), [`configwatch`] notices that file
 //! change, [`client`] makes the rate-limited Kubernetes client, [`oom`]
 //! sets the agent's OOM score, [`run`] starts the agent (node setup,
 //! IPVS timeouts, the scheduler probe), [`cleanup`] removes what kipvs (or,
 //! on migration, kube-proxy) left, [`events`] records kube-proxy's
 //! `Starting` event on the Node (API mode).
 //!
-//! `fake_api` (feature `fake-api`) is an in-process fake API server speaking
-//! real HTTP list/watch, for tests.
+//! Its tests' fake API server, in-memory data plane and metrics reader are in
+//! the dev-only `kipvs-testkit`.
 
 pub mod agent;
+pub mod api;
 pub mod cleanup;
 pub mod client;
 pub mod config;
@@ -48,9 +54,7 @@ pub mod manifest;
 pub mod memory;
 pub mod metrics;
 pub mod oom;
+pub mod options;
 pub mod run;
 pub mod source;
 pub mod yaml;
-
-#[cfg(feature = "fake-api")]
-pub mod fake_api;

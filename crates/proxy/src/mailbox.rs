@@ -14,8 +14,7 @@
 //! kind's history: the Service list, then Service changes since it, the
 //! EndpointSlice list, slice changes, the Node, errors, questions.
 
-use crate::agent::Query;
-use crate::source::SourceEvent;
+use crate::api::{Query, SourceEvent};
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kipvs_engine::controller::{Input, slice_ref};

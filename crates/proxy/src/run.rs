@@ -2,9 +2,10 @@
 //! plane, the source, and the sync loop on its own thread. Flushes nothing,
 //! on start or on exit.
 
-use crate::agent::{self, Status, Timing};
-use crate::config::{ClientOptions, Conntrack, DetectLocal, Logging};
+use crate::agent;
+use crate::api::Status;
 use crate::kernel::{KernelDataplane, LinkBinder};
+use crate::options::{DetectLocal, ProxyOptions, Source, parse_cidr};
 use crate::source;
 use k8s_openapi::api::core::v1::Node;
 use kipvs_engine::controller::{Engine, Ownership};
@@ -14,119 +15,8 @@ use kipvs_engine::labels;
 use kipvs_sched::SchedulerConfig;
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-/// Where Kubernetes objects come from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Source {
-    /// The API server, from a kubeconfig file or in-cluster configuration.
-    Api { kubeconfig: Option<PathBuf> },
-    /// A directory of manifests, re-read when a file changes.
-    Manifests(PathBuf),
-}
-
-/// Everything `kipvs proxy` is configured with.
-#[derive(Debug, Clone)]
-pub struct ProxyOptions {
-    pub source: Source,
-    pub node_name: String,
-    pub scheduler: SchedulerConfig,
-    pub timing: Timing,
-    pub families: BTreeSet<Family>,
-    pub nodeport_filter: NodePortFilter,
-    pub nodeport_range: std::ops::RangeInclusive<u16>,
-    pub exclude_cidrs: Vec<(IpAddr, u8)>,
-    pub strict_arp: bool,
-    pub drain_timeout: Duration,
-    pub local_fallback_to_cluster: bool,
-    pub service_proxy_name: Option<String>,
-    pub dummy: String,
-    /// Where the sysctls live (`/proc/sys`).
-    pub sysctl_root: PathBuf,
-    /// The health server (`/healthz`, `/livez`); `None`: not served.
-    pub healthz_bind: Option<SocketAddr>,
-    /// The local server (health and the inspection API the CLI uses).
-    pub metrics_bind: Option<SocketAddr>,
-    /// IPVS connection timeouts (`ipvs.tcpTimeout` …); 0 leaves the kernel's.
-    pub ipvs_timeouts: kipvs_ipvs::Timeouts,
-    /// kube-proxy's conntrack settings, applied at start.
-    pub conntrack: Conntrack,
-    /// The pods' CIDRs (`clusterCIDR`), for the nftables rules.
-    pub cluster_cidrs: Vec<(IpAddr, u8)>,
-    /// Masquerade all traffic to Service IPs (`iptables.masqueradeAll`).
-    pub masquerade_all: bool,
-    /// The fwmark bit for masquerading (`iptables.masqueradeBit`, 14).
-    pub masquerade_bit: u8,
-    /// The `nft` binary kipvs's nftables table is written with; `None`:
-    /// no table (masquerade, VIP filter and source ranges are then not
-    /// enforced).
-    pub nft: Option<PathBuf>,
-    /// How local traffic is detected (`detectLocalMode`); `ClusterCidr`
-    /// uses `cluster_cidrs`.
-    pub detect_local: DetectLocal,
-    /// Written to `/proc/self/oom_score_adj` at start (`oomScoreAdj`,
-    /// kube-proxy's -999); `None`: left alone.
-    pub oom_score_adj: Option<i32>,
-    /// `bindAddress`: this node's primary IP of its family, instead of the
-    /// Node object's (`nodePortAddresses: [primary]`).
-    pub bind_address: Option<IpAddr>,
-    /// `bindAddressHardFail`: a health or metrics server that cannot bind
-    /// stops the agent (else it is retried every 5 s).
-    pub bind_address_hard_fail: bool,
-    /// The Kubernetes client (`clientConnection`, `--master`).
-    pub client: ClientOptions,
-    /// `configSyncPeriod`: kept for `/configz` and `--write-config-to`;
-    /// kube's watchers have no periodic resync.
-    pub config_sync_period: Duration,
-    /// `featureGates` as given (kipvs's known ones change nothing).
-    pub feature_gates: std::collections::BTreeMap<String, bool>,
-    /// Logging (applied by the binary).
-    pub logging: Logging,
-    /// The effective configuration served at `/configz`; `Null`: derived
-    /// from these options at start ([`configz`]).
-    pub configz: serde_json::Value,
-}
-
-impl ProxyOptions {
-    /// kube-proxy's defaults for a node, reading `source`.
-    pub fn new(source: Source, node_name: String) -> Self {
-        ProxyOptions {
-            source,
-            node_name,
-            scheduler: SchedulerConfig::default(),
-            timing: Timing::default(),
-            families: [Family::V4, Family::V6].into(),
-            nodeport_filter: NodePortFilter::All,
-            nodeport_range: 30000..=32767,
-            exclude_cidrs: Vec::new(),
-            strict_arp: false,
-            drain_timeout: Duration::from_secs(15 * 60),
-            local_fallback_to_cluster: false,
-            service_proxy_name: None,
-            dummy: kipvs_link::DEFAULT_DUMMY.into(),
-            sysctl_root: PathBuf::from("/proc/sys"),
-            healthz_bind: Some(SocketAddr::from(([0, 0, 0, 0], 10256))),
-            metrics_bind: Some(SocketAddr::from(([127, 0, 0, 1], 10249))),
-            ipvs_timeouts: kipvs_ipvs::Timeouts::default(),
-            conntrack: Conntrack::default(),
-            cluster_cidrs: Vec::new(),
-            masquerade_all: false,
-            masquerade_bit: 14,
-            nft: Some(PathBuf::from("nft")),
-            detect_local: DetectLocal::ClusterCidr,
-            oom_score_adj: Some(crate::config::DEFAULT_OOM_SCORE_ADJ),
-            bind_address: None,
-            bind_address_hard_fail: false,
-            client: ClientOptions::default(),
-            config_sync_period: crate::config::DEFAULT_CONFIG_SYNC_PERIOD,
-            feature_gates: Default::default(),
-            logging: Logging::default(),
-            configz: serde_json::Value::Null,
-        }
-    }
-}
 
 /// Why the agent could not start.
 #[derive(Debug, thiserror::Error)]
@@ -674,78 +564,9 @@ pub fn configz(opts: &ProxyOptions) -> serde_json::Value {
     out
 }
 
-/// Parses a Go-style duration as kube-proxy's flags and configuration
-/// write them: `30s`, `1m30s`, `500ms`, `1h`, `0`.
-pub fn parse_duration(s: &str) -> Option<Duration> {
-    let s = s.trim();
-    if s == "0" {
-        return Some(Duration::ZERO);
-    }
-    let mut total = Duration::ZERO;
-    let mut rest = s;
-    if rest.is_empty() {
-        return None;
-    }
-    while !rest.is_empty() {
-        let num_end = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        if num_end == 0 {
-            return None;
-        }
-        let value: f64 = rest[..num_end].parse().ok()?;
-        rest = &rest[num_end..];
-        let unit_end = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let unit = match &rest[..unit_end] {
-            "ns" => 1e-9,
-            "us" | "µs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return None,
-        };
-        rest = &rest[unit_end..];
-        total += Duration::from_secs_f64(value * unit);
-    }
-    Some(total)
-}
-
-/// Parses `10.0.0.0/8` or a bare address (a host prefix).
-pub fn parse_cidr(s: &str) -> Option<(IpAddr, u8)> {
-    let s = s.trim();
-    match s.split_once('/') {
-        Some((a, l)) => {
-            let a: IpAddr = a.parse().ok()?;
-            let l: u8 = l.parse().ok()?;
-            (l <= if a.is_ipv4() { 32 } else { 128 }).then_some((a, l))
-        }
-        None => s
-            .parse::<IpAddr>()
-            .ok()
-            .map(|a| (a, if a.is_ipv4() { 32 } else { 128 })),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn go_durations() {
-        assert_eq!(parse_duration("30s"), Some(Duration::from_secs(30)));
-        assert_eq!(parse_duration("1m30s"), Some(Duration::from_secs(90)));
-        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
-        assert_eq!(parse_duration("1h"), Some(Duration::from_secs(3600)));
-        assert_eq!(parse_duration("0"), Some(Duration::ZERO));
-        assert_eq!(parse_duration("0s"), Some(Duration::ZERO));
-        assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1500)));
-        for bad in ["", "s", "10", "10x", "-1s", "1m-"] {
-            assert_eq!(parse_duration(bad), None, "{bad}");
-        }
-    }
 
     #[test]
     fn a_node_uses_ipv6_when_it_has_a_global_ipv6_address_outside_the_dummy() {

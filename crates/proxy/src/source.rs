@@ -5,6 +5,7 @@
 //! set, so the engine compares it with what it has and a relist (410 Gone)
 //! changes nothing in the kernel unless the objects changed.
 
+use crate::api::SourceEvent;
 use crate::manifest;
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{Node, Service};
@@ -19,24 +20,6 @@ use kube::runtime::watcher::{self, Event};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::Duration;
-
-/// One change from a source.
-#[derive(Debug)]
-pub enum SourceEvent {
-    /// One object changed.
-    Input(Input),
-    /// The full set of Services (a list or relist).
-    ReplaceServices(Vec<Service>),
-    /// The full set of EndpointSlices (a list or relist).
-    ReplaceSlices(Vec<EndpointSlice>),
-    /// This node's Node object (None: deleted or not found).
-    Node(Option<Box<Node>>),
-    /// A source error worth reporting (the source keeps retrying).
-    Error(String),
-    /// Not a change: a question for the sync thread from the local HTTP
-    /// endpoints (`kipvs list`, `kipvs explain`), answered on its channel.
-    Query(crate::agent::Query),
-}
 
 /// The API access [`watch_api`] needs, as (API group, resource, verbs):
 /// the deployed ClusterRole grants exactly these and [`EVENTS`]

@@ -5,139 +5,15 @@
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kipvs_conntrack::{Filter, IPPROTO_UDP};
-use kipvs_engine::controller::{
-    ConntrackCleared, Dataplane, DataplaneError, Engine, FirewallWrite, Input, Ownership,
-};
+use kipvs_engine::controller::{Engine, FirewallWrite, Input, Ownership};
 use kipvs_engine::desired::{Context, Family};
-use kipvs_engine::diff::{self, Change, DiffConfig, ObservedVirtualServer};
+use kipvs_engine::diff::{Change, DiffConfig, ObservedVirtualServer};
 use kipvs_engine::model::{ObjectRef, Protocol, VirtualServerKey};
 use kipvs_nft::Element;
+use kipvs_testkit::memory::MemoryDataplane;
 use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
-
-#[derive(Default)]
-struct Memory {
-    table: BTreeMap<VirtualServerKey, ObservedVirtualServer>,
-    bound: BTreeSet<IpAddr>,
-    messages: u64,
-    /// Changes the "kernel" refuses (by key), to test error isolation.
-    refuse: BTreeSet<VirtualServerKey>,
-    log: Vec<Change>,
-    /// The nftables table's elements (`None`: no table of kipvs's).
-    fw: Option<BTreeSet<Element>>,
-    fw_writes: Vec<FirewallWrite>,
-    /// Conntrack cleanups: how many IPVS changes had been applied, the
-    /// filters.
-    conntrack: Vec<(usize, Vec<Filter>)>,
-    /// Conntrack cleanups fail.
-    conntrack_fails: bool,
-    /// nftables writes fail.
-    fw_fails: bool,
-    /// The ruleset generation: bumped by every write, and by a test that
-    /// changes `fw` behind the engine's back.
-    fw_generation: u64,
-    /// The generation the engine last read or wrote at.
-    fw_seen: Option<u64>,
-    /// Whole-table reads.
-    fw_reads: usize,
-}
-
-impl Dataplane for Memory {
-    fn read_virtual_servers(&mut self) -> Result<Vec<ObservedVirtualServer>, DataplaneError> {
-        self.messages += 1 + self.table.len() as u64;
-        Ok(self.table.values().cloned().collect())
-    }
-    fn read_addresses(&mut self) -> Result<BTreeSet<IpAddr>, DataplaneError> {
-        self.messages += 1;
-        Ok(self.bound.clone())
-    }
-    fn read_real_servers(
-        &mut self,
-        key: &VirtualServerKey,
-    ) -> Result<BTreeMap<std::net::SocketAddr, diff::ObservedRealServer>, DataplaneError> {
-        self.messages += 1;
-        Ok(self
-            .table
-            .get(key)
-            .map(|v| v.real_servers.clone())
-            .unwrap_or_default())
-    }
-
-    fn apply(&mut self, changes: &[Change]) -> Vec<Result<(), DataplaneError>> {
-        changes
-            .iter()
-            .map(|c| {
-                self.messages += 1;
-                let key = match c {
-                    Change::AddVirtualServer(v) | Change::EditVirtualServer(v) => v.key,
-                    Change::DeleteVirtualServer(k) => *k,
-                    Change::AddRealServer { vs, .. }
-                    | Change::EditRealServer { vs, .. }
-                    | Change::DeleteRealServer { vs, .. } => *vs,
-                };
-                if self.refuse.contains(&key) {
-                    return Err(DataplaneError::new(format!("refused {key}")));
-                }
-                self.log.push(c.clone());
-                diff::apply_one(&mut self.table, c);
-                Ok(())
-            })
-            .collect()
-    }
-    fn bind(&mut self, add: &[IpAddr], remove: &[IpAddr]) -> Vec<Result<(), DataplaneError>> {
-        self.messages += (add.len() + remove.len()) as u64;
-        self.bound.extend(add);
-        remove.iter().for_each(|a| {
-            self.bound.remove(a);
-        });
-        add.iter().chain(remove).map(|_| Ok(())).collect()
-    }
-    fn messages_sent(&self) -> u64 {
-        self.messages
-    }
-    fn read_firewall(&mut self) -> Result<Option<BTreeSet<Element>>, DataplaneError> {
-        self.fw_reads += 1;
-        self.fw_seen = Some(self.fw_generation);
-        Ok(self.fw.clone())
-    }
-    fn firewall_unchanged(&mut self) -> bool {
-        self.fw_seen == Some(self.fw_generation)
-    }
-    fn write_firewall(&mut self, write: &FirewallWrite) -> Result<(), DataplaneError> {
-        if self.fw_fails {
-            return Err(DataplaneError::new("nftables: Operation not supported"));
-        }
-        match write {
-            FirewallWrite::Replace(all) => self.fw = Some(all.clone()),
-            FirewallWrite::Update(d) => {
-                let table = self.fw.as_mut().expect("an update needs a table");
-                for e in &d.delete {
-                    if !table.remove(e) {
-                        return Err(DataplaneError::new(format!("no element {}", e.render())));
-                    }
-                }
-                table.extend(d.add.iter().cloned());
-            }
-        }
-        self.fw_writes.push(write.clone());
-        self.fw_generation += 1;
-        if self.fw_seen.is_some() {
-            self.fw_seen = Some(self.fw_generation);
-        }
-        Ok(())
-    }
-    fn clear_conntrack(&mut self, filters: &[Filter]) -> Result<ConntrackCleared, DataplaneError> {
-        if self.conntrack_fails {
-            return Err(DataplaneError::new("ctnetlink socket: permission denied"));
-        }
-        self.conntrack.push((self.log.len(), filters.to_vec()));
-        Ok(ConntrackCleared {
-            deleted: filters.len(),
-            errors: vec![],
-        })
-    }
-}
 
 fn ctx() -> Context {
     Context {
@@ -178,7 +54,7 @@ fn slice(name: &str, svc: &str, ips: &[&str]) -> EndpointSlice {
 }
 
 /// Gives the engine `n` Services of 3 endpoints each.
-fn feed(e: &mut Engine<Memory>, n: u8) {
+fn feed(e: &mut Engine<MemoryDataplane>, n: u8) {
     e.replace_services(
         (0..n)
             .map(|i| service(&format!("s{i}"), &format!("10.96.0.{i}")))
@@ -200,8 +76,13 @@ fn feed(e: &mut Engine<Memory>, n: u8) {
 }
 
 /// An engine synced with `n` Services of 3 endpoints each.
-fn loaded(n: u8) -> Engine<Memory> {
-    let mut e = Engine::new(Memory::default(), ctx(), ownership(), DiffConfig::default());
+fn loaded(n: u8) -> Engine<MemoryDataplane> {
+    let mut e = Engine::new(
+        MemoryDataplane::default(),
+        ctx(),
+        ownership(),
+        DiffConfig::default(),
+    );
     feed(&mut e, n);
     let r = e.resync(0);
     assert!(r.errors.is_empty(), "{:?}", r.errors);
@@ -243,7 +124,12 @@ fn one_endpoint_change_costs_one_message_per_change() {
 }
 
 /// Sets the kernel's active connection count of one real server.
-fn set_active_conns(e: &mut Engine<Memory>, vs_last: u8, addr: std::net::SocketAddr, n: u32) {
+fn set_active_conns(
+    e: &mut Engine<MemoryDataplane>,
+    vs_last: u8,
+    addr: std::net::SocketAddr,
+    n: u32,
+) {
     let rs = e.dataplane_mut().table.get_mut(&vs(vs_last)).unwrap();
     rs.real_servers.get_mut(&addr).unwrap().active_conns = n;
 }
@@ -339,7 +225,7 @@ fn resync_repairs_a_hand_deleted_virtual_server_and_otherwise_writes_nothing() {
 
 #[test]
 fn a_foreign_virtual_server_is_never_touched() {
-    let mut m = Memory::default();
+    let mut m = MemoryDataplane::default();
     let foreign = ObservedVirtualServer {
         key: VirtualServerKey {
             protocol: Protocol::Tcp,
@@ -366,7 +252,7 @@ fn a_foreign_virtual_server_is_never_touched() {
 fn adoption_after_restart_changes_only_the_difference() {
     let first = loaded(10);
     let kernel = first.dataplane();
-    let mut m = Memory {
+    let mut m = MemoryDataplane {
         table: kernel.table.clone(),
         bound: kernel.bound.clone(),
         ..Default::default()
@@ -512,9 +398,9 @@ fn the_nft_table_is_written_whole_once_then_by_changed_elements_only() {
 
 /// Waits (bounded) until `cond` holds of the agent's status.
 fn wait_for(
-    status: &std::sync::Mutex<kipvs_proxy::agent::Status>,
+    status: &std::sync::Mutex<kipvs_proxy::api::Status>,
     what: &str,
-    cond: impl Fn(&kipvs_proxy::agent::Status) -> bool,
+    cond: impl Fn(&kipvs_proxy::api::Status) -> bool,
 ) {
     for _ in 0..2000 {
         if cond(&status.lock().unwrap()) {
@@ -531,14 +417,16 @@ fn wait_for(
 /// endpoints, and the local endpoint count a health-check port answers.
 #[test]
 fn the_sync_loop_updates_the_metrics_and_the_health_check_ports() {
-    use kipvs_proxy::agent::{self, Status, Timing};
-    use kipvs_proxy::metrics::parse;
-    use kipvs_proxy::source::SourceEvent;
+    use kipvs_proxy::agent;
+    use kipvs_proxy::api::SourceEvent;
+    use kipvs_proxy::api::Status;
+    use kipvs_proxy::options::Timing;
+    use kipvs_testkit::metrics_text as parse;
     use std::sync::{Arc, Mutex};
     use std::time::{Duration, SystemTime};
 
     let engine = Engine::new(
-        Memory::default(),
+        MemoryDataplane::default(),
         ctx(),
         ownership(),
         DiffConfig {
@@ -679,7 +567,12 @@ fn udp_slice(name: &str, svc: &str, ips: &[&str]) -> EndpointSlice {
 
 #[test]
 fn a_replaced_udp_endpoint_clears_its_conntrack_entries_after_the_ipvs_changes() {
-    let mut e = Engine::new(Memory::default(), ctx(), ownership(), DiffConfig::default());
+    let mut e = Engine::new(
+        MemoryDataplane::default(),
+        ctx(),
+        ownership(),
+        DiffConfig::default(),
+    );
     e.replace_services(vec![
         udp_service("dns", "10.96.0.10"),
         service("web", "10.96.0.11"),
@@ -733,7 +626,12 @@ fn a_replaced_udp_endpoint_clears_its_conntrack_entries_after_the_ipvs_changes()
 
 #[test]
 fn a_failed_conntrack_cleanup_is_reported_with_its_service_and_is_not_fatal() {
-    let mut e = Engine::new(Memory::default(), ctx(), ownership(), DiffConfig::default());
+    let mut e = Engine::new(
+        MemoryDataplane::default(),
+        ctx(),
+        ownership(),
+        DiffConfig::default(),
+    );
     e.replace_services(vec![udp_service("dns", "10.96.0.10")]);
     e.replace_slices(vec![udp_slice("dns-1", "dns", &["10.244.0.7"])]);
     e.dataplane_mut().conntrack_fails = true;
@@ -795,8 +693,8 @@ fn a_resync_skips_reading_an_unchanged_nftables_table_and_rereads_a_changed_one(
 
 /// An engine whose kernel already has a table of kipvs's (so an ownership
 /// record, empty) and the given foreign virtual servers.
-fn with_record(foreign: &[ObservedVirtualServer]) -> Memory {
-    let mut m = Memory {
+fn with_record(foreign: &[ObservedVirtualServer]) -> MemoryDataplane {
+    let mut m = MemoryDataplane {
         fw: Some(BTreeSet::new()),
         ..Default::default()
     };

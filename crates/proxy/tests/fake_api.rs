@@ -3,7 +3,7 @@
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
-use kipvs_proxy::fake_api::{FakeApiServer, Kind};
+use kipvs_testkit::fake_api::{FakeApiServer, Kind};
 use kube::api::{Api, ObjectMeta};
 use kube::runtime::watcher::{self, Event};
 use std::collections::BTreeMap;

@@ -13,7 +13,7 @@
 //! ([`FakeApiServer::disconnect_watches`]) or make the server answer 503
 //! ([`FakeApiServer::set_available`]).
 //!
-//! Enabled by the `fake-api` feature; not part of the agent.
+//! Dev-only (this crate): no shipped binary links it.
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};

@@ -1,8 +1,6 @@
-//! Shared helpers of the agent's kernel-lab tests (`kernel_firewall.rs`,
-//! `kernel_conntrack.rs`): shell commands, a clean node, namespaces with a
-//! veth to the node, manifest directories, and waiting with a diagnosis.
-//! Each test file uses only some of them.
-#![allow(dead_code)]
+//! Helpers of the kernel-lab tests, every crate's: shell commands, a clean
+//! node, namespaces with a veth to the node, manifest directories, and
+//! waiting with a diagnosis. They run inside the lab VM, as root.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
