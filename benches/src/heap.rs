@@ -193,6 +193,7 @@ pub fn breakdown(profile: &Value) -> Vec<(String, u64, u64)> {
 /// crate's root: `proxy/src/controller.rs`; other crates carry a version:
 /// `serde_json-1.0.154/src/…`).
 const KIPVS_CRATES: &[&str] = &[
+    "engine",
     "proxy",
     "ipvs",
     "nft",
