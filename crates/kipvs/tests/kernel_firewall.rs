@@ -232,6 +232,14 @@ fn firewall_masquerades_node_ports_keeps_local_client_ips_and_hairpins() {
         get("outside", "http://192.168.50.1:30080/"),
         Ok("pod-a".into())
     );
+    // One element deleted by hand is repaired too: the resync skips reading
+    // the table only while the ruleset generation is the one kipvs left, and
+    // this deletion moves it.
+    sh("nft delete element inet kipvs external-ports-v4 '{ 192.168.50.1 . tcp . 30080 }'");
+    assert!(!set_has("external-ports-v4", "192.168.50.1 . tcp . 30080"));
+    wait_until("the element repaired", Duration::from_secs(10), || {
+        set_has("external-ports-v4", "192.168.50.1 . tcp . 30080")
+    });
 
     // An endpoint change alters set elements only: web moves to pod-c.
     let before = table();
