@@ -411,31 +411,43 @@ fn generation_reply(kind: u16, mseq: u32, seq: u32, body: &[u8]) -> Option<Resul
         return None;
     }
     match kind {
-        NLMSG_ERROR => {
-            let errno = body
-                .get(..4)
-                .map_or(0, |b| -i32::from_ne_bytes(b.try_into().unwrap()));
-            Some(Err(errno))
-        }
-        k if k == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWGEN => {
-            // After the 4-byte nfgenmsg: attributes.
-            let mut attrs = body.get(4..).unwrap_or_default();
-            while attrs.len() >= 4 {
-                let len = u16::from_ne_bytes([attrs[0], attrs[1]]) as usize;
-                let kind = u16::from_ne_bytes([attrs[2], attrs[3]]) & !NLA_F_NESTED;
-                if len < 4 || len > attrs.len() {
-                    break;
-                }
-                if kind == NFTA_GEN_ID && len >= 8 {
-                    let id = u32::from_be_bytes(attrs[4..8].try_into().unwrap());
-                    return Some(Ok(id));
-                }
-                attrs = &attrs[((len + 3) & !3).min(attrs.len())..];
-            }
-            Some(Err(libc::EBADMSG))
-        }
+        NLMSG_ERROR => Some(Err(errno(body))),
+        // After the 4-byte nfgenmsg: attributes.
+        k if k == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWGEN => Some(
+            attributes(body.get(4..).unwrap_or_default())
+                .filter(|(kind, _)| *kind == NFTA_GEN_ID)
+                .find_map(|(_, v)| Some(u32::from_be_bytes(v.get(..4)?.try_into().ok()?)))
+                .ok_or(libc::EBADMSG),
+        ),
         _ => None,
     }
+}
+
+/// The errno of an `NLMSG_ERROR` payload (0: an acknowledgement).
+fn errno(body: &[u8]) -> i32 {
+    body.get(..4)
+        .map_or(0, |b| -i32::from_ne_bytes(b.try_into().unwrap()))
+}
+
+/// The netlink messages of a datagram: (type, sequence number, payload
+/// after the header). A message whose length does not fit is `Err(len)`,
+/// and ends the datagram.
+fn messages(mut d: &[u8]) -> impl Iterator<Item = Result<(u16, u32, &[u8]), usize>> {
+    std::iter::from_fn(move || {
+        if d.len() < NLMSG_HDRLEN {
+            return None;
+        }
+        let len = u32::from_ne_bytes(d[0..4].try_into().unwrap()) as usize;
+        if len < NLMSG_HDRLEN || len > d.len() {
+            d = &[];
+            return Some(Err(len));
+        }
+        let kind = u16::from_ne_bytes(d[4..6].try_into().unwrap());
+        let seq = u32::from_ne_bytes(d[8..12].try_into().unwrap());
+        let body = &d[NLMSG_HDRLEN..len];
+        d = &d[((len + 3) & !3).min(d.len())..];
+        Some(Ok((kind, seq, body)))
+    })
 }
 
 fn proto_number(p: Proto) -> u8 {
@@ -576,6 +588,28 @@ impl ElementSocket {
         self.seq = self.seq.wrapping_add(1);
         let seq = self.seq;
         self.socket.send(&generation_request(seq), 0)?;
+        let what = "the ruleset generation";
+        self.answer(seq, what, |kind, body| {
+            match generation_reply(kind, seq, seq, body) {
+                Some(Ok(id)) => Ok(Some(id)),
+                Some(Err(errno)) => Err(NetlinkError::Refused {
+                    what: format!("reading {what}"),
+                    source: io::Error::from_raw_os_error(errno),
+                }),
+                None => Ok(None),
+            }
+        })
+    }
+
+    /// Receives datagrams until `on`, given each message of request `seq`
+    /// (type, payload), has the answer. `what` names the request in the
+    /// error for a truncated message.
+    fn answer<T>(
+        &mut self,
+        seq: u32,
+        what: &str,
+        mut on: impl FnMut(u16, &[u8]) -> Result<Option<T>, NetlinkError>,
+    ) -> Result<T, NetlinkError> {
         loop {
             self.rx.clear();
             match self.socket.recv(&mut self.rx, 0) {
@@ -583,25 +617,16 @@ impl ElementSocket {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e.into()),
             }
-            let mut d: &[u8] = &self.rx;
-            while d.len() >= NLMSG_HDRLEN {
-                let len = u32::from_ne_bytes(d[0..4].try_into().unwrap()) as usize;
-                let kind = u16::from_ne_bytes(d[4..6].try_into().unwrap());
-                let mseq = u32::from_ne_bytes(d[8..12].try_into().unwrap());
-                if len < NLMSG_HDRLEN || len > d.len() {
-                    break;
+            for m in messages(&self.rx) {
+                let (kind, mseq, body) = m.map_err(|len| NetlinkError::Decode {
+                    set: what.to_owned(),
+                    what: format!("a truncated message ({len} bytes)"),
+                })?;
+                if mseq != seq {
+                    continue;
                 }
-                let body = &d[NLMSG_HDRLEN..len];
-                d = &d[((len + 3) & !3).min(d.len())..];
-                match generation_reply(kind, mseq, seq, body) {
-                    Some(Ok(id)) => return Ok(id),
-                    Some(Err(errno)) => {
-                        return Err(NetlinkError::Refused {
-                            what: "reading the ruleset generation".into(),
-                            source: io::Error::from_raw_os_error(errno),
-                        });
-                    }
-                    None => {}
+                if let Some(answer) = on(kind, body)? {
+                    return Ok(answer);
                 }
             }
         }
@@ -620,72 +645,37 @@ impl ElementSocket {
         let seq = self.seq;
         self.socket.send(&dump_request(set, seq), 0)?;
         let mut out = Vec::new();
-        loop {
-            self.rx.clear();
-            match self.socket.recv(&mut self.rx, 0) {
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e.into()),
-            }
-            let mut d: &[u8] = &self.rx;
-            while d.len() >= NLMSG_HDRLEN {
-                let len = u32::from_ne_bytes(d[0..4].try_into().unwrap()) as usize;
-                let kind = u16::from_ne_bytes(d[4..6].try_into().unwrap());
-                let mseq = u32::from_ne_bytes(d[8..12].try_into().unwrap());
-                if len < NLMSG_HDRLEN || len > d.len() {
-                    return Err(bad(format!("a truncated message ({len} bytes)")));
+        self.answer(seq, &set.to_string(), |kind, body| {
+            match kind {
+                NLMSG_DONE => return Ok(Some(std::mem::take(&mut out))),
+                NLMSG_ERROR if errno(body) != 0 => {
+                    return Err(NetlinkError::Refused {
+                        what: format!("listing {set}"),
+                        source: io::Error::from_raw_os_error(errno(body)),
+                    });
                 }
-                let body = &d[NLMSG_HDRLEN..len];
-                d = &d[((len + 3) & !3).min(d.len())..];
-                if mseq != seq {
-                    continue;
-                }
-                match kind {
-                    NLMSG_DONE => return Ok(out),
-                    NLMSG_ERROR => {
-                        let errno = body
-                            .get(..4)
-                            .map_or(0, |b| -i32::from_ne_bytes(b.try_into().unwrap()));
-                        if errno != 0 {
-                            return Err(NetlinkError::Refused {
-                                what: format!("listing {set}"),
-                                source: io::Error::from_raw_os_error(errno),
-                            });
-                        }
+                k if k == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWSETELEM => {
+                    // After the 4-byte nfgenmsg.
+                    for key in element_keys(body.get(4..).unwrap_or_default()) {
+                        out.push(decode_key(set, key).ok_or_else(|| {
+                            bad(format!("an element keyed {key:02x?} is not kipvs's"))
+                        })?);
                     }
-                    k if k == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWSETELEM => {
-                        // After the 4-byte nfgenmsg.
-                        for key in element_keys(body.get(4..).unwrap_or_default()) {
-                            out.push(decode_key(set, key).ok_or_else(|| {
-                                bad(format!("an element keyed {key:02x?} is not kipvs's"))
-                            })?);
-                        }
-                    }
-                    _ => {}
                 }
+                _ => {}
             }
-        }
+            Ok(None)
+        })
     }
 }
 
 /// The (sequence number, errno) of each acknowledgement in a datagram.
-pub fn acks(mut datagram: &[u8]) -> Vec<(u32, i32)> {
-    let mut out = Vec::new();
-    while datagram.len() >= NLMSG_HDRLEN {
-        let len = u32::from_ne_bytes(datagram[0..4].try_into().unwrap()) as usize;
-        let kind = u16::from_ne_bytes(datagram[4..6].try_into().unwrap());
-        let seq = u32::from_ne_bytes(datagram[8..12].try_into().unwrap());
-        if len < NLMSG_HDRLEN || len > datagram.len() {
-            break;
-        }
-        if kind == NLMSG_ERROR && len >= NLMSG_HDRLEN + 4 {
-            let err = i32::from_ne_bytes(datagram[16..20].try_into().unwrap());
-            out.push((seq, -err));
-        }
-        let next = (len + 3) & !3;
-        datagram = &datagram[next.min(datagram.len())..];
-    }
-    out
+pub fn acks(datagram: &[u8]) -> Vec<(u32, i32)> {
+    messages(datagram)
+        .map_while(Result::ok)
+        .filter(|(kind, _, body)| *kind == NLMSG_ERROR && body.len() >= 4)
+        .map(|(_, seq, body)| (seq, errno(body)))
+        .collect()
 }
 
 #[cfg(test)]
