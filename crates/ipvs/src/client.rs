@@ -46,7 +46,7 @@ const MAX_WINDOW: usize = 1024;
 /// lab (`preempt=none`, `cargo xtask bench stall`), reloading 10k × 10 right
 /// after deleting it made one `sendmsg` of 1024 requests take 13.8 s and
 /// hold a CPU for 6.1 s; a fresh load runs 1024 requests in about 25 ms.
-/// So the window is paced: each [`Client::apply`] starts at
+/// So the window is paced: each [`Client::apply`] starts at no more than
 /// [`FIRST_WINDOW`] requests and sizes every next `sendmsg` from the last
 /// one's time per request to take about this long (see [`paced_window`]).
 const SEND_TARGET: Duration = Duration::from_millis(20);
@@ -479,6 +479,16 @@ enum Batch {
     Fixed(usize),
 }
 
+impl Batch {
+    /// Requests in the next `sendmsg`, at most `window` (what the receive
+    /// buffer holds acknowledgements for).
+    fn requests(self, window: usize) -> usize {
+        match self {
+            Batch::Paced(n) | Batch::Fixed(n) => n.min(window),
+        }
+    }
+}
+
 /// The window after a `sendmsg` of `sent` requests took `took`, when the
 /// window was `current`: as many requests as the last ones' time per
 /// request fits in [`SEND_TARGET`], growing at most twofold per `sendmsg`,
@@ -547,9 +557,7 @@ impl Client {
     /// fixed), and never more than the socket's receive buffer holds
     /// acknowledgements for (or the kernel drops acknowledgements).
     pub fn window(&self) -> usize {
-        match self.batch {
-            Batch::Paced(n) | Batch::Fixed(n) => n.min(self.conn.window),
-        }
+        self.batch.requests(self.conn.window)
     }
 
     /// Send exactly `n` (at least 1) requests per `sendmsg` in
@@ -902,9 +910,7 @@ fn pipeline(
         conn.tx.clear();
         let start = next;
         let base = conn.seq.wrapping_add(1);
-        let window = match *batch {
-            Batch::Paced(n) | Batch::Fixed(n) => n.min(conn.window),
-        };
+        let window = batch.requests(conn.window);
         while next < ops.len() && next - start < window && conn.tx.len() < MAX_SEND {
             conn.push_ipvs(family, ops[next].message(), NLM_F_REQUEST | NLM_F_ACK);
             next += 1;
