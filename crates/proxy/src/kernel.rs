@@ -290,16 +290,15 @@ impl Firewall {
         let known = self.generation.take();
         match write {
             FirewallWrite::Update(diff) if diff.add.iter().chain(&diff.delete).all(supported) => {
-                // One transaction of kipvs's (none for an empty diff): the
-                // generation moves by exactly that much, or someone else
-                // committed too and the next resync reads the table.
-                let before = self.current_generation();
+                // One transaction of kipvs's (none for an empty diff):
+                // generations only grow, so the known one plus ours is what
+                // the kernel reports after it only if nobody else committed
+                // since; otherwise the next resync reads the table.
                 self.write_elements(diff)?;
-                let ours = u32::from(!diff.is_empty());
-                if known.is_some() && known == before {
-                    let expected = before.map(|g| g.wrapping_add(ours));
-                    if self.current_generation() == expected {
-                        self.generation = expected;
+                if let Some(known) = known {
+                    let expected = known.wrapping_add(u32::from(!diff.is_empty()));
+                    if self.current_generation() == Some(expected) {
+                        self.generation = Some(expected);
                     }
                 }
                 Ok(())
