@@ -26,7 +26,6 @@ pub mod wire;
 pub use client::{Cleared, Conntrack};
 pub use wire::DecodeError;
 
-use std::io;
 use std::net::IpAddr;
 
 /// IANA protocol number of UDP.
@@ -152,19 +151,21 @@ impl Filter {
 }
 
 /// A conntrack error.
+#[cfg(feature = "kernel")]
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The netlink socket failed (open, send, receive).
+    /// The netlink socket could not be opened.
     #[error("ctnetlink socket: {0}")]
-    Socket(#[source] io::Error),
-    /// The kernel refused a request.
-    #[error("kernel refused {op}: {source}")]
-    Kernel {
-        /// What was asked (`dump of IPv4 flows`, `delete of …`).
+    Socket(#[source] kipvs_netlink::Error),
+    /// A request failed: the kernel refused it (its errno kept), or the
+    /// socket did.
+    #[error("{op}: {source}")]
+    Netlink {
+        /// What was asked (`dump of V4 flows`, `delete of …`).
         op: String,
-        /// The kernel's errno.
+        /// Why.
         #[source]
-        source: io::Error,
+        source: kipvs_netlink::Error,
     },
     /// A reply could not be decoded.
     #[error("malformed ctnetlink reply: {0}")]

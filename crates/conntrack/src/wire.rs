@@ -20,10 +20,6 @@ pub const IPCTNL_MSG_CT_GET: u16 = 1;
 /// Delete a conntrack entry.
 pub const IPCTNL_MSG_CT_DELETE: u16 = 2;
 
-/// `NLMSG_ERROR` (an acknowledgement when its code is 0).
-pub const NLMSG_ERROR: u16 = 2;
-/// `NLMSG_DONE`: the end of a dump.
-pub const NLMSG_DONE: u16 = 3;
 /// `NLM_F_REQUEST`.
 pub const NLM_F_REQUEST: u16 = 0x1;
 /// `NLM_F_ACK`.
@@ -199,39 +195,8 @@ fn v6(a: IpAddr) -> Ipv6Addr {
     }
 }
 
-/// One decoded netlink message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Message {
-    /// A conntrack entry (a dump reply).
-    Flow(Flow),
-    /// The end of a dump.
-    Done,
-    /// An acknowledgement (`code` 0) or an error (`-errno`).
-    Ack {
-        /// 0 or a negative errno.
-        code: i32,
-    },
-    /// Another message type (ignored).
-    Other(u16),
-}
-
-/// Decodes every message of one datagram, each with its sequence number.
-pub fn parse_datagram(mut buf: &[u8]) -> Result<Vec<(u32, Message)>, DecodeError> {
-    let mut out = Vec::new();
-    while !buf.is_empty() {
-        let (seq, msg, len) = parse_message(buf)?;
-        out.push((seq, msg));
-        buf = buf.get(align4(len)..).unwrap_or(&[]);
-    }
-    Ok(out)
-}
-
 fn u16_at(b: &[u8], at: usize) -> u16 {
     u16::from_ne_bytes([b[at], b[at + 1]])
-}
-
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    u32::from_ne_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
 }
 
 fn need(what: &'static str, b: &[u8], n: usize) -> Result<(), DecodeError> {
@@ -243,34 +208,6 @@ fn need(what: &'static str, b: &[u8], n: usize) -> Result<(), DecodeError> {
         });
     }
     Ok(())
-}
-
-/// Decodes the first message of `buf`: (sequence, message, its length).
-pub fn parse_message(buf: &[u8]) -> Result<(u32, Message, usize), DecodeError> {
-    need("netlink header", buf, NLMSG_HDRLEN)?;
-    let len = u32_at(buf, 0) as usize;
-    if len < NLMSG_HDRLEN {
-        return Err(DecodeError::BadLength {
-            what: "netlink message",
-            len,
-        });
-    }
-    need("netlink message", buf, len)?;
-    let ty = u16_at(buf, 4);
-    let seq = u32_at(buf, 8);
-    let body = &buf[NLMSG_HDRLEN..len];
-    let msg = match ty {
-        NLMSG_DONE => Message::Done,
-        NLMSG_ERROR => {
-            need("netlink error", body, 4)?;
-            Message::Ack {
-                code: u32_at(body, 0) as i32,
-            }
-        }
-        t if t == msg_type(IPCTNL_MSG_CT_NEW) => Message::Flow(parse_flow(body)?),
-        t => Message::Other(t),
-    };
-    Ok((seq, msg, len))
 }
 
 /// Iterates over attributes: (type without flags, payload).
@@ -501,28 +438,10 @@ mod tests {
     }
 
     #[test]
-    fn decodes_a_dump_datagram() {
-        let done = message(NLMSG_DONE, 0x2, 7, &0u32.to_ne_bytes());
-        let got = parse_datagram(&[golden_entry(), done].concat()).unwrap();
+    fn decodes_a_dump_entry() {
         assert_eq!(
-            got,
-            vec![(7, Message::Flow(golden_flow())), (7, Message::Done)]
-        );
-    }
-
-    #[test]
-    fn decodes_acks_and_errors() {
-        let mut body = (-libc::ENOENT).to_ne_bytes().to_vec();
-        body.extend_from_slice(&[0; 16]);
-        let err = message(NLMSG_ERROR, 0, 4, &body);
-        assert_eq!(
-            parse_datagram(&err).unwrap(),
-            vec![(
-                4,
-                Message::Ack {
-                    code: -libc::ENOENT
-                }
-            )]
+            parse_flow(&golden_entry()[NLMSG_HDRLEN..]).unwrap(),
+            golden_flow()
         );
     }
 
@@ -560,16 +479,11 @@ mod tests {
 
     #[test]
     fn every_truncation_is_an_error() {
-        let entry = golden_entry();
-        // Cut anywhere (an empty datagram is no message) but exactly before the trailing 8-byte status
+        let entry = &golden_entry()[NLMSG_HDRLEN..];
+        // Cut anywhere but exactly before the trailing 8-byte status
         // attribute (that is a whole entry).
-        for n in (1..entry.len() - 8).chain(entry.len() - 7..entry.len()) {
-            let mut cut = entry[..n].to_vec();
-            // Keep the header's length honest so the attributes are cut.
-            if n >= 16 {
-                cut[0..4].copy_from_slice(&(n as u32).to_ne_bytes());
-            }
-            assert!(parse_datagram(&cut).is_err(), "{n} bytes decoded");
+        for n in (0..entry.len() - 8).chain(entry.len() - 7..entry.len()) {
+            assert!(parse_flow(&entry[..n]).is_err(), "{n} bytes decoded");
         }
     }
 
@@ -590,7 +504,6 @@ mod tests {
     proptest! {
         #[test]
         fn decoder_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
-            let _ = parse_datagram(&bytes);
             let _ = parse_flow(&bytes);
         }
 
@@ -602,7 +515,7 @@ mod tests {
             let i = at % e.len();
             e[i] = byte;
             e.truncate(e.len() - cut % e.len());
-            let _ = parse_datagram(&e);
+            let _ = parse_flow(e.get(NLMSG_HDRLEN..).unwrap_or_default());
         }
     }
 }

@@ -1,20 +1,17 @@
-//! The blocking client: one generic-netlink socket, its own request/ack loop,
-//! pipelined batches, and a parallel whole-table read.
+//! The blocking client: IPVS requests over the shared netlink transport
+//! (`kipvs-netlink`), pipelined batches paced by the kernel's time, and a
+//! parallel whole-table read.
 
 use std::fmt::Debug;
-use std::io;
-use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use netlink_packet_core::{
-    DecodeError, Emitable, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR,
-    NetlinkBuffer, NlasIterator,
-};
+use kipvs_netlink::{NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, Options, Socket};
+use netlink_packet_core::{DecodeError, NlasIterator};
+use netlink_packet_generic::GenlMessage;
 use netlink_packet_generic::ctrl::nlas::GenlCtrlAttrs;
 use netlink_packet_generic::ctrl::{GenlCtrl, GenlCtrlCmd};
-use netlink_packet_generic::{GenlFamily, GenlMessage};
-use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_GENERIC};
+use netlink_sys::protocols::NETLINK_GENERIC;
 
 use crate::error::{Error, op_error, read_error, resolve_error};
 use crate::message::{
@@ -26,15 +23,6 @@ use crate::types::{
     TableEntry, Timeouts,
 };
 
-/// Receive buffer per `recv`: the kernel never builds a netlink skb larger
-/// than 32 KiB for a dump, nor 8 KiB for a reply.
-const RX_BUF: usize = 64 * 1024;
-/// Socket receive buffer asked for (`SO_RCVBUFFORCE`, else `SO_RCVBUF`).
-const WANT_RCVBUF: i32 = 4 << 20;
-/// Receive-buffer bytes reserved per outstanding acknowledgement: an ack is
-/// a small skb whose true size (with `sk_buff` and shared info) stays below
-/// this.
-const ACK_BUDGET: usize = 2048;
 /// Most requests in flight at once.
 const MAX_WINDOW: usize = 1024;
 /// How long one `sendmsg` of [`Client::apply`] should keep the kernel
@@ -58,14 +46,6 @@ const SEND_TARGET: Duration = Duration::from_millis(20);
 const FIRST_WINDOW: usize = 16;
 /// Most bytes per `sendmsg` (well below the default 208 KiB send buffer).
 const MAX_SEND: usize = 64 * 1024;
-/// How long a reply may take before the request fails with a timeout.
-const RECV_TIMEOUT: Duration = Duration::from_secs(60);
-/// Acknowledgements received per `recvmmsg`.
-const ACK_SLOTS: usize = 64;
-/// Bytes per acknowledgement slot: an ack is 36 bytes (with
-/// `NETLINK_CAP_ACK`; without it an error ack echoes the request, and its
-/// first 20 bytes, all that is read, still fit).
-const ACK_SLOT: usize = 512;
 /// Fewest services per extra thread when reading the whole table.
 const SERVICES_PER_THREAD: usize = 16;
 
@@ -74,299 +54,55 @@ const SERVICES_PER_THREAD: usize = 16;
 pub(crate) enum Fail {
     /// The kernel answered with this errno (positive).
     Errno(i32),
-    /// The socket failed.
-    Io(io::Error),
+    /// The socket failed, or the reply was lost.
+    Netlink(kipvs_netlink::Error),
     /// A reply could not be read.
     Decode(DecodeError),
 }
 
-fn copy_io(e: &io::Error) -> io::Error {
-    match e.raw_os_error() {
-        Some(errno) => io::Error::from_raw_os_error(errno),
-        None => io::Error::new(e.kind(), e.to_string()),
+impl From<kipvs_netlink::Error> for Fail {
+    fn from(e: kipvs_netlink::Error) -> Fail {
+        match e.errno() {
+            Some(errno) => Fail::Errno(errno),
+            None => Fail::Netlink(e),
+        }
     }
 }
 
-fn setsockopt<T>(sock: &Socket, level: i32, name: i32, value: &T) -> io::Result<()> {
-    // SAFETY: `value` points to a live `T` of `size_of::<T>()` bytes for the
-    // duration of the call, and the fd is owned by `sock`.
-    let rc = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            level,
-            name,
-            (value as *const T).cast(),
-            std::mem::size_of::<T>() as libc::socklen_t,
-        )
-    };
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
+/// A generic-netlink socket (the transport's defaults: a 4 MiB receive
+/// buffer where the kernel grants it, a 60 s reply timeout).
+fn open() -> Result<Socket, Error> {
+    Socket::open(NETLINK_GENERIC, Options::default()).map_err(|source| Error::Netlink {
+        op: "open a generic-netlink socket".into(),
+        source,
+    })
 }
 
-/// A handler of reply payloads: message type, payload.
-type OnData<'a> = dyn FnMut(u16, &[u8]) -> Result<(), DecodeError> + 'a;
+/// Appends an IPVS request; returns its sequence number.
+fn push_ipvs(socket: &mut Socket, family: u16, msg: IpvsMessage, flags: u16) -> u32 {
+    socket.push(|seq, tx| emit_request(tx, family, seq, flags, msg))
+}
 
-/// One connected generic-netlink socket with its buffers and sequence
-/// numbers.
-struct Conn {
-    socket: Socket,
+/// Sends the one request queued on `socket` (sequence `seq`) and reads its
+/// answer, handing each data payload (generic header included) and its
+/// message type to `on_data`. A reply that fails to decode does not stop
+/// the reading: the request is always read to its end, so the socket stays
+/// in step.
+fn transact(
+    socket: &mut Socket,
     seq: u32,
-    rx: Vec<u8>,
-    tx: Vec<u8>,
-    /// `ACK_SLOTS` slots of `ACK_SLOT` bytes for batched acknowledgements,
-    /// and the length of each datagram received into them.
-    acks: Vec<u8>,
-    ack_lens: [usize; ACK_SLOTS],
-    /// Requests in flight per window, from the receive buffer's size.
-    window: usize,
-    /// Set after an I/O failure that may have left replies unread: the
-    /// connection is replaced before its next use.
-    broken: bool,
-}
-
-impl Conn {
-    fn open() -> io::Result<Conn> {
-        let mut socket = Socket::new(NETLINK_GENERIC)?;
-        socket.bind_auto()?;
-        // Connected to the kernel: no other process can send to this port.
-        socket.connect(&SocketAddr::new(0, 0))?;
-        // Error acks without a copy of the request: smaller, more fit.
-        let _ = socket.set_cap_ack(true);
-        if setsockopt(
-            &socket,
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUFFORCE,
-            &WANT_RCVBUF,
-        )
-        .is_err()
-        {
-            let _ = socket.set_rx_buf_sz(WANT_RCVBUF);
+    mut on_data: impl FnMut(u16, &[u8]) -> Result<(), DecodeError>,
+) -> Result<(), Fail> {
+    let mut first_error = None;
+    socket.request(seq, |m| {
+        if let Err(e) = on_data(m.kind, m.payload) {
+            first_error.get_or_insert(e);
         }
-        let timeout = libc::timeval {
-            tv_sec: RECV_TIMEOUT.as_secs() as libc::time_t,
-            tv_usec: 0,
-        };
-        setsockopt(&socket, libc::SOL_SOCKET, libc::SO_RCVTIMEO, &timeout)?;
-        let rcvbuf = socket.get_rx_buf_sz().unwrap_or(212_992);
-        Ok(Conn {
-            socket,
-            seq: 0,
-            rx: Vec::with_capacity(RX_BUF),
-            tx: Vec::with_capacity(4096),
-            acks: Vec::new(),
-            ack_lens: [0; ACK_SLOTS],
-            window: window_for(rcvbuf),
-            broken: false,
-        })
+    })?;
+    match first_error {
+        Some(e) => Err(Fail::Decode(e)),
+        None => Ok(()),
     }
-
-    /// Append a request to `tx`; return its sequence number.
-    fn push<F: GenlFamily + Emitable + Debug>(&mut self, msg: GenlMessage<F>, flags: u16) -> u32 {
-        self.seq = self.seq.wrapping_add(1);
-        emit_genl(&mut self.tx, msg, self.seq, flags);
-        self.seq
-    }
-
-    fn push_ipvs(&mut self, family: u16, msg: IpvsMessage, flags: u16) -> u32 {
-        self.seq = self.seq.wrapping_add(1);
-        emit_request(&mut self.tx, family, self.seq, flags, msg);
-        self.seq
-    }
-
-    fn send(&mut self) -> io::Result<()> {
-        loop {
-            match self.socket.send(&self.tx, 0) {
-                Ok(n) if n == self.tx.len() => return Ok(()),
-                Ok(n) => {
-                    return Err(io::Error::other(format!(
-                        "netlink send: {n} of {} bytes sent",
-                        self.tx.len()
-                    )));
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            }
-        }
-    }
-
-    /// Receive one datagram into `rx`.
-    fn recv(&mut self, flags: i32) -> io::Result<()> {
-        loop {
-            self.rx.clear();
-            match self.socket.recv(&mut self.rx, flags | libc::MSG_TRUNC) {
-                Ok(n) if n > self.rx.len() => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!(
-                            "netlink datagram of {n} bytes truncated to {}",
-                            self.rx.len()
-                        ),
-                    ));
-                }
-                Ok(_) => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock && flags == 0 => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        format!("no reply from the kernel in {}s", RECV_TIMEOUT.as_secs()),
-                    ));
-                }
-                Err(e) => return Err(e),
-            }
-        }
-    }
-
-    /// Receive up to `ACK_SLOTS` datagrams in one `recvmmsg` (blocking for
-    /// the first only); return how many. Each lands in its slot, truncated
-    /// to `ACK_SLOT` bytes, which holds any acknowledgement whole.
-    fn recv_acks(&mut self, flags: i32) -> io::Result<usize> {
-        self.acks.resize(ACK_SLOTS * ACK_SLOT, 0);
-        // SAFETY: all-zero is a valid `iovec` and `mmsghdr` (null pointers,
-        // zero lengths); they are filled in below before use.
-        let mut iovs: [libc::iovec; ACK_SLOTS] = unsafe { std::mem::zeroed() };
-        let mut hdrs: [libc::mmsghdr; ACK_SLOTS] = unsafe { std::mem::zeroed() };
-        for (i, (iov, hdr)) in iovs.iter_mut().zip(hdrs.iter_mut()).enumerate() {
-            iov.iov_base = self.acks[i * ACK_SLOT..].as_mut_ptr().cast();
-            iov.iov_len = ACK_SLOT;
-            hdr.msg_hdr.msg_iov = iov;
-            hdr.msg_hdr.msg_iovlen = 1;
-        }
-        loop {
-            // SAFETY: `hdrs` holds ACK_SLOTS headers, each pointing at one
-            // iovec that points at ACK_SLOT bytes of `self.acks`; all outlive
-            // the call, and nothing else touches them meanwhile.
-            let n = unsafe {
-                libc::recvmmsg(
-                    self.socket.as_raw_fd(),
-                    hdrs.as_mut_ptr(),
-                    ACK_SLOTS as libc::c_uint,
-                    flags | libc::MSG_WAITFORONE,
-                    std::ptr::null_mut(),
-                )
-            };
-            if n >= 0 {
-                let n = n as usize;
-                for (len, hdr) in self.ack_lens.iter_mut().zip(&hdrs).take(n) {
-                    *len = (hdr.msg_len as usize).min(ACK_SLOT);
-                }
-                return Ok(n);
-            }
-            let e = io::Error::last_os_error();
-            match e.kind() {
-                io::ErrorKind::Interrupted => continue,
-                io::ErrorKind::WouldBlock if flags == 0 => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        format!("no reply from the kernel in {}s", RECV_TIMEOUT.as_secs()),
-                    ));
-                }
-                _ => return Err(e),
-            }
-        }
-    }
-
-    /// Datagram `i` of the last [`recv_acks`](Conn::recv_acks).
-    fn ack_datagram(&self, i: usize) -> &[u8] {
-        &self.acks[i * ACK_SLOT..i * ACK_SLOT + self.ack_lens[i]]
-    }
-
-    /// Send `tx` (one request, sequence `seq`) and read its replies until
-    /// its ack, error or end of dump, handing each data payload (generic
-    /// header included) and its message type to `on_data`. A reply that
-    /// fails to decode does not stop the reading: the request is always
-    /// read to its end, so the socket stays in step.
-    fn transact(
-        &mut self,
-        seq: u32,
-        mut on_data: impl FnMut(u16, &[u8]) -> Result<(), DecodeError>,
-    ) -> Result<(), Fail> {
-        let result = self.transact_inner(seq, &mut on_data);
-        if matches!(result, Err(Fail::Io(_))) {
-            self.broken = true;
-        }
-        result
-    }
-
-    fn transact_inner(&mut self, seq: u32, on_data: &mut OnData<'_>) -> Result<(), Fail> {
-        self.send().map_err(Fail::Io)?;
-        let mut first_error: Option<DecodeError> = None;
-        loop {
-            self.recv(0).map_err(Fail::Io)?;
-            let mut done = None;
-            for_each_message(&self.rx, |msg_seq, kind, payload| {
-                if msg_seq != seq || done.is_some() {
-                    return Ok(());
-                }
-                match kind {
-                    NLMSG_ERROR | NLMSG_DONE => {
-                        let code = status(kind, payload)?;
-                        done = Some(code);
-                    }
-                    // NOOP, OVERRUN and the reserved control types.
-                    0..NLMSG_MIN_TYPE => {}
-                    _ => {
-                        if let Err(e) = on_data(kind, payload) {
-                            first_error.get_or_insert(e);
-                        }
-                    }
-                }
-                Ok(())
-            })
-            .map_err(|e| {
-                self.broken = true;
-                Fail::Decode(e)
-            })?;
-            match done {
-                None => continue,
-                Some(0) => break,
-                Some(code) => return Err(Fail::Errno(code.saturating_neg())),
-            }
-        }
-        match first_error {
-            Some(e) => Err(Fail::Decode(e)),
-            None => Ok(()),
-        }
-    }
-}
-
-/// Message types below this are netlink control messages.
-const NLMSG_MIN_TYPE: u16 = 16;
-
-/// The window (requests in flight) for a receive buffer of `rcvbuf` bytes.
-fn window_for(rcvbuf: usize) -> usize {
-    (rcvbuf / ACK_BUDGET).clamp(16, MAX_WINDOW)
-}
-
-/// The status of an `NLMSG_ERROR` or `NLMSG_DONE` payload: 0 or a negative
-/// errno.
-fn status(kind: u16, payload: &[u8]) -> Result<i32, DecodeError> {
-    match payload.get(..4) {
-        Some(b) => Ok(i32::from_ne_bytes([b[0], b[1], b[2], b[3]])),
-        // The kernel may send an empty NLMSG_DONE.
-        None if kind == NLMSG_DONE => Ok(0),
-        None => Err(DecodeError::from(format!(
-            "NLMSG_ERROR: expected at least 4 bytes, got {}",
-            payload.len()
-        ))),
-    }
-}
-
-/// Walk the netlink messages of a datagram.
-fn for_each_message(
-    buf: &[u8],
-    mut f: impl FnMut(u32, u16, &[u8]) -> Result<(), DecodeError>,
-) -> Result<(), DecodeError> {
-    let mut off = 0;
-    while off < buf.len() {
-        let msg = NetlinkBuffer::new_checked(&buf[off..])?;
-        let len = msg.length() as usize;
-        f(msg.sequence_number(), msg.message_type(), msg.payload())?;
-        off += (len + 3) & !3;
-    }
-    Ok(())
 }
 
 use crate::message::parse_reply as parse_ipvs;
@@ -394,24 +130,23 @@ pub fn dedupe_services(entries: Vec<ServiceEntry>) -> Vec<ServiceEntry> {
     out
 }
 
-/// Read the destinations of one service on `conn`.
+/// Read the destinations of one service on `socket`.
 fn dump_destinations(
-    conn: &mut Conn,
+    socket: &mut Socket,
     family: u16,
     key: &ServiceKey,
 ) -> Result<Vec<DestinationEntry>, Error> {
     let read = Read::Destinations(*key);
-    conn.tx.clear();
-    let seq = conn.push_ipvs(family, read.message(), NLM_F_REQUEST | NLM_F_DUMP);
+    socket.clear();
+    let seq = push_ipvs(socket, family, read.message(), NLM_F_REQUEST | NLM_F_DUMP);
     let af = key.family();
     let mut out = Vec::new();
-    let result = conn.transact(seq, |kind, payload| {
+    let result = transact(socket, seq, |kind, payload| {
         let msg = parse_ipvs(kind, payload)?;
         let attrs = msg.dest().ok_or_else(|| missing("IPVS_CMD_ATTR_DEST"))?;
         out.push(dest::parse_entry(attrs, af)?);
         Ok(())
     });
-    conn.tx.clear();
     result.map_err(|f| name_read(&read, f))?;
     Ok(out)
 }
@@ -419,7 +154,7 @@ fn dump_destinations(
 fn name_read(read: &Read, fail: Fail) -> Error {
     match fail {
         Fail::Errno(errno) => read_error(read, errno),
-        Fail::Io(source) => Error::Io {
+        Fail::Netlink(source) => Error::Netlink {
             op: read.to_string(),
             source,
         },
@@ -433,7 +168,7 @@ fn name_read(read: &Read, fail: Fail) -> Error {
 fn name_op(op: &Op, fail: Fail) -> Error {
     match fail {
         Fail::Errno(errno) => op_error(op, errno),
-        Fail::Io(source) => Error::Io {
+        Fail::Netlink(source) => Error::Netlink {
             op: op.to_string(),
             source,
         },
@@ -441,13 +176,6 @@ fn name_op(op: &Op, fail: Fail) -> Error {
             op: op.to_string(),
             source,
         },
-    }
-}
-
-fn socket_error(source: io::Error) -> Error {
-    Error::Io {
-        op: "open a generic-netlink socket".into(),
-        source,
     }
 }
 
@@ -460,9 +188,9 @@ fn socket_error(source: io::Error) -> Error {
 /// or move it into `tokio::task::spawn_blocking`.
 pub struct Client {
     family: u16,
-    conn: Conn,
+    socket: Socket,
     /// Extra sockets for parallel table reads, opened on first use.
-    spare: Vec<Conn>,
+    spare: Vec<Socket>,
     dump_threads: usize,
     /// Requests per `sendmsg` in [`apply`](Client::apply).
     batch: Batch,
@@ -510,7 +238,7 @@ impl Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
             .field("family", &self.family)
-            .field("window", &self.conn.window)
+            .field("window", &self.window())
             .field("batch", &self.batch)
             .field("dump_threads", &self.dump_threads)
             .finish_non_exhaustive()
@@ -527,8 +255,8 @@ impl Client {
     /// kernel load `ip_vs` if it can; if it cannot, this is
     /// [`Error::IpvsUnavailable`].
     pub fn new() -> Result<Client, Error> {
-        let mut conn = Conn::open().map_err(socket_error)?;
-        let family = resolve(&mut conn)?;
+        let mut socket = open()?;
+        let family = resolve(&mut socket)?;
         // Each dump waits on the kernel more than it computes: more sockets
         // than cores still help (measured in the lab with 2 vCPUs at 10k
         // services: 1 socket 4.3 s, 4 sockets 2.5 s).
@@ -538,7 +266,7 @@ impl Client {
             .clamp(4, 8);
         Ok(Client {
             family,
-            conn,
+            socket,
             spare: Vec::new(),
             dump_threads,
             batch: Batch::Paced(FIRST_WINDOW),
@@ -557,7 +285,7 @@ impl Client {
     /// fixed), and never more than the socket's receive buffer holds
     /// acknowledgements for (or the kernel drops acknowledgements).
     pub fn window(&self) -> usize {
-        self.batch.requests(self.conn.window)
+        self.batch.requests(self.socket.ack_window())
     }
 
     /// Send exactly `n` (at least 1) requests per `sendmsg` in
@@ -580,17 +308,10 @@ impl Client {
         self.dump_threads = threads.max(1);
     }
 
-    fn conn(&mut self) -> Result<&mut Conn, Error> {
-        Client::conn_of(&mut self.conn)
-    }
-
-    /// `conn`, replaced first if broken, with an empty send buffer.
-    fn conn_of(conn: &mut Conn) -> Result<&mut Conn, Error> {
-        if conn.broken {
-            *conn = Conn::open().map_err(socket_error)?;
-        }
-        conn.tx.clear();
-        Ok(conn)
+    /// The socket, with an empty send buffer.
+    fn socket(&mut self) -> &mut Socket {
+        self.socket.clear();
+        &mut self.socket
     }
 
     /// A read that answers with one message.
@@ -600,10 +321,10 @@ impl Client {
         mut parse: impl FnMut(&IpvsMessage) -> Result<T, DecodeError>,
     ) -> Result<T, Error> {
         let family = self.family;
-        let conn = self.conn()?;
-        let seq = conn.push_ipvs(family, read.message(), NLM_F_REQUEST | NLM_F_ACK);
+        let socket = self.socket();
+        let seq = push_ipvs(socket, family, read.message(), NLM_F_REQUEST | NLM_F_ACK);
         let mut out = None;
-        let result = conn.transact(seq, |kind, payload| {
+        let result = transact(socket, seq, |kind, payload| {
             let msg = parse_ipvs(kind, payload)?;
             out = Some(parse(&msg)?);
             Ok(())
@@ -649,11 +370,11 @@ impl Client {
     /// once, where it first appeared, with the entry seen last).
     pub fn services(&mut self) -> Result<Vec<ServiceEntry>, Error> {
         let family = self.family;
-        let conn = self.conn()?;
+        let socket = self.socket();
         let read = Read::Services;
-        let seq = conn.push_ipvs(family, read.message(), NLM_F_REQUEST | NLM_F_DUMP);
+        let seq = push_ipvs(socket, family, read.message(), NLM_F_REQUEST | NLM_F_DUMP);
         let mut out = Vec::new();
-        let result = conn.transact(seq, |kind, payload| {
+        let result = transact(socket, seq, |kind, payload| {
             let msg = parse_ipvs(kind, payload)?;
             let attrs = msg
                 .service()
@@ -670,7 +391,7 @@ impl Client {
     /// exist.
     pub fn destinations(&mut self, service: &ServiceKey) -> Result<Vec<DestinationEntry>, Error> {
         let family = self.family;
-        dump_destinations(self.conn()?, family, service)
+        dump_destinations(self.socket(), family, service)
     }
 
     /// The whole table: every service and all its destinations.
@@ -707,28 +428,22 @@ impl Client {
             .min(keys.len().div_ceil(SERVICES_PER_THREAD))
             .max(1);
         if threads == 1 {
-            let conn = self.conn()?;
+            let socket = self.socket();
             return keys
                 .iter()
-                .map(|k| dump_destinations(conn, family, k))
+                .map(|k| dump_destinations(socket, family, k))
                 .collect();
         }
-        self.conn()?;
-        for c in &mut self.spare {
-            if c.broken {
-                *c = Conn::open().map_err(socket_error)?;
-            }
-        }
         while self.spare.len() < threads - 1 {
-            self.spare.push(Conn::open().map_err(socket_error)?);
+            self.spare.push(open()?);
         }
         let next = AtomicUsize::new(0);
-        let work = |conn: &mut Conn| {
+        let work = |socket: &mut Socket| {
             let mut out = Vec::new();
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(key) = keys.get(i) else { break };
-                let result = dump_destinations(conn, family, key);
+                let result = dump_destinations(socket, family, key);
                 let failed = result.is_err();
                 out.push((i, result));
                 if failed {
@@ -742,11 +457,11 @@ impl Client {
         let work = &work;
         let mut results: Vec<Option<Result<Vec<DestinationEntry>, Error>>> =
             (0..keys.len()).map(|_| None).collect();
-        let (main, spare) = (&mut self.conn, &mut self.spare[..threads - 1]);
+        let (main, spare) = (&mut self.socket, &mut self.spare[..threads - 1]);
         std::thread::scope(|s| {
             let handles: Vec<_> = spare
                 .iter_mut()
-                .map(|conn| s.spawn(move || work(conn)))
+                .map(|socket| s.spawn(move || work(socket)))
                 .collect();
             let mut all = work(main);
             for h in handles {
@@ -846,10 +561,9 @@ impl Client {
     /// Run one operation and wait for its acknowledgement.
     pub fn execute(&mut self, op: &Op) -> Result<(), Error> {
         let family = self.family;
-        let conn = self.conn()?;
-        let seq = conn.push_ipvs(family, op.message(), NLM_F_REQUEST | NLM_F_ACK);
-        conn.transact(seq, |_, _| Ok(()))
-            .map_err(|f| name_op(op, f))
+        let socket = self.socket();
+        let seq = push_ipvs(socket, family, op.message(), NLM_F_REQUEST | NLM_F_ACK);
+        transact(socket, seq, |_, _| Ok(())).map_err(|f| name_op(op, f))
     }
 
     /// Run many operations, pipelined, and report each one's result, in
@@ -868,152 +582,80 @@ impl Client {
         if let Batch::Paced(n) = &mut self.batch {
             *n = (*n).min(FIRST_WINDOW);
         }
-        let (batch, longest) = (&mut self.batch, &mut self.longest_send);
-        let conn = match Client::conn_of(&mut self.conn) {
-            Ok(conn) => conn,
-            Err(e) => {
-                let e = match e {
-                    Error::Io { source, .. } => source,
-                    other => io::Error::other(other.to_string()),
-                };
-                return ops
-                    .iter()
-                    .map(|op| {
-                        Err(Error::Io {
-                            op: op.to_string(),
-                            source: copy_io(&e),
-                        })
-                    })
-                    .collect();
-            }
-        };
-        pipeline(conn, family, ops, batch, longest)
-            .into_iter()
-            .zip(ops)
-            .map(|(r, op)| r.map_err(|f| name_op(op, f)))
-            .collect()
+        self.socket.clear();
+        pipeline(
+            &mut self.socket,
+            family,
+            ops,
+            &mut self.batch,
+            &mut self.longest_send,
+        )
+        .into_iter()
+        .zip(ops)
+        .map(|(r, op)| r.map_err(|f| name_op(op, f)))
+        .collect()
     }
 }
 
-/// Pipeline `ops` on `conn`: the pure bookkeeping of windows and sequence
-/// numbers around `send` and `recv`.
+/// Pipeline `ops` on `socket`: windows sized by `batch`, each sent in one
+/// timed `sendmsg` (the kernel runs the requests inside it: its time is
+/// theirs), then its acknowledgements read.
 fn pipeline(
-    conn: &mut Conn,
+    socket: &mut Socket,
     family: u16,
     ops: &[Op],
     batch: &mut Batch,
     longest: &mut Duration,
 ) -> Vec<Result<(), Fail>> {
-    let mut results: Vec<Option<Result<(), Fail>>> = (0..ops.len()).map(|_| None).collect();
+    let mut results = Vec::with_capacity(ops.len());
     let mut next = 0;
     while next < ops.len() {
-        conn.tx.clear();
         let start = next;
-        let base = conn.seq.wrapping_add(1);
-        let window = batch.requests(conn.window);
-        while next < ops.len() && next - start < window && conn.tx.len() < MAX_SEND {
-            conn.push_ipvs(family, ops[next].message(), NLM_F_REQUEST | NLM_F_ACK);
+        let window = batch.requests(socket.ack_window());
+        let first = socket.next_seq();
+        while next < ops.len() && next - start < window && socket.queued() < MAX_SEND {
+            push_ipvs(
+                socket,
+                family,
+                ops[next].message(),
+                NLM_F_REQUEST | NLM_F_ACK,
+            );
             next += 1;
         }
-        let slots = &mut results[start..next];
-        // The kernel runs the requests inside `sendmsg`: its time is theirs.
         let sent_at = Instant::now();
-        let sent = conn.send();
+        let sent = socket.send();
         let took = sent_at.elapsed();
         *longest = (*longest).max(took);
         if let Batch::Paced(n) = batch {
             *n = paced_window(*n, next - start, took, MAX_WINDOW);
         }
-        if let Err(e) = sent {
-            for slot in slots.iter_mut() {
-                *slot = Some(Err(Fail::Io(copy_io(&e))));
-            }
-            continue;
+        match sent {
+            Ok(()) => results.extend(
+                socket
+                    .acknowledgements(first, next - start)
+                    .into_iter()
+                    .map(|r| r.map_err(Fail::from)),
+            ),
+            Err(e) => results.extend((start..next).map(|_| Err(Fail::Netlink(e.duplicate())))),
         }
-        collect_acks(conn, base, slots);
     }
-    conn.tx.clear();
     results
-        .into_iter()
-        .map(|r| r.unwrap_or_else(|| Err(Fail::Io(io::Error::other("no acknowledgement")))))
-        .collect()
-}
-
-/// Read acknowledgements for the requests `base..base + slots.len()` into
-/// their slots until every slot is filled or the socket fails.
-fn collect_acks(conn: &mut Conn, base: u32, slots: &mut [Option<Result<(), Fail>>]) {
-    let mut pending = slots.len();
-    let mut record = |conn: &Conn, n: usize, pending: &mut usize| {
-        for (seq, code) in (0..n).filter_map(|i| ack_of(conn.ack_datagram(i))) {
-            if let Some(slot @ None) = slots.get_mut(seq.wrapping_sub(base) as usize) {
-                *slot = Some(match code {
-                    0 => Ok(()),
-                    code => Err(Fail::Errno(code.saturating_neg())),
-                });
-                *pending -= 1;
-            }
-        }
-    };
-    while pending > 0 {
-        match conn.recv_acks(0) {
-            Ok(n) => record(conn, n, &mut pending),
-            Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
-                // The receive buffer overflowed and acknowledgements were
-                // dropped: read what is left, the rest is unknown.
-                while let Ok(n) = conn.recv_acks(libc::MSG_DONTWAIT) {
-                    record(conn, n, &mut pending);
-                }
-                break;
-            }
-            Err(e) => {
-                conn.broken = true;
-                fill(slots, || Fail::Io(copy_io(&e)));
-                return;
-            }
-        }
-    }
-    fill(slots, || {
-        Fail::Io(io::Error::other(
-            "acknowledgement lost (ENOBUFS): outcome unknown",
-        ))
-    });
-}
-
-/// The sequence number and status of an acknowledgement datagram (possibly
-/// truncated to its slot: the first 20 bytes hold all we need); `None` for
-/// anything else.
-fn ack_of(datagram: &[u8]) -> Option<(u32, i32)> {
-    let field = |at: usize| -> Option<[u8; 4]> { datagram.get(at..at + 4)?.try_into().ok() };
-    let kind = u16::from_ne_bytes(datagram.get(4..6)?.try_into().ok()?);
-    if kind != NLMSG_ERROR {
-        return None;
-    }
-    Some((
-        u32::from_ne_bytes(field(8)?),
-        i32::from_ne_bytes(field(16)?),
-    ))
-}
-
-fn fill(slots: &mut [Option<Result<(), Fail>>], fail: impl Fn() -> Fail) {
-    for slot in slots.iter_mut().filter(|s| s.is_none()) {
-        *slot = Some(Err(fail()));
-    }
 }
 
 /// Ask the generic-netlink controller for the `IPVS` family id.
-fn resolve(conn: &mut Conn) -> Result<u16, Error> {
+fn resolve(socket: &mut Socket) -> Result<u16, Error> {
     let mut msg = GenlMessage::from_payload(GenlCtrl {
         cmd: GenlCtrlCmd::GetFamily,
         nlas: vec![GenlCtrlAttrs::FamilyName(IPVS_GENL_NAME.to_owned())],
     });
     msg.finalize();
-    conn.tx.clear();
-    let seq = conn.push(msg, NLM_F_REQUEST | NLM_F_ACK);
+    socket.clear();
+    let seq = socket.push(|seq, tx| emit_genl(tx, msg, seq, NLM_F_REQUEST | NLM_F_ACK));
     let mut id = None;
     // CTRL_ATTR_FAMILY_ID, read by hand: the rest of the reply (ops,
     // policies, groups) is not ours to judge.
     const CTRL_ATTR_FAMILY_ID: u16 = 1;
-    let result = conn.transact(seq, |_, payload| {
+    let result = transact(socket, seq, |_, payload| {
         let attrs = payload
             .get(4..)
             .ok_or_else(|| DecodeError::from("nlctrl reply: no generic header"))?;
@@ -1028,7 +670,6 @@ fn resolve(conn: &mut Conn) -> Result<u16, Error> {
         }
         Ok(())
     });
-    conn.tx.clear();
     let op = "resolve the IPVS generic-netlink family";
     match result {
         Ok(()) => id.ok_or_else(|| Error::Decode {
@@ -1036,7 +677,7 @@ fn resolve(conn: &mut Conn) -> Result<u16, Error> {
             source: missing("CTRL_ATTR_FAMILY_ID"),
         }),
         Err(Fail::Errno(errno)) => Err(resolve_error(errno)),
-        Err(Fail::Io(source)) => Err(Error::Io {
+        Err(Fail::Netlink(source)) => Err(Error::Netlink {
             op: op.into(),
             source,
         }),
@@ -1122,59 +763,5 @@ mod tests {
             let per = took.as_secs_f64() / sent.max(1) as f64;
             proptest::prop_assert!(w == 1 || per * w as f64 <= SEND_TARGET.as_secs_f64() * 1.0001);
         }
-    }
-
-    #[test]
-    fn window_follows_receive_buffer() {
-        assert_eq!(window_for(212_992), 104);
-        assert_eq!(window_for(8 << 20), MAX_WINDOW);
-        assert_eq!(window_for(0), 16);
-    }
-
-    #[test]
-    fn walks_messages_and_rejects_truncation() {
-        // Two acks (NLMSG_ERROR, code 0) for seq 7 and 8, then a truncated header.
-        let mut buf = Vec::new();
-        for seq in [7u32, 8] {
-            buf.extend_from_slice(&36u32.to_ne_bytes());
-            buf.extend_from_slice(&NLMSG_ERROR.to_ne_bytes());
-            buf.extend_from_slice(&0u16.to_ne_bytes());
-            buf.extend_from_slice(&seq.to_ne_bytes());
-            buf.extend_from_slice(&0u32.to_ne_bytes());
-            buf.extend_from_slice(&0i32.to_ne_bytes());
-            buf.extend_from_slice(&[0; 16]);
-        }
-        let mut seen = Vec::new();
-        for_each_message(&buf, |seq, kind, payload| {
-            seen.push((seq, kind, status(kind, payload)?));
-            Ok(())
-        })
-        .unwrap();
-        assert_eq!(seen, vec![(7, NLMSG_ERROR, 0), (8, NLMSG_ERROR, 0)]);
-        buf.extend_from_slice(&[40, 0, 0, 0, 2, 0]);
-        assert!(for_each_message(&buf, |_, _, _| Ok(())).is_err());
-    }
-
-    #[test]
-    fn acks_are_read_from_truncated_datagrams() {
-        let mut ack = Vec::new();
-        ack.extend_from_slice(&36u32.to_ne_bytes());
-        ack.extend_from_slice(&NLMSG_ERROR.to_ne_bytes());
-        ack.extend_from_slice(&0u16.to_ne_bytes());
-        ack.extend_from_slice(&9u32.to_ne_bytes());
-        ack.extend_from_slice(&0u32.to_ne_bytes());
-        ack.extend_from_slice(&(-libc::EEXIST).to_ne_bytes());
-        assert_eq!(ack_of(&ack), Some((9, -libc::EEXIST)));
-        assert_eq!(ack_of(&ack[..19]), None);
-        ack[4] = 0x24;
-        assert_eq!(ack_of(&ack), None, "not an ack");
-        assert_eq!(ack_of(&[]), None);
-    }
-
-    #[test]
-    fn status_reads_errno_and_empty_done() {
-        assert_eq!(status(NLMSG_ERROR, &(-17i32).to_ne_bytes()).unwrap(), -17);
-        assert_eq!(status(NLMSG_DONE, &[]).unwrap(), 0);
-        assert!(status(NLMSG_ERROR, &[1, 2]).is_err());
     }
 }

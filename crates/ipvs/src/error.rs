@@ -70,12 +70,22 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
-    /// Any other failure of the socket or of the kernel.
+    /// The socket failed, the kernel did not answer, or its answer was
+    /// lost (a receive-buffer overflow: the outcome is unknown).
     #[error("{op}: {source}")]
-    Io {
-        /// The request, or `netlink socket` for the socket itself.
+    Netlink {
+        /// The request.
         op: String,
-        /// The cause.
+        /// The transport's failure.
+        #[source]
+        source: kipvs_netlink::Error,
+    },
+    /// Any other errno the kernel answered with.
+    #[error("{op}: {source}")]
+    Kernel {
+        /// The request.
+        op: String,
+        /// The kernel's errno.
         #[source]
         source: io::Error,
     },
@@ -100,9 +110,10 @@ impl Error {
             Error::ServiceExists(_) | Error::DestinationExists { .. } => libc::EEXIST,
             Error::NoSuchService(_) => libc::ESRCH,
             Error::NoSuchDestination { .. } | Error::SchedulerUnavailable { .. } => libc::ENOENT,
-            Error::Invalid { source, .. } | Error::Io { source, .. } => {
+            Error::Invalid { source, .. } | Error::Kernel { source, .. } => {
                 return source.raw_os_error();
             }
+            Error::Netlink { source, .. } => return source.errno(),
             Error::Decode { .. } => return None,
         })
     }
@@ -123,7 +134,7 @@ fn common(op: String, errno: i32) -> Error {
         libc::EINVAL | libc::EAFNOSUPPORT | libc::EOPNOTSUPP | libc::ERANGE => {
             Error::Invalid { op, source }
         }
-        _ => Error::Io { op, source },
+        _ => Error::Kernel { op, source },
     }
 }
 
@@ -268,7 +279,7 @@ mod tests {
         ));
         assert!(matches!(
             op_error(&Op::SetTimeouts(Timeouts::default()), libc::ENOMEM),
-            Error::Io { .. }
+            Error::Kernel { .. }
         ));
         assert_eq!(
             op_error(&add, libc::EEXIST).raw_os_error(),

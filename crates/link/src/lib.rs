@@ -34,7 +34,6 @@ use netlink_packet_route::address::{
 };
 use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
 use std::collections::BTreeSet;
-use std::io;
 use std::net::IpAddr;
 
 /// The interface kube-proxy's IPVS mode binds service addresses on.
@@ -56,23 +55,29 @@ pub enum Error {
     PermissionDenied { what: String },
     /// Creating the dummy link failed (no `dummy` module?).
     #[error("creating dummy link {name}: {source}")]
-    Create { name: String, source: io::Error },
+    Create {
+        name: String,
+        source: kipvs_netlink::Error,
+    },
     /// Adding or removing an address failed.
     #[error("{verb} address {addr} on {link}: {source}")]
     Address {
         verb: &'static str,
         addr: IpAddr,
         link: String,
-        source: io::Error,
+        source: kipvs_netlink::Error,
     },
     /// Any other netlink failure.
     #[error("{what}: {source}")]
-    Io { what: String, source: io::Error },
+    Io {
+        what: String,
+        source: kipvs_netlink::Error,
+    },
 }
 
-fn io_error(what: impl Into<String>, source: io::Error) -> Error {
+fn io_error(what: impl Into<String>, source: kipvs_netlink::Error) -> Error {
     let what = what.into();
-    if source.raw_os_error() == Some(libc::EPERM) {
+    if source.errno() == Some(libc::EPERM) {
         Error::PermissionDenied { what }
     } else {
         Error::Io { what, source }
@@ -126,7 +131,7 @@ impl Links {
 
     /// Netlink requests sent so far.
     pub fn messages(&self) -> u64 {
-        self.conn.messages
+        self.conn.messages()
     }
 
     /// The index and kind of a link, if it exists.
@@ -135,7 +140,7 @@ impl Links {
         req.attributes.push(LinkAttribute::IfName(name.to_owned()));
         let replies = match self.conn.get(RouteNetlinkMessage::GetLink(req)) {
             Ok(r) => r,
-            Err(e) if e.raw_os_error() == Some(libc::ENODEV) => return Ok(None),
+            Err(e) if e.errno() == Some(libc::ENODEV) => return Ok(None),
             Err(e) => return Err(io_error(format!("looking up link {name}"), e)),
         };
         Ok(replies.into_iter().find_map(|m| match m {
@@ -173,7 +178,7 @@ impl Links {
         );
         match r.into_iter().next().expect("one result") {
             Ok(()) => {}
-            Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+            Err(e) if e.errno() == Some(libc::EPERM) => {
                 return Err(Error::PermissionDenied {
                     what: format!("creating dummy link {name}"),
                 });
@@ -267,7 +272,7 @@ impl Links {
                 .zip(self.conn.batch(msgs, NLM_F_CREATE | NLM_F_EXCL))
             {
                 results.push(match r {
-                    Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(()),
+                    Err(e) if e.errno() == Some(libc::EEXIST) => Ok(()),
                     r => r.map_err(|e| address_error("adding", *addr, link, e)),
                 });
             }
@@ -279,7 +284,7 @@ impl Links {
                 .collect();
             for (addr, r) in remove.iter().zip(self.conn.batch(msgs, 0)) {
                 results.push(match r {
-                    Err(e) if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) => Ok(()),
+                    Err(e) if e.errno() == Some(libc::EADDRNOTAVAIL) => Ok(()),
                     r => r.map_err(|e| address_error("removing", *addr, link, e)),
                 });
             }
@@ -309,8 +314,8 @@ impl Links {
     }
 }
 
-fn address_error(verb: &'static str, addr: IpAddr, link: &str, e: io::Error) -> Error {
-    if e.raw_os_error() == Some(libc::EPERM) {
+fn address_error(verb: &'static str, addr: IpAddr, link: &str, e: kipvs_netlink::Error) -> Error {
+    if e.errno() == Some(libc::EPERM) {
         Error::PermissionDenied {
             what: format!("{verb} address {addr} on {link}"),
         }

@@ -323,7 +323,7 @@ impl Firewall {
 
     fn write_elements(&mut self, diff: &kipvs_nft::ElementDiff) -> Result<(), FirewallError> {
         let r = self.elements_socket()?.apply(diff);
-        if let Err(kipvs_nft::netlink::NetlinkError::Io(_)) = &r {
+        if let Err(kipvs_nft::netlink::NetlinkError::Socket(_)) = &r {
             self.elements = None;
         }
         Ok(r?)

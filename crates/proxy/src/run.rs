@@ -353,7 +353,7 @@ pub async fn run(
     // Creating the dummy link loads `dummy` on demand (rtnl-link-dummy).
     let mut binder = LinkBinder::ensure(&opts.dummy).map_err(|e| match e {
         kipvs_link::Error::Create { ref source, .. }
-            if source.raw_os_error() == Some(libc::EOPNOTSUPP) =>
+            if source.errno() == Some(libc::EOPNOTSUPP) =>
         {
             RunError::ModuleMissing {
                 module: "dummy",
