@@ -196,6 +196,7 @@ const KIPVS_CRATES: &[&str] = &[
     "engine",
     "proxy",
     "ipvs",
+    "ipvsadm",
     "nft",
     "link",
     "sched",

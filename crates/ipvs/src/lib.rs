@@ -18,6 +18,9 @@
 //!   `NoSuchDestination`, `SchedulerUnavailable` (with the module the kernel
 //!   tried to load) …
 //!
+//! It speaks netlink only: `ipvsadm`'s text formats (`-S`, `-L`, `-R`
+//! input, `-Lcn`) over these types are the `kipvs-ipvsadm` crate's.
+//!
 //! # Design
 //!
 //! - **Plain data, pure decisions, I/O at the edges.** [`types`] are plain
@@ -111,7 +114,6 @@
 
 mod client;
 pub mod error;
-pub mod ipvsadm;
 pub mod message;
 mod op;
 pub mod types;

@@ -19,7 +19,8 @@ const SERVER: Ipv4Addr = Ipv4Addr::new(192, 168, 20, 2);
 /// still has connections waits in the kernel's destination trash, and adding
 /// the same (virtual address, virtual port, real server) again revives it
 /// with its old counters: with port 80 this test could inherit a connection
-/// from `kernel_ipvsadm`, which ran earlier in the same VM.
+/// from (or leave one to) `kipvs-ipvsadm`'s `kernel_ipvsadm`, which runs in
+/// the same VM.
 const VPORT: u16 = 81;
 
 /// The five counters of the `ipvsadm -Ln --stats --exact` line starting

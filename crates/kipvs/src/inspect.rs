@@ -1,5 +1,5 @@
 //! `kipvs list | save | restore | conns`: the ipvsadm-style inspection and
-//! restore commands. The text formats are `kipvs_ipvs::ipvsadm`'s (byte for
+//! restore commands. The text formats are `kipvs_ipvsadm`'s (byte for
 //! byte ipvsadm's); this module reads the kernel, asks the agent for names,
 //! and prints.
 
@@ -7,8 +7,8 @@ use crate::agent_client;
 use crate::json;
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use kipvs_ipvs::ipvsadm::{self, ListOptions};
 use kipvs_ipvs::{AddressFamily, Client, Protocol, ServiceKey, TableEntry};
+use kipvs_ipvsadm::{self as ipvsadm, ListOptions};
 use kipvs_proxy::api::VirtualServerInfo;
 use std::io::Read;
 use std::net::SocketAddr;

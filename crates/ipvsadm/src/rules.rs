@@ -3,8 +3,8 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use crate::op::Op;
-use crate::types::{
+use kipvs_ipvs::Op;
+use kipvs_ipvs::{
     AddressFamily, Destination, Forward, Netmask, Protocol, Service, ServiceFlags, ServiceKey,
     Timeouts, TunnelFlags, TunnelType,
 };

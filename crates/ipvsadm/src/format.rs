@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr};
 
 use super::{addr_port, glibc_qsort};
-use crate::types::{
+use kipvs_ipvs::{
     AddressFamily, DestinationEntry, Forward, Info, Netmask, Protocol, Service, ServiceFlags,
     ServiceKey, Stats, TableEntry, TunnelType,
 };

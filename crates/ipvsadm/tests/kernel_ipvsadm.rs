@@ -1,5 +1,5 @@
-//! Kernel tests of `kipvs_ipvs::ipvsadm`: the table is built with `ipvsadm`,
-//! read with the client, and `save`/`list` must print exactly what
+//! Kernel tests of `kipvs_ipvsadm`: the table is built with `ipvsadm`,
+//! read with `kipvs_ipvs`'s client, and `save`/`list` must print exactly what
 //! `ipvsadm -S -n` / `ipvsadm -Ln …` print; rules that `ipvsadm -S` wrote,
 //! read by `parse_rules` and applied by the client, must rebuild the same
 //! table; rule lines must mean to `parse_rules` what they mean to
@@ -7,13 +7,15 @@
 //! `ipvsadm -Lcn`. Run in the lab VM as root with `--ignored
 //! --test-threads=1`; each test starts from `ipvsadm -C`.
 
+// The lab helpers `kipvs-ipvs`'s kernel tests use; one copy for both crates.
+#[path = "../../ipvs/tests/common/mod.rs"]
 mod common;
 
 use common::{ipvsadm, reset, setup_namespaces, sh, teardown_namespaces};
-use kipvs_ipvs::ipvsadm::{
+use kipvs_ipvs::{AddressFamily, Client, Op, ServiceKey};
+use kipvs_ipvsadm::{
     ListOptions, list, list_conns, list_conns_persistent, parse_conns, parse_rules, save,
 };
-use kipvs_ipvs::{AddressFamily, Client, Op, ServiceKey};
 
 fn client() -> Client {
     Client::new().expect("IPVS in the lab")

@@ -1,5 +1,9 @@
-//! The text formats of `ipvsadm` (version 1.31, as Debian ships it), as
-//! pure functions: no I/O, no name resolution, numeric output only.
+//! The text formats of `ipvsadm` (version 1.31, as Debian ships it), byte
+//! for byte, as pure functions over [`kipvs_ipvs`]'s plain types
+//! ([`TableEntry`](kipvs_ipvs::TableEntry), [`Info`](kipvs_ipvs::Info),
+//! [`Op`](kipvs_ipvs::Op)): no I/O, no name resolution, numeric output
+//! only. This crate never opens a socket; the caller reads the table with
+//! [`kipvs_ipvs::Client`] and applies parsed rules with it.
 //!
 //! - [`save`] writes what `ipvsadm -S -n` prints, byte for byte (or the
 //!   same lines unsorted).
@@ -10,8 +14,8 @@
 //! - [`parse_rules`] reads what `ipvsadm -R` reads (the lines `-S` writes,
 //!   and every other spelling of the same commands, long options included)
 //!   into [`Rule`]s, checking every line the way `ipvsadm` does, before
-//!   anything is applied; a [`Rule`] is an [`Op`](crate::Op), ready for
-//!   [`Client::apply`](crate::Client::apply).
+//!   anything is applied; a [`Rule`] is an [`Op`](kipvs_ipvs::Op), ready
+//!   for [`Client::apply`](kipvs_ipvs::Client::apply).
 //! - [`parse_conns`] reads `/proc/net/ip_vs_conn` and [`list_conns`] writes
 //!   what `ipvsadm -Lcn` prints.
 //!
@@ -21,10 +25,10 @@
 //!   that subtract unsigned 32-bit values and read the difference as a
 //!   signed `int`: so `10.0.0.1` sorts *after* `192.168.0.1` (their
 //!   difference overflows), and for such tables the order is not even a
-//!   total order. This module reproduces both the comparators and glibc's
-//!   `qsort` (a top-down merge sort), so given the table in kernel order (as
-//!   [`Client::dump_all`](crate::Client::dump_all) returns it) the output is
-//!   the same.
+//!   total order. This crate reproduces both the comparators and glibc's
+//!   `qsort` (a top-down merge sort), so given the table in kernel order
+//!   (as [`Client::dump_all`](kipvs_ipvs::Client::dump_all) returns it) the
+//!   output is the same.
 //! - **Firewall marks above 2³¹** are printed as negative numbers (`%d`;
 //!   fixed upstream after 1.31). `ipvsadm -R` cannot read them back;
 //!   [`parse_rules`] reads them as the mark they stand for.
@@ -39,12 +43,13 @@
 //!   seconds, as `ipvsadm` does. Debian's ipvsadm takes weights up to
 //!   2³¹−1 (upstream: 65535), and so does [`parse_rules`].
 //!
-//! What this module does not do: resolve host or service names (`ipvsadm`
+//! What this crate does not do: resolve host or service names (`ipvsadm`
 //! without `-n`), or the sync-daemon commands.
 //!
 //! Addresses are printed the way glibc's `inet_ntop` prints them (which
 //! differs from Rust's `Display` for IPv4-compatible IPv6 addresses such as
 //! `::0.2.0.3`).
+#![warn(missing_docs)]
 
 mod conns;
 mod format;

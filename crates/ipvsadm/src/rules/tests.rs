@@ -5,9 +5,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use proptest::prelude::*;
 
 use super::*;
-use crate::DestinationKey;
-use crate::ipvsadm::{list, save};
-use crate::types::{DestinationEntry, Info, ServiceEntry, Stats, TableEntry};
+use crate::{list, save};
+use kipvs_ipvs::DestinationKey;
+use kipvs_ipvs::{DestinationEntry, Info, ServiceEntry, Stats, TableEntry};
 
 fn v4(a: u8, b: u8, c: u8, d: u8) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(a, b, c, d))
@@ -919,7 +919,7 @@ proptest! {
             }
         }
         let _ = save(&table, opts[0]);
-        let o = crate::ipvsadm::ListOptions {
+        let o = crate::ListOptions {
             stats: opts[1],
             rate: opts[2],
             exact: opts[3],
