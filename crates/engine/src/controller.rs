@@ -34,6 +34,7 @@ use kipvs_conntrack::Filter;
 use kipvs_nft::{Element, ElementDiff};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::sync::Arc;
 
 /// The least socket address (`0.0.0.0:0`), to range over one virtual
 /// server's entries in a map keyed by (virtual server, address).
@@ -142,23 +143,50 @@ impl FirewallWrite {
     }
 }
 
-/// A data-plane failure, as text naming the object (the concrete errors
-/// belong to crates/ipvs and crates/link).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
+/// A data-plane failure. The concrete error (crates/ipvs's, crates/link's,
+/// the firewall's, conntrack's, or a test data plane's) is kept whole: it
+/// names the object and keeps the kernel's reason, and
+/// [`downcast_ref`](DataplaneError::downcast_ref) gives it back. Display
+/// and `source()` are the concrete error's own.
+#[derive(Debug, Clone)]
 pub struct DataplaneError {
-    pub message: String,
+    error: Arc<dyn std::error::Error + Send + Sync + 'static>,
     /// The kernel was not what the mirror said (someone else changed it):
     /// the kernel should be re-read before the next sync.
     pub stale: bool,
 }
 
 impl DataplaneError {
-    pub fn new(message: impl Into<String>) -> Self {
+    pub fn new(error: impl std::error::Error + Send + Sync + 'static) -> Self {
         DataplaneError {
-            message: message.into(),
+            error: Arc::new(error),
             stale: false,
         }
+    }
+
+    /// A failure that shows the mirror is out of date.
+    pub fn stale(error: impl std::error::Error + Send + Sync + 'static) -> Self {
+        DataplaneError {
+            stale: true,
+            ..DataplaneError::new(error)
+        }
+    }
+
+    /// The concrete error, if it is a `T`.
+    pub fn downcast_ref<T: std::error::Error + 'static>(&self) -> Option<&T> {
+        self.error.downcast_ref()
+    }
+}
+
+impl std::fmt::Display for DataplaneError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.error.fmt(f)
+    }
+}
+
+impl std::error::Error for DataplaneError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.error.source()
     }
 }
 

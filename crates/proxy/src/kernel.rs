@@ -146,8 +146,8 @@ fn is_stale(e: &ipvs::Error) -> bool {
 
 /// Binds and unbinds addresses on the dummy interface.
 pub trait Binder {
-    fn addresses(&mut self) -> Result<BTreeSet<IpAddr>, String>;
-    fn bind(&mut self, add: &[IpAddr], remove: &[IpAddr]) -> Vec<Result<(), String>>;
+    fn addresses(&mut self) -> Result<BTreeSet<IpAddr>, kipvs_link::Error>;
+    fn bind(&mut self, add: &[IpAddr], remove: &[IpAddr]) -> Vec<Result<(), kipvs_link::Error>>;
     /// Netlink messages sent so far.
     fn messages(&self) -> u64;
 }
@@ -380,15 +380,15 @@ fn ipvs_results(results: Vec<Result<(), ipvs::Error>>) -> Vec<Result<(), Datapla
     results
         .into_iter()
         .map(|r| {
-            r.map_err(|e| DataplaneError {
-                stale: is_stale(&e),
-                message: e.to_string(),
+            r.map_err(|e| match is_stale(&e) {
+                true => DataplaneError::stale(e),
+                false => DataplaneError::new(e),
             })
         })
         .collect()
 }
 
-fn bind_results(results: Vec<Result<(), String>>) -> Vec<Result<(), DataplaneError>> {
+fn bind_results(results: Vec<Result<(), kipvs_link::Error>>) -> Vec<Result<(), DataplaneError>> {
     results
         .into_iter()
         .map(|r| r.map_err(DataplaneError::new))
@@ -404,7 +404,7 @@ impl<B: Binder + Send> Dataplane for KernelDataplane<B> {
         let table = self
             .ipvs
             .dump_all()
-            .map_err(|e| DataplaneError::new(e.to_string()))?;
+            .map_err(DataplaneError::new)?;
         self.messages += 1 + table.len() as u64;
         Ok(table.iter().filter_map(observe).collect())
     }
@@ -420,7 +420,7 @@ impl<B: Binder + Send> Dataplane for KernelDataplane<B> {
         let dests = self
             .ipvs
             .destinations(&service_key(key))
-            .map_err(|e| DataplaneError::new(e.to_string()))?;
+            .map_err(DataplaneError::new)?;
         self.messages += 1;
         Ok(dests.iter().map(observe_destination).collect())
     }
@@ -442,7 +442,7 @@ impl<B: Binder + Send> Dataplane for KernelDataplane<B> {
     fn read_firewall(&mut self) -> Result<Option<BTreeSet<kipvs_nft::Element>>, DataplaneError> {
         match &mut self.firewall {
             None => Ok(Some(BTreeSet::new())),
-            Some(f) => f.read().map_err(|e| DataplaneError::new(e.to_string())),
+            Some(f) => f.read().map_err(DataplaneError::new),
         }
     }
 
@@ -451,7 +451,7 @@ impl<B: Binder + Send> Dataplane for KernelDataplane<B> {
             None => Ok(()),
             Some(f) => f
                 .write(write)
-                .map_err(|e| DataplaneError::new(e.to_string())),
+                .map_err(DataplaneError::new),
         }
     }
 
@@ -470,7 +470,7 @@ impl<B: Binder + Send> Dataplane for KernelDataplane<B> {
             Some(ct) => ct,
             None => self.conntrack.insert(
                 kipvs_conntrack::Conntrack::open()
-                    .map_err(|e| DataplaneError::new(e.to_string()))?,
+                    .map_err(DataplaneError::new)?,
             ),
         };
         match ct.clear(filters) {
@@ -481,7 +481,7 @@ impl<B: Binder + Send> Dataplane for KernelDataplane<B> {
             Err(e) => {
                 // A fresh socket next time (the dump may have left replies).
                 self.conntrack = None;
-                Err(DataplaneError::new(e.to_string()))
+                Err(DataplaneError::new(e))
             }
         }
     }
@@ -569,16 +569,12 @@ impl LinkBinder {
 }
 
 impl Binder for LinkBinder {
-    fn addresses(&mut self) -> Result<BTreeSet<IpAddr>, String> {
-        self.links.addresses(self.index).map_err(|e| e.to_string())
+    fn addresses(&mut self) -> Result<BTreeSet<IpAddr>, kipvs_link::Error> {
+        self.links.addresses(self.index)
     }
 
-    fn bind(&mut self, add: &[IpAddr], remove: &[IpAddr]) -> Vec<Result<(), String>> {
-        self.links
-            .change(&self.name, self.index, add, remove)
-            .into_iter()
-            .map(|r| r.map_err(|e| e.to_string()))
-            .collect()
+    fn bind(&mut self, add: &[IpAddr], remove: &[IpAddr]) -> Vec<Result<(), kipvs_link::Error>> {
+        self.links.change(&self.name, self.index, add, remove)
     }
 
     fn messages(&self) -> u64 {

@@ -31,8 +31,10 @@ pub enum RunError {
     Nft(#[from] kipvs_nft::NftError),
     #[error("nftables: {0}")]
     Firewall(#[from] crate::kernel::FirewallError),
-    #[error("Kubernetes client: {0}")]
-    Kube(String),
+    /// The API-server source was asked for and no client was made for it
+    /// (a bug in start-up's order, not a cluster's fault).
+    #[error("Kubernetes client: none was made for the API-server source")]
+    NoClient,
     /// A kernel module the agent needs is neither built in nor loadable.
     #[error(
         "kernel module {module} is not loaded and could not be loaded on demand \
@@ -424,7 +426,7 @@ pub async fn run(
             tx,
         )),
         Source::Api { .. } => {
-            let client = client.ok_or_else(|| RunError::Kube("no client".into()))?;
+            let client = client.ok_or(RunError::NoClient)?;
             // kube-proxy's birth cry, once the watchers start; best-effort.
             let (events_client, node) = (client.clone(), opts.node_name.clone());
             tokio::spawn(async move {

@@ -11,6 +11,24 @@ use kipvs_nft::Element;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
+/// What the in-memory data plane refuses, as the kernel crates' errors
+/// would say it.
+#[derive(Debug, thiserror::Error)]
+pub enum Fault {
+    /// A change to a refused key.
+    #[error("refused {0}")]
+    Refused(VirtualServerKey),
+    /// `fw_fails` is set.
+    #[error("nftables: Operation not supported")]
+    Firewall,
+    /// A deleted element the table does not have.
+    #[error("no element {0}")]
+    NoElement(String),
+    /// `conntrack_fails` is set.
+    #[error("ctnetlink socket: permission denied")]
+    Conntrack,
+}
+
 /// An in-memory data plane: a table that records every call.
 #[derive(Debug, Default)]
 pub struct MemoryDataplane {
@@ -73,7 +91,7 @@ impl Dataplane for MemoryDataplane {
                     | Change::DeleteRealServer { vs, .. } => *vs,
                 };
                 if self.refuse.contains(&key) {
-                    return Err(DataplaneError::new(format!("refused {key}")));
+                    return Err(DataplaneError::new(Fault::Refused(key)));
                 }
                 self.log.push(c.clone());
                 diff::apply_one(&mut self.table, c);
@@ -102,7 +120,7 @@ impl Dataplane for MemoryDataplane {
     }
     fn write_firewall(&mut self, write: &FirewallWrite) -> Result<(), DataplaneError> {
         if self.fw_fails {
-            return Err(DataplaneError::new("nftables: Operation not supported"));
+            return Err(DataplaneError::new(Fault::Firewall));
         }
         match write {
             FirewallWrite::Replace(all) => self.fw = Some(all.clone()),
@@ -110,7 +128,7 @@ impl Dataplane for MemoryDataplane {
                 let table = self.fw.as_mut().expect("an update needs a table");
                 for e in &d.delete {
                     if !table.remove(e) {
-                        return Err(DataplaneError::new(format!("no element {}", e.render())));
+                        return Err(DataplaneError::new(Fault::NoElement(e.render())));
                     }
                 }
                 table.extend(d.add.iter().cloned());
@@ -125,7 +143,7 @@ impl Dataplane for MemoryDataplane {
     }
     fn clear_conntrack(&mut self, filters: &[Filter]) -> Result<ConntrackCleared, DataplaneError> {
         if self.conntrack_fails {
-            return Err(DataplaneError::new("ctnetlink socket: permission denied"));
+            return Err(DataplaneError::new(Fault::Conntrack));
         }
         self.conntrack.push((self.log.len(), filters.to_vec()));
         Ok(ConntrackCleared {
