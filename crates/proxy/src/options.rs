@@ -310,43 +310,34 @@ pub const DEFAULT_OOM_SCORE_ADJ: i32 = -999;
 /// kube-proxy's default `configSyncPeriod`.
 pub const DEFAULT_CONFIG_SYNC_PERIOD: Duration = Duration::from_secs(15 * 60);
 
-/// Parses a Go-style duration as kube-proxy's flags and configuration
-/// write them: `30s`, `1m30s`, `500ms`, `1h`, `0`.
+/// Parses a Go duration as kube-proxy's flags and configuration write
+/// them (`30s`, `1m0s`, `500ms`, `2h45m`, `1.5s`, `0`), with kube-core's
+/// parser ([`kube::core::Duration`], which reads what Go's
+/// `time.ParseDuration` reads). Refused: negative durations (no option of
+/// kube-proxy's takes one), the empty string, and three inputs kube-core
+/// reads but Go refuses: more than one sign (`+-5s`), a number after the
+/// last unit (`1s0`), and numbers adding up to 10^15 or more. (That many
+/// ms, s, m or h is past Go's limit of ~292 years, and kube-core panics
+/// once a total passes `u64` seconds; so 10^15 ns or µs and more are
+/// refused too, which Go reads.)
 pub fn parse_duration(s: &str) -> Option<Duration> {
     let s = s.trim();
-    if s == "0" {
-        return Some(Duration::ZERO);
-    }
-    let mut total = Duration::ZERO;
-    let mut rest = s;
-    if rest.is_empty() {
+    let unsigned = s.strip_prefix('+').unwrap_or(s);
+    if unsigned.is_empty()
+        || unsigned.starts_with(['+', '-'])
+        || !(unsigned == "0" || unsigned.ends_with(char::is_alphabetic))
+    {
         return None;
     }
-    while !rest.is_empty() {
-        let num_end = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        if num_end == 0 {
-            return None;
-        }
-        let value: f64 = rest[..num_end].parse().ok()?;
-        rest = &rest[num_end..];
-        let unit_end = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let unit = match &rest[..unit_end] {
-            "ns" => 1e-9,
-            "us" | "µs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return None,
-        };
-        rest = &rest[unit_end..];
-        total += Duration::from_secs_f64(value * unit);
+    let numbers: f64 = unsigned
+        .split(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .filter_map(|n| n.parse::<f64>().ok())
+        .sum();
+    if numbers >= 1e15 {
+        return None;
     }
-    Some(total)
+    let d: kube::core::Duration = s.parse().ok()?;
+    (!d.is_negative()).then(|| d.into())
 }
 
 /// Parses `10.0.0.0/8` or a bare address (a host prefix).
@@ -371,15 +362,57 @@ mod tests {
 
     #[test]
     fn go_durations() {
-        assert_eq!(parse_duration("30s"), Some(Duration::from_secs(30)));
-        assert_eq!(parse_duration("1m30s"), Some(Duration::from_secs(90)));
-        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
-        assert_eq!(parse_duration("1h"), Some(Duration::from_secs(3600)));
-        assert_eq!(parse_duration("0"), Some(Duration::ZERO));
-        assert_eq!(parse_duration("0s"), Some(Duration::ZERO));
-        assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1500)));
-        for bad in ["", "s", "10", "10x", "-1s", "1m-"] {
-            assert_eq!(parse_duration(bad), None, "{bad}");
+        let ok = [
+            ("30s", Duration::from_secs(30)),
+            ("1m0s", Duration::from_secs(60)),
+            ("1m30s", Duration::from_secs(90)),
+            ("2h45m", Duration::from_secs(2 * 3600 + 45 * 60)),
+            ("15m0s", Duration::from_secs(15 * 60)),
+            ("24h0m0s", Duration::from_secs(24 * 3600)),
+            ("500ms", Duration::from_millis(500)),
+            ("250us", Duration::from_micros(250)),
+            ("250µs", Duration::from_micros(250)),
+            ("250μs", Duration::from_micros(250)),
+            ("10ns", Duration::from_nanos(10)),
+            ("1h", Duration::from_secs(3600)),
+            ("1.5s", Duration::from_millis(1500)),
+            (".5s", Duration::from_millis(500)),
+            ("0", Duration::ZERO),
+            ("0s", Duration::ZERO),
+            ("+0", Duration::ZERO),
+            ("+5s", Duration::from_secs(5)),
+            (" 30s ", Duration::from_secs(30)),
+            (
+                "999999999999999ns",
+                Duration::from_nanos(999_999_999_999_999),
+            ),
+        ];
+        for (s, d) in ok {
+            assert_eq!(parse_duration(s), Some(d), "{s}");
+        }
+        let bad = [
+            "",
+            " ",
+            "s",
+            "10",
+            "10x",
+            "1m-",
+            "-1s",
+            "-0",
+            "+-5s",
+            "++5s",
+            "--5s",
+            "1s0",
+            "1h30",
+            "00",
+            "1 s",
+            "1e3s",
+            "1000000000000000ns",
+            "99999999999999999999999h",
+            "900000000000000h900000000000000h",
+        ];
+        for s in bad {
+            assert_eq!(parse_duration(s), None, "{s}");
         }
     }
 }
