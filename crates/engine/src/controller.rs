@@ -28,6 +28,7 @@
 use crate::desired::{self, Context, ServiceError};
 use crate::diff::{self, Change, DiffConfig, Draining, ObservedVirtualServer};
 use crate::model::*;
+use ipnet::IpNet;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kipvs_conntrack::Filter;
@@ -209,8 +210,8 @@ impl std::error::Error for DataplaneError {
 pub struct Ownership {
     pub nodeport_addresses: BTreeSet<IpAddr>,
     pub nodeport_range: std::ops::RangeInclusive<u16>,
-    /// `excludeCIDRs`: (network, prefix length).
-    pub exclude: Vec<(IpAddr, u8)>,
+    /// `excludeCIDRs` (host bits ignored).
+    pub exclude: Vec<IpNet>,
 }
 
 impl Ownership {
@@ -225,11 +226,7 @@ impl Ownership {
         if let Some(record) = record {
             return record.contains(key);
         }
-        if self
-            .exclude
-            .iter()
-            .any(|(net, len)| desired::in_cidr(&key.address, net, *len))
-        {
+        if self.exclude.iter().any(|net| net.contains(&key.address)) {
             return false;
         }
         bound.contains(&key.address)

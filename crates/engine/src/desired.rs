@@ -7,6 +7,7 @@
 
 use crate::labels;
 use crate::model::*;
+use ipnet::IpNet;
 use k8s_openapi::api::core::v1::{Service, ServicePort};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointSlice};
 use kipvs_sched::SchedulerConfig;
@@ -607,8 +608,8 @@ pub enum NodePortFilter {
     All,
     /// kube-proxy's `primary`: the node's primary IP of each family.
     Primary,
-    /// Addresses inside any of these CIDRs (address, prefix length).
-    Cidrs(Vec<(IpAddr, u8)>),
+    /// Addresses inside any of these CIDRs (host bits ignored).
+    Cidrs(Vec<IpNet>),
 }
 
 /// The node addresses NodePorts are served on: the node's local addresses
@@ -632,33 +633,12 @@ pub fn nodeport_addresses(
         .filter(|ip| match filter {
             NodePortFilter::All => true,
             NodePortFilter::Primary => primary.contains(ip),
-            NodePortFilter::Cidrs(cidrs) => cidrs.iter().any(|(net, len)| in_cidr(ip, net, *len)),
+            NodePortFilter::Cidrs(cidrs) => cidrs.iter().any(|net| net.contains(ip)),
         })
         .collect();
     out.sort();
     out.dedup();
     out
-}
-
-/// Whether `ip` lies in `net/len`.
-pub fn in_cidr(ip: &IpAddr, net: &IpAddr, len: u8) -> bool {
-    match (ip, net) {
-        (IpAddr::V4(a), IpAddr::V4(n)) => {
-            let len = u32::from(len.min(32));
-            let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
-            u32::from(*a) & mask == u32::from(*n) & mask
-        }
-        (IpAddr::V6(a), IpAddr::V6(n)) => {
-            let len = u32::from(len.min(128));
-            let mask = if len == 0 {
-                0
-            } else {
-                u128::MAX << (128 - len)
-            };
-            u128::from(*a) & mask == u128::from(*n) & mask
-        }
-        _ => false,
-    }
 }
 
 #[cfg(test)]
@@ -1174,7 +1154,7 @@ mod tests {
             all.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
             ["10.0.0.4", "192.168.1.10", "fd00::10"]
         );
-        let cidr = NodePortFilter::Cidrs(vec![("192.168.0.0".parse().unwrap(), 16)]);
+        let cidr = NodePortFilter::Cidrs(vec!["192.168.0.0/16".parse().unwrap()]);
         assert_eq!(
             nodeport_addresses(&local, "kube-ipvs0", &cidr, &[]),
             ["192.168.1.10".parse::<IpAddr>().unwrap()]

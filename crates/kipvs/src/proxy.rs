@@ -473,7 +473,7 @@ fn timeout_secs(v: Option<Duration>) -> u32 {
     v.map_or(0, |d| d.as_secs() as u32)
 }
 
-fn cidrs(flag: &str, list: &[String]) -> Result<Vec<(std::net::IpAddr, u8)>> {
+fn cidrs(flag: &str, list: &[String]) -> Result<Vec<ipnet::IpNet>> {
     list.iter()
         .map(|c| c.trim())
         .filter(|c| !c.is_empty())
@@ -957,8 +957,8 @@ mod tests {
             (&["--cluster-cidr", "10.244.0.0/16,fd00:1::/56"], |o| {
                 o.cluster_cidrs
                     == vec![
-                        ("10.244.0.0".parse().unwrap(), 16),
-                        ("fd00:1::".parse().unwrap(), 56),
+                        "10.244.0.0/16".parse().unwrap(),
+                        "fd00:1::/56".parse().unwrap(),
                     ]
             }),
             (&["--masquerade-all"], |o| o.masquerade_all),
@@ -968,7 +968,7 @@ mod tests {
                 o.nodeport_filter == NodePortFilter::Primary
             }),
             (&["--nodeport-addresses", "10.0.0.0/8"], |o| {
-                o.nodeport_filter == NodePortFilter::Cidrs(vec![("10.0.0.0".parse().unwrap(), 8)])
+                o.nodeport_filter == NodePortFilter::Cidrs(vec!["10.0.0.0/8".parse().unwrap()])
             }),
             (&["--healthz-bind-address", "127.0.0.1:1"], |o| {
                 o.healthz_bind == Some("127.0.0.1:1".parse().unwrap())
@@ -1151,10 +1151,7 @@ mod tests {
                 kubeconfig: Some("/var/lib/kube-proxy/kubeconfig.conf".into())
             }
         );
-        assert_eq!(
-            l.opts.cluster_cidrs,
-            vec![("10.244.0.0".parse().unwrap(), 16)]
-        );
+        assert_eq!(l.opts.cluster_cidrs, vec!["10.244.0.0/16".parse().unwrap()]);
         assert_eq!(
             l.config.as_ref().map(|c| c.0.display().to_string()),
             Some(file.clone())
@@ -1177,7 +1174,7 @@ mod tests {
         ]);
         assert_eq!(o.logging.verbosity, 2);
         assert_eq!(o.oom_score_adj, Some(-998));
-        assert_eq!(o.cluster_cidrs, vec![("10.64.0.0".parse().unwrap(), 14)]);
+        assert_eq!(o.cluster_cidrs, vec!["10.64.0.0/14".parse().unwrap()]);
         assert_eq!(o.conntrack.max_per_core, 0);
         assert_eq!(config::conntrack_max(&o.conntrack, 8), None);
         assert_eq!(o.detect_local, DetectLocal::NodeCidr);
@@ -1244,7 +1241,7 @@ mod tests {
         );
         assert!(!o.masquerade_all);
         assert_eq!(o.ipvs_timeouts.tcp, 10);
-        assert_eq!(o.cluster_cidrs, vec![("10.1.0.0".parse().unwrap(), 16)]);
+        assert_eq!(o.cluster_cidrs, vec!["10.1.0.0/16".parse().unwrap()]);
         assert_eq!(o.node_name, "from-file");
         assert_eq!(o.drain_timeout, Duration::from_secs(60));
         assert_eq!(o.oom_score_adj, Some(-999));

@@ -6,13 +6,13 @@ fn main() {
         Element::VipAddress(vs.addr),
         Element::VipPort(vs),
         Element::ClusterPort(vs),
-        Element::LbAllowed(vs, "10.1.0.0".parse().unwrap(), 16),
+        Element::LbAllowed(vs, "10.1.0.0/16".parse().unwrap()),
         Element::LbRestricted(vs),
         Element::HealthCheckPort(30000),
     ]
     .into();
     let sk = Skeleton {
-        local: LocalTraffic::ClusterCidrs(vec![("10.244.0.0".parse().unwrap(), 16)]),
+        local: LocalTraffic::ClusterCidrs(vec!["10.244.0.0/16".parse().unwrap()]),
         ..Skeleton::default()
     };
     print!("{}", replace_script(&sk, &els));

@@ -1,6 +1,7 @@
 //! Set elements as plain data: which set each belongs to, how nft spells
 //! it, and how `nft -j` reports it back.
 
+use ipnet::IpNet;
 use serde_json::Value;
 use std::fmt;
 use std::net::IpAddr;
@@ -175,8 +176,8 @@ impl fmt::Display for SetName {
 ///
 /// Invariants kept by whoever builds them (the pure code in crates/proxy):
 /// an [`Element::Hairpin`]'s and an [`Element::LbAllowed`]'s addresses are
-/// of one family, and an `LbAllowed` network has no host bits (see
-/// [`network`]).
+/// of one family, and an `LbAllowed` network has no host bits
+/// ([`IpNet::trunc`]).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Element {
     VipAddress(IpAddr),
@@ -186,27 +187,11 @@ pub enum Element {
     /// The endpoint (address, protocol, port); the source is the same address.
     Hairpin(Vs),
     LbRestricted(Vs),
-    /// A load-balancer virtual server and a source network (address, prefix length).
-    LbAllowed(Vs, IpAddr, u8),
+    /// A load-balancer virtual server and a source network.
+    LbAllowed(Vs, IpNet),
     HealthCheckPort(u16),
     /// A virtual server kipvs programs (the ownership record).
     Owned(Vs),
-}
-
-/// `addr` with the bits past `len` cleared (a network address).
-pub fn network(addr: IpAddr, len: u8) -> IpAddr {
-    match addr {
-        IpAddr::V4(a) => {
-            let len = u32::from(len.min(32));
-            let mask = u32::MAX.checked_shl(32 - len).unwrap_or(0);
-            IpAddr::V4((u32::from(a) & mask).into())
-        }
-        IpAddr::V6(a) => {
-            let len = u32::from(len.min(128));
-            let mask = u128::MAX.checked_shl(128 - len).unwrap_or(0);
-            IpAddr::V6((u128::from(a) & mask).into())
-        }
-    }
 }
 
 impl Element {
@@ -219,7 +204,7 @@ impl Element {
             Element::ExternalPort(v) => (SetKind::ExternalPorts, Some(&v.addr)),
             Element::Hairpin(v) => (SetKind::Hairpin, Some(&v.addr)),
             Element::LbRestricted(v) => (SetKind::LbRestricted, Some(&v.addr)),
-            Element::LbAllowed(v, _, _) => (SetKind::LbAllowed, Some(&v.addr)),
+            Element::LbAllowed(v, _) => (SetKind::LbAllowed, Some(&v.addr)),
             Element::HealthCheckPort(_) => (SetKind::HealthCheckPorts, None),
             Element::Owned(v) => (SetKind::Owned, Some(&v.addr)),
         };
@@ -239,14 +224,10 @@ impl Element {
             | Element::LbRestricted(v)
             | Element::Owned(v) => v.render(),
             Element::Hairpin(v) => format!("{} . {}", v.render(), v.addr),
-            Element::LbAllowed(v, net, len) => {
-                let full = if net.is_ipv4() { 32 } else { 128 };
-                if *len >= full {
-                    format!("{} . {net}", v.render())
-                } else {
-                    format!("{} . {net}/{len}", v.render())
-                }
+            Element::LbAllowed(v, net) if net.prefix_len() == net.max_prefix_len() => {
+                format!("{} . {}", v.render(), net.addr())
             }
+            Element::LbAllowed(v, net) => format!("{} . {net}", v.render()),
             Element::HealthCheckPort(p) => p.to_string(),
         }
     }
@@ -295,11 +276,10 @@ impl Element {
                         .get("addr")
                         .and_then(addr)
                         .zip(p.get("len").and_then(Value::as_u64))
-                        .and_then(|(a, l)| Some((a, u8::try_from(l).ok()?))),
-                    None => addr(source).map(|a| (a, if a.is_ipv4() { 32 } else { 128 })),
+                        .and_then(|(a, l)| IpNet::new(a, u8::try_from(l).ok()?).ok()),
+                    None => addr(source).map(IpNet::from),
                 };
-                vs().zip(net)
-                    .map(|(vs, (a, l))| Element::LbAllowed(vs, a, l))
+                vs().zip(net).map(|(vs, net)| Element::LbAllowed(vs, net))
             }
             _ => None,
         };

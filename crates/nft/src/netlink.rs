@@ -743,7 +743,7 @@ mod tests {
     #[test]
     fn intervals_and_nothing_are_not_batches() {
         let v = Vs::new("10.0.0.1".parse().unwrap(), Proto::Tcp, 80);
-        let interval = Element::LbAllowed(v, "10.1.0.0".parse().unwrap(), 16);
+        let interval = Element::LbAllowed(v, "10.1.0.0/16".parse().unwrap());
         assert!(!supported(&interval));
         assert!(matches!(
             encode(&diff(&[interval], &[]), 1),

@@ -3,8 +3,8 @@
 
 use crate::element::{SetKind, SetName};
 use crate::{FAMILY, TABLE};
+use ipnet::IpNet;
 use std::fmt::Write;
-use std::net::IpAddr;
 
 /// kube-proxy's masquerade mark (`masqueradeBit` 14).
 pub const DEFAULT_MASQUERADE_MARK: u32 = 1 << 14;
@@ -39,10 +39,10 @@ pub enum LocalTraffic {
     /// family at most is usual) are local. A family without one masquerades
     /// traffic whose source is a VIP instead (kube-proxy without a
     /// local-traffic detector).
-    ClusterCidrs(Vec<(IpAddr, u8)>),
+    ClusterCidrs(Vec<IpNet>),
     /// `NodeCIDR`: sources in this node's `spec.podCIDRs` are local; a
     /// family without one as for `ClusterCidrs`.
-    NodeCidrs(Vec<(IpAddr, u8)>),
+    NodeCidrs(Vec<IpNet>),
     /// `BridgeInterface`: packets that came in on this interface are local.
     BridgeInterface(String),
     /// `InterfaceNamePrefix`: packets that came in on an interface whose
@@ -145,8 +145,8 @@ impl Skeleton {
             let cidrs: Vec<String> = match &self.local {
                 LocalTraffic::ClusterCidrs(c) | LocalTraffic::NodeCidrs(c) => c
                     .iter()
-                    .filter(|(a, _)| a.is_ipv6() == f.v6)
-                    .map(|(a, l)| format!("{}/{l}", crate::element::network(*a, *l)))
+                    .filter(|n| matches!(n, IpNet::V6(_)) == f.v6)
+                    .map(|n| n.trunc().to_string())
                     .collect(),
                 _ => Vec::new(),
             };

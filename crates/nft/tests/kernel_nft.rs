@@ -10,6 +10,10 @@ fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
 
+fn net(s: &str) -> ipnet::IpNet {
+    s.parse().unwrap()
+}
+
 fn elements(vip: &str, endpoints: &[&str]) -> BTreeSet<Element> {
     let vs = Vs::new(ip(vip), Proto::Tcp, 80);
     let mut out: BTreeSet<Element> = [
@@ -17,14 +21,14 @@ fn elements(vip: &str, endpoints: &[&str]) -> BTreeSet<Element> {
         Element::VipPort(vs),
         Element::ClusterPort(vs),
         Element::LbRestricted(vs),
-        Element::LbAllowed(vs, ip("192.168.0.0"), 16),
-        Element::LbAllowed(vs, ip("10.9.9.9"), 32),
+        Element::LbAllowed(vs, net("192.168.0.0/16")),
+        Element::LbAllowed(vs, net("10.9.9.9/32")),
         Element::HealthCheckPort(30100),
         Element::Owned(vs),
         Element::Owned(Vs::new(ip("fd00::10"), Proto::Udp, 53)),
         Element::VipAddress(ip("fd00::10")),
         Element::ExternalPort(Vs::new(ip("fd00::10"), Proto::Udp, 53)),
-        Element::LbAllowed(Vs::new(ip("fd00::10"), Proto::Udp, 53), ip("fd01::"), 64),
+        Element::LbAllowed(Vs::new(ip("fd00::10"), Proto::Udp, 53), net("fd01::/64")),
     ]
     .into();
     out.extend(
@@ -42,7 +46,7 @@ fn firewall_table_is_written_read_back_and_updated_by_elements() {
     nft.delete_table().unwrap();
     assert_eq!(nft.read().unwrap(), None);
     let skeleton = Skeleton {
-        local: LocalTraffic::ClusterCidrs(vec![(ip("10.244.0.0"), 16)]),
+        local: LocalTraffic::ClusterCidrs(vec![net("10.244.0.0/16")]),
         ..Skeleton::default()
     };
     let a = elements("10.96.0.10", &["10.244.1.2", "10.244.2.2"]);
@@ -209,8 +213,8 @@ fn netlink_elements_are_what_nft_reads_back() {
 fn every_local_traffic_detector_is_accepted_by_nft() {
     let mut nft = Nft::default();
     for local in [
-        LocalTraffic::ClusterCidrs(vec![(ip("10.244.0.0"), 16), (ip("fd00:10::"), 56)]),
-        LocalTraffic::NodeCidrs(vec![(ip("10.244.7.0"), 24)]),
+        LocalTraffic::ClusterCidrs(vec![net("10.244.0.0/16"), net("fd00:10::/56")]),
+        LocalTraffic::NodeCidrs(vec![net("10.244.7.0/24")]),
         LocalTraffic::BridgeInterface("cbr0".into()),
         LocalTraffic::InterfaceNamePrefix("veth".into()),
     ] {

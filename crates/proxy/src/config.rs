@@ -16,6 +16,7 @@ use crate::options::{
     Conntrack, DEFAULT_BURST, DEFAULT_OOM_SCORE_ADJ, DEFAULT_QPS, DetectLocal, LogFormat,
     ProxyOptions, Source, parse_cidr, parse_duration,
 };
+use ipnet::IpNet;
 use kipvs_engine::desired::NodePortFilter;
 use serde::{Deserialize, Deserializer};
 use std::collections::BTreeMap;
@@ -43,20 +44,20 @@ impl<'de> Deserialize<'de> for GoDuration {
 
 /// A CIDR or a bare address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr(pub IpAddr, pub u8);
+pub struct Cidr(pub IpNet);
 
 impl<'de> Deserialize<'de> for Cidr {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
         parse_cidr(&s)
-            .map(|(a, l)| Cidr(a, l))
+            .map(Cidr)
             .ok_or_else(|| serde::de::Error::custom(format!("`{s}` is not a CIDR")))
     }
 }
 
 /// `clusterCIDR`: one CIDR or a comma-separated dual-stack pair.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct CidrList(pub Vec<(IpAddr, u8)>);
+pub struct CidrList(pub Vec<IpNet>);
 
 impl<'de> Deserialize<'de> for CidrList {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -847,7 +848,7 @@ pub fn apply(cfg: &KubeProxyConfiguration, mut opts: ProxyOptions) -> Result<Pro
             opts.timing.min_sync_period = d.0;
         }
         if let Some(c) = &i.exclude_cidrs {
-            opts.exclude_cidrs = c.iter().map(|c| (c.0, c.1)).collect();
+            opts.exclude_cidrs = c.iter().map(|c| c.0).collect();
         }
         opts.strict_arp = i.strict_arp.unwrap_or(false);
         let secs = |d: &Option<GoDuration>| nonzero(d).map_or(0, |d| d.as_secs() as u32);
@@ -903,8 +904,8 @@ pub fn nodeport_filter(list: &[String]) -> Result<NodePortFilter, String> {
     let mut cidrs = Vec::new();
     for s in list {
         if s == "localhost" {
-            cidrs.push(([127, 0, 0, 0].into(), 8));
-            cidrs.push((IpAddr::from(std::net::Ipv6Addr::LOCALHOST), 128));
+            cidrs.push(IpNet::new_assert([127, 0, 0, 0].into(), 8));
+            cidrs.push(IpNet::from(IpAddr::from(std::net::Ipv6Addr::LOCALHOST)));
         } else {
             cidrs.push(parse_cidr(s).ok_or_else(|| format!("`{s}` is not a CIDR or keyword"))?);
         }
@@ -919,7 +920,7 @@ pub fn nodeport_filter(list: &[String]) -> Result<NodePortFilter, String> {
 /// file serves any node.
 pub fn effective(opts: &ProxyOptions, hostname_override: Option<&str>) -> serde_json::Value {
     use serde_json::json;
-    let cidr = |(a, l): &(IpAddr, u8)| format!("{a}/{l}");
+    let cidr = IpNet::to_string;
     let bind = |b: Option<SocketAddr>| b.map(|a| a.to_string()).unwrap_or_default();
     let (bridge, prefix) = match &opts.detect_local {
         DetectLocal::BridgeInterface(b) => (b.as_str(), ""),
@@ -1188,7 +1189,7 @@ winkernel:
                 kubeconfig: Some("/var/lib/kube-proxy/kubeconfig.conf".into())
             }
         );
-        assert_eq!(o.cluster_cidrs, vec![("10.244.0.0".parse().unwrap(), 16)]);
+        assert_eq!(o.cluster_cidrs, vec!["10.244.0.0/16".parse().unwrap()]);
         assert_eq!(o.scheduler, d.scheduler);
         assert_eq!(o.timing.sync_period, Duration::from_secs(30));
         assert_eq!(o.timing.min_sync_period, Duration::ZERO);
@@ -1238,10 +1239,7 @@ winkernel:
             }),
             ("ipvs: {excludeCIDRs: [10.9.0.0/16, 'fd00::/64']}", |o| {
                 o.exclude_cidrs
-                    == vec![
-                        ("10.9.0.0".parse().unwrap(), 16),
-                        ("fd00::".parse().unwrap(), 64),
-                    ]
+                    == vec!["10.9.0.0/16".parse().unwrap(), "fd00::/64".parse().unwrap()]
             }),
             ("ipvs: {strictARP: true}", |o| o.strict_arp),
             (
@@ -1266,8 +1264,8 @@ winkernel:
             ("clusterCIDR: 10.244.0.0/16,fd00:10::/56", |o| {
                 o.cluster_cidrs
                     == vec![
-                        ("10.244.0.0".parse().unwrap(), 16),
-                        ("fd00:10::".parse().unwrap(), 56),
+                        "10.244.0.0/16".parse().unwrap(),
+                        "fd00:10::/56".parse().unwrap(),
                     ]
             }),
             ("detectLocalMode: ClusterCIDR", |o| o.node_name == "node-a"),
@@ -1275,8 +1273,7 @@ winkernel:
                 o.nodeport_filter == NodePortFilter::Primary
             }),
             ("nodePortAddresses: [192.168.0.0/16]", |o| {
-                o.nodeport_filter
-                    == NodePortFilter::Cidrs(vec![("192.168.0.0".parse().unwrap(), 16)])
+                o.nodeport_filter == NodePortFilter::Cidrs(vec!["192.168.0.0/16".parse().unwrap()])
             }),
             ("nodePortAddresses: [all, primary]", |o| {
                 o.nodeport_filter == NodePortFilter::All

@@ -5,6 +5,7 @@
 //! and `KubeProxyConfiguration` into these; `run` starts the agent from
 //! them.
 
+use ipnet::IpNet;
 use kipvs_engine::desired::{Family, NodePortFilter};
 use kipvs_sched::SchedulerConfig;
 use std::collections::BTreeSet;
@@ -52,7 +53,7 @@ pub struct ProxyOptions {
     pub families: BTreeSet<Family>,
     pub nodeport_filter: NodePortFilter,
     pub nodeport_range: std::ops::RangeInclusive<u16>,
-    pub exclude_cidrs: Vec<(IpAddr, u8)>,
+    pub exclude_cidrs: Vec<IpNet>,
     pub strict_arp: bool,
     pub drain_timeout: Duration,
     pub local_fallback_to_cluster: bool,
@@ -69,7 +70,7 @@ pub struct ProxyOptions {
     /// kube-proxy's conntrack settings, applied at start.
     pub conntrack: Conntrack,
     /// The pods' CIDRs (`clusterCIDR`), for the nftables rules.
-    pub cluster_cidrs: Vec<(IpAddr, u8)>,
+    pub cluster_cidrs: Vec<IpNet>,
     /// Masquerade all traffic to Service IPs (`iptables.masqueradeAll`).
     pub masquerade_all: bool,
     /// The fwmark bit for masquerading (`iptables.masqueradeBit`, 14).
@@ -340,25 +341,69 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
     (!d.is_negative()).then(|| d.into())
 }
 
-/// Parses `10.0.0.0/8` or a bare address (a host prefix).
-pub fn parse_cidr(s: &str) -> Option<(IpAddr, u8)> {
+/// Parses a CIDR (`10.0.0.0/8`, `fd00::/64`, with ipnet) or a bare address
+/// (its host prefix, `/32` or `/128`). Host bits are kept as written
+/// (`10.0.0.1/8`, so `--write-config-to` writes what was given); what
+/// matches addresses against a CIDR ignores them ([`IpNet::contains`]),
+/// and the nftables table is given the network ([`IpNet::trunc`]).
+pub fn parse_cidr(s: &str) -> Option<IpNet> {
     let s = s.trim();
-    match s.split_once('/') {
-        Some((a, l)) => {
-            let a: IpAddr = a.parse().ok()?;
-            let l: u8 = l.parse().ok()?;
-            (l <= if a.is_ipv4() { 32 } else { 128 }).then_some((a, l))
-        }
-        None => s
-            .parse::<IpAddr>()
-            .ok()
-            .map(|a| (a, if a.is_ipv4() { 32 } else { 128 })),
+    match s.parse::<IpNet>() {
+        Ok(net) => Some(net),
+        Err(_) => s.parse::<IpAddr>().ok().map(IpNet::from),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cidrs() {
+        let ok = [
+            ("10.0.0.0/8", "10.0.0.0/8"),
+            ("fd00::/8", "fd00::/8"),
+            ("fd00::/64", "fd00::/64"),
+            ("0.0.0.0/0", "0.0.0.0/0"),
+            (" 10.244.0.0/16 ", "10.244.0.0/16"),
+            // Host bits are kept as written.
+            ("10.0.0.1/8", "10.0.0.1/8"),
+            // A bare address is its host prefix.
+            ("10.1.2.3", "10.1.2.3/32"),
+            ("fd00::1", "fd00::1/128"),
+            ("10.0.0.0/08", "10.0.0.0/8"),
+            // ipnet's address parser reads leading zeros as decimal (as
+            // kube-proxy's ParseCIDRSloppy does); std's, for a bare
+            // address, refuses them.
+            ("010.0.0.0/8", "10.0.0.0/8"),
+        ];
+        for (s, want) in ok {
+            assert_eq!(
+                parse_cidr(s).map(|n| n.to_string()).as_deref(),
+                Some(want),
+                "{s}"
+            );
+        }
+        for s in [
+            "",
+            "10.0.0.0/33",
+            "fd00::/129",
+            "nope/8",
+            "10.0.0.0/",
+            "/8",
+            "10.0.0.0/+8",
+            "10.0.0.0/008",
+            "10.0.0/8",
+            "010.0.0.1",
+            "fd00::/64/1",
+        ] {
+            assert_eq!(parse_cidr(s), None, "{s}");
+        }
+        // Matching ignores host bits.
+        let net = parse_cidr("10.0.0.1/8").unwrap();
+        assert!(net.contains(&"10.200.0.1".parse::<IpAddr>().unwrap()));
+        assert_eq!(net.trunc().to_string(), "10.0.0.0/8");
+    }
 
     #[test]
     fn go_durations() {

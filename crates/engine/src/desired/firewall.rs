@@ -17,8 +17,9 @@
 //! port filter) and the Service's `healthCheckNodePort` (`hc-ports`, let
 //! through the filter).
 
-use crate::desired::{Context, in_cidr};
+use crate::desired::Context;
 use crate::model::{AddressKind, Protocol, ServiceState, VirtualServerKey};
+use ipnet::IpNet;
 use k8s_openapi::api::core::v1::Service;
 use kipvs_nft::{Element, Proto, Vs};
 use std::collections::BTreeSet;
@@ -62,21 +63,14 @@ pub fn recorded<'a>(elements: impl IntoIterator<Item = &'a Element>) -> BTreeSet
 }
 
 /// A `loadBalancerSourceRanges` entry (`10.0.0.0/8`, `fd00::/64`, or a
-/// bare address). Invalid ones are skipped: with fewer ranges, fewer sources
-/// are let in, never more.
-fn source_range(s: &str) -> Option<(IpAddr, u8)> {
+/// bare address), without host bits (`10.1.2.3/8` is `10.0.0.0/8`).
+/// Invalid ones are skipped: with fewer ranges, fewer sources are let in,
+/// never more.
+fn source_range(s: &str) -> Option<IpNet> {
     let s = s.trim();
-    match s.split_once('/') {
-        Some((a, l)) => {
-            let a: IpAddr = a.parse().ok()?;
-            let l: u8 = l.parse().ok()?;
-            let full = if a.is_ipv4() { 32 } else { 128 };
-            (l <= full).then(|| (kipvs_nft::element::network(a, l), l))
-        }
-        None => {
-            let a: IpAddr = s.parse().ok()?;
-            Some((a, if a.is_ipv4() { 32 } else { 128 }))
-        }
+    match s.parse::<IpNet>() {
+        Ok(net) => Some(net.trunc()),
+        Err(_) => s.parse::<IpAddr>().ok().map(IpNet::from),
     }
 }
 
@@ -95,7 +89,7 @@ pub fn service_elements(svc: &Service, state: &ServiceState, ctx: &Context) -> B
     }
     let spec = svc.spec.as_ref();
     let external_local = spec.and_then(|s| s.external_traffic_policy.as_deref()) == Some("Local");
-    let ranges: Vec<(IpAddr, u8)> = spec
+    let ranges: Vec<IpNet> = spec
         .and_then(|s| s.load_balancer_source_ranges.as_ref())
         .into_iter()
         .flatten()
@@ -126,16 +120,15 @@ pub fn service_elements(svc: &Service, state: &ServiceState, ctx: &Context) -> B
         if owner.kind == AddressKind::LoadBalancer && restricted {
             out.insert(Element::LbRestricted(v));
             let same = |a: &IpAddr| a.is_ipv4() == key.address.is_ipv4();
-            for (net, len) in ranges.iter().filter(|(n, _)| same(n)) {
-                out.insert(Element::LbAllowed(v, *net, *len));
+            for net in ranges.iter().filter(|n| same(&n.addr())) {
+                out.insert(Element::LbAllowed(v, *net));
             }
             let holds_node = ranges
                 .iter()
-                .filter(|(n, _)| same(n))
-                .any(|(net, len)| node_addresses(ctx).any(|a| same(a) && in_cidr(a, net, *len)));
+                .filter(|n| same(&n.addr()))
+                .any(|net| node_addresses(ctx).any(|a| net.contains(a)));
             if holds_node {
-                let full = if key.address.is_ipv4() { 32 } else { 128 };
-                out.insert(Element::LbAllowed(v, key.address, full));
+                out.insert(Element::LbAllowed(v, IpNet::from(key.address)));
             }
         }
         for rs in vs.real_servers.keys() {
