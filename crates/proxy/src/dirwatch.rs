@@ -1,6 +1,7 @@
 //! Change notification for a manifest directory: Linux inotify on the
-//! directory, read through tokio's reactor. Only the fact that something
-//! changed is reported; [`crate::manifest::ManifestDir::refresh`] finds what.
+//! directory (the `inotify` crate), read as its event stream on tokio's
+//! reactor. Only the fact that something changed is reported;
+//! [`crate::manifest::ManifestDir::refresh`] finds what.
 //!
 //! Watched: files closed after writing, created, deleted, renamed in or out
 //! (editors and `kubectl`-style writers rename a temporary file over the
@@ -8,84 +9,55 @@
 //! changes (`touch`). Plain `IN_MODIFY` is not watched, so a file is not
 //! re-read halfway through being written.
 
-use std::ffi::CString;
+use futures::{FutureExt, StreamExt};
+use inotify::{EventStream, Inotify, WatchMask};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use tokio::io::unix::AsyncFd;
 
 /// An inotify watch on one directory.
 pub struct DirWatch {
-    fd: AsyncFd<OwnedFd>,
+    events: EventStream<[u8; 4096]>,
 }
 
-const MASK: u32 = libc::IN_CLOSE_WRITE
-    | libc::IN_CREATE
-    | libc::IN_DELETE
-    | libc::IN_MOVED_FROM
-    | libc::IN_MOVED_TO
-    | libc::IN_ATTRIB
-    | libc::IN_DELETE_SELF
-    | libc::IN_MOVE_SELF;
+const MASK: WatchMask = WatchMask::CLOSE_WRITE
+    .union(WatchMask::CREATE)
+    .union(WatchMask::DELETE)
+    .union(WatchMask::MOVED_FROM)
+    .union(WatchMask::MOVED_TO)
+    .union(WatchMask::ATTRIB)
+    .union(WatchMask::DELETE_SELF)
+    .union(WatchMask::MOVE_SELF);
 
 impl DirWatch {
     /// Watches `dir`. Must be called within a tokio runtime.
     pub fn new(dir: &Path) -> io::Result<DirWatch> {
-        let path = CString::new(dir.as_os_str().as_bytes())
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in the path"))?;
-        // SAFETY: inotify_init1 takes flags only; a non-negative result is
-        // a new descriptor that we own from here on.
-        let raw = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
-        if raw < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `raw` is a fresh, valid descriptor owned by no one else.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        // SAFETY: `fd` is an inotify descriptor and `path` a NUL-terminated
-        // string that outlives the call.
-        let wd = unsafe { libc::inotify_add_watch(fd.as_raw_fd(), path.as_ptr(), MASK) };
-        if wd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `fd` is an open descriptor that the AsyncFd owns and
-        // closes; `OwnedFd::as_raw_fd` always returns that same descriptor.
-        let fd = unsafe { AsyncFd::register(fd) }.map_err(|e| e.into_parts().1)?;
-        Ok(DirWatch { fd })
+        // Non-blocking and close-on-exec.
+        let inotify = Inotify::init()?;
+        inotify.watches().add(dir, MASK)?;
+        let events = inotify.into_event_stream([0u8; 4096])?;
+        Ok(DirWatch { events })
     }
 
     /// Waits until at least one change happened, then consumes every event
-    /// already queued (a burst is one wake-up).
-    pub async fn changed(&self) -> io::Result<()> {
-        let mut buf = [0u8; 4096];
+    /// already queued (a burst is one wake-up). Cancel-safe: an event read
+    /// but not yet consumed stays in the stream.
+    pub async fn changed(&mut self) -> io::Result<()> {
         let mut got = false;
         loop {
-            let mut guard = self.fd.readable().await?;
-            loop {
-                // SAFETY: reads at most `buf.len()` bytes into `buf`.
-                let n = unsafe {
-                    libc::read(
-                        self.fd.get_ref().as_raw_fd(),
-                        buf.as_mut_ptr().cast(),
-                        buf.len(),
-                    )
-                };
-                if n > 0 {
-                    got = true;
-                    continue;
+            let next = if got {
+                match self.events.next().now_or_never() {
+                    Some(next) => next,
+                    // Nothing more queued.
+                    None => return Ok(()),
                 }
-                let err = io::Error::last_os_error();
-                if n < 0 && err.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                if n < 0 && err.kind() != io::ErrorKind::WouldBlock {
-                    return Err(err);
-                }
-                guard.clear_ready();
-                break;
-            }
-            if got {
-                return Ok(());
+            } else {
+                self.events.next().await
+            };
+            match next {
+                Some(Ok(_)) => got = true,
+                Some(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+                Some(Err(e)) => return Err(e),
+                None => return Err(io::ErrorKind::UnexpectedEof.into()),
             }
         }
     }
@@ -100,7 +72,7 @@ mod tests {
     async fn a_file_written_in_the_directory_wakes_the_watch() {
         let dir = std::env::temp_dir().join(format!("kipvs-dirwatch-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let w = DirWatch::new(&dir).unwrap();
+        let mut w = DirWatch::new(&dir).unwrap();
         let quiet = tokio::time::timeout(Duration::from_millis(50), w.changed()).await;
         assert!(quiet.is_err(), "no change yet");
         std::fs::write(dir.join("a.yaml"), "kind: List\n").unwrap();
@@ -108,6 +80,28 @@ mod tests {
             .await
             .expect("woken by the write")
             .unwrap();
+        // A burst (create, close-write, rename over, delete) is one wake-up.
+        std::fs::write(dir.join("b.tmp"), "kind: List\n").unwrap();
+        std::fs::rename(dir.join("b.tmp"), dir.join("a.yaml")).unwrap();
+        std::fs::remove_file(dir.join("a.yaml")).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), w.changed())
+            .await
+            .expect("woken by the burst")
+            .unwrap();
+        let quiet = tokio::time::timeout(Duration::from_millis(50), w.changed()).await;
+        assert!(quiet.is_err(), "the burst was consumed at once");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_missing_directory_or_a_nul_in_the_path_is_an_error() {
+        let missing =
+            std::env::temp_dir().join(format!("kipvs-dirwatch-none-{}", std::process::id()));
+        let e = DirWatch::new(&missing).err().expect("no such directory");
+        assert_eq!(e.kind(), io::ErrorKind::NotFound);
+        let e = DirWatch::new(Path::new("a\0b"))
+            .err()
+            .expect("NUL in the path");
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
     }
 }

@@ -133,7 +133,7 @@ pub async fn watch_manifests(
     poll: Duration,
     tx: crate::mailbox::Sender,
 ) {
-    let watch = match crate::dirwatch::DirWatch::new(&dir) {
+    let mut watch = match crate::dirwatch::DirWatch::new(&dir) {
         Ok(w) => Some(w),
         Err(e) => {
             let msg = format!("watching {}: {e}; polling every {poll:?}", dir.display());
@@ -181,7 +181,7 @@ pub async fn watch_manifests(
                 return;
             }
         }
-        match &watch {
+        match &mut watch {
             Some(w) => {
                 tokio::select! {
                     r = w.changed() => if let Err(e) = r {
