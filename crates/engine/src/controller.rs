@@ -353,33 +353,61 @@ pub struct Engine<D> {
     ctx: Context,
     ownership: Ownership,
     diff_cfg: DiffConfig,
+    inputs: Inputs,
+    applied: Applied,
+    mirror: Mirror,
+    pending: Pending,
+}
+
+/// The cluster as the sources gave it.
+#[derive(Default)]
+struct Inputs {
     services: BTreeMap<ObjectRef, Service>,
     slices: BTreeMap<ObjectRef, EndpointSlice>,
+    /// The slices of each Service.
     slices_of: BTreeMap<ObjectRef, BTreeSet<ObjectRef>>,
+}
+
+/// What the engine last applied per Service, and the counts derived from
+/// it, so a sync looks only at what the Services it recomputed touch.
+#[derive(Default)]
+struct Applied {
     /// The last state applied per Service.
-    applied: BTreeMap<ObjectRef, ServiceState>,
+    states: BTreeMap<ObjectRef, ServiceState>,
     /// Which Service each desired virtual server belongs to.
     owner_of: BTreeMap<VirtualServerKey, ObjectRef>,
-    /// What the kernel holds of kipvs's virtual servers.
-    kernel: BTreeMap<VirtualServerKey, ObservedVirtualServer>,
-    /// What kube-ipvs0 holds.
-    bound: BTreeSet<IpAddr>,
-    /// How many applied Services need each address on kube-ipvs0, so a
-    /// sync looks only at the addresses of the Services it recomputed.
+    /// How many applied Services need each address on kube-ipvs0.
     address_users: BTreeMap<IpAddr, usize>,
-    draining: Draining,
-    dirty: BTreeSet<ObjectRef>,
-    errors: BTreeMap<ObjectRef, ServiceError>,
     /// The nftables elements each applied Service needs.
     fw_of: BTreeMap<ObjectRef, BTreeSet<Element>>,
     /// How many Services need each element.
     fw_users: BTreeMap<Element, usize>,
-    /// What the table holds; `None`: write it whole at the next sync.
-    fw_kernel: Option<BTreeSet<Element>>,
     /// Services with a `Local` traffic policy: their local endpoints.
     local: BTreeMap<ObjectRef, crate::local::LocalEndpoints>,
+}
+
+/// What the kernel holds of kipvs's, as last read or written.
+#[derive(Default)]
+struct Mirror {
+    /// kipvs's virtual servers.
+    kernel: BTreeMap<VirtualServerKey, ObservedVirtualServer>,
+    /// kube-ipvs0's addresses.
+    bound: BTreeSet<IpAddr>,
+    /// The nftables table's elements; `None`: write it whole at the next
+    /// sync.
+    fw_kernel: Option<BTreeSet<Element>>,
+}
+
+/// Work not done yet.
+struct Pending {
+    /// Services whose inputs changed since their last sync.
+    dirty: BTreeSet<ObjectRef>,
+    /// Invalid Services, each with its error.
+    errors: BTreeMap<ObjectRef, ServiceError>,
     /// Services the kernel refused, waiting for their next attempt.
     retries: BTreeMap<ObjectRef, Retry>,
+    /// Real servers at weight 0 until their connections end.
+    draining: Draining,
 }
 
 impl<D: Dataplane> Engine<D> {
@@ -389,22 +417,15 @@ impl<D: Dataplane> Engine<D> {
             ctx,
             ownership,
             diff_cfg,
-            services: BTreeMap::new(),
-            slices: BTreeMap::new(),
-            slices_of: BTreeMap::new(),
-            applied: BTreeMap::new(),
-            owner_of: BTreeMap::new(),
-            kernel: BTreeMap::new(),
-            bound: BTreeSet::new(),
-            address_users: BTreeMap::new(),
-            draining: Draining::new(),
-            dirty: BTreeSet::new(),
-            errors: BTreeMap::new(),
-            fw_of: BTreeMap::new(),
-            fw_users: BTreeMap::new(),
-            fw_kernel: None,
-            local: BTreeMap::new(),
-            retries: BTreeMap::new(),
+            inputs: Inputs::default(),
+            applied: Applied::default(),
+            mirror: Mirror::default(),
+            pending: Pending {
+                dirty: BTreeSet::new(),
+                errors: BTreeMap::new(),
+                retries: BTreeMap::new(),
+                draining: Draining::new(),
+            },
         }
     }
 
@@ -425,31 +446,37 @@ impl<D: Dataplane> Engine<D> {
     /// or the kernel's refusal of a Service waiting for its retry.
     pub fn errors(&self) -> impl Iterator<Item = String> + '_ {
         let refused = self
+            .pending
             .retries
             .iter()
-            .filter(|(id, _)| !self.errors.contains_key(*id))
+            .filter(|(id, _)| !self.pending.errors.contains_key(*id))
             .map(|(_, r)| r.error.clone());
-        self.errors.values().map(|e| e.to_string()).chain(refused)
+        self.pending
+            .errors
+            .values()
+            .map(|e| e.to_string())
+            .chain(refused)
     }
 
     /// The Services the kernel refused, with their next attempt.
     pub fn retries(&self) -> &BTreeMap<ObjectRef, Retry> {
-        &self.retries
+        &self.pending.retries
     }
 
     /// When the earliest refused Service is due for its next attempt, in
     /// seconds of the engine's clock.
     pub fn next_retry(&self) -> Option<u64> {
-        self.retries.values().map(|r| r.at_secs).min()
+        self.pending.retries.values().map(|r| r.at_secs).min()
     }
 
     /// The EndpointSlices of a Service.
     fn slices_of_service(&self, id: &ObjectRef) -> Vec<&EndpointSlice> {
-        self.slices_of
+        self.inputs
+            .slices_of
             .get(id)
             .into_iter()
             .flatten()
-            .filter_map(|s| self.slices.get(s))
+            .filter_map(|s| self.inputs.slices.get(s))
             .collect()
     }
 
@@ -457,6 +484,7 @@ impl<D: Dataplane> Engine<D> {
     /// (for `kipvs list`).
     pub fn owners(&self) -> impl Iterator<Item = (&VirtualServerKey, &ServicePortRef)> {
         self.applied
+            .states
             .values()
             .flat_map(|s| s.virtual_servers.iter().map(|(k, (_, owner))| (k, owner)))
     }
@@ -464,7 +492,7 @@ impl<D: Dataplane> Engine<D> {
     /// The number of the Service port an owner names (`port` in the
     /// Service's spec), if the Service is still known.
     pub fn service_port_number(&self, owner: &ServicePortRef) -> Option<u16> {
-        let svc = self.services.get(&owner.service)?;
+        let svc = self.inputs.services.get(&owner.service)?;
         svc.spec
             .as_ref()?
             .ports
@@ -479,13 +507,14 @@ impl<D: Dataplane> Engine<D> {
     /// counts, read now (one dump per virtual server with a draining real
     /// server; for `kipvs explain`). `None` if the Service is unknown.
     pub fn explain(&mut self, id: &ObjectRef) -> Option<AgentExplanation> {
-        let svc = self.services.get(id)?;
+        let svc = self.inputs.services.get(id)?;
         let slices = self.slices_of_service(id);
         let explanation = desired::explain::explain(svc, &slices, &self.ctx);
         let mine: Vec<((VirtualServerKey, SocketAddr), u64)> = self
+            .pending
             .draining
             .iter()
-            .filter(|((k, _), _)| self.owner_of.get(k) == Some(id))
+            .filter(|((k, _), _)| self.applied.owner_of.get(k) == Some(id))
             .map(|(k, since)| (*k, *since))
             .collect();
         let mut fresh = BTreeMap::new();
@@ -514,27 +543,33 @@ impl<D: Dataplane> Engine<D> {
         Some(AgentExplanation {
             explanation,
             draining,
-            error: self.errors.get(id).map(|e| e.to_string()).or_else(|| {
-                self.retries.get(id).map(|r| {
-                    format!(
-                        "{} (attempt {}; retried at {}s of the agent's clock)",
-                        r.error, r.attempts, r.at_secs
-                    )
-                })
-            }),
+            error: self
+                .pending
+                .errors
+                .get(id)
+                .map(|e| e.to_string())
+                .or_else(|| {
+                    self.pending.retries.get(id).map(|r| {
+                        format!(
+                            "{} (attempt {}; retried at {}s of the agent's clock)",
+                            r.error, r.attempts, r.at_secs
+                        )
+                    })
+                }),
         })
     }
 
     /// The Services with a `Local` traffic policy and their local
     /// endpoints, as of the last sync (health-check ports, metrics).
     pub fn local_endpoints(&self) -> &BTreeMap<ObjectRef, crate::local::LocalEndpoints> {
-        &self.local
+        &self.applied.local
     }
 
     /// Which Service owns a virtual server (for `list` and `explain`).
     pub fn owner(&self, key: &VirtualServerKey) -> Option<&ServicePortRef> {
-        let svc = self.owner_of.get(key)?;
+        let svc = self.applied.owner_of.get(key)?;
         self.applied
+            .states
             .get(svc)?
             .virtual_servers
             .get(key)
@@ -545,22 +580,25 @@ impl<D: Dataplane> Engine<D> {
     pub fn applied(
         &self,
     ) -> impl Iterator<Item = (&VirtualServerKey, &(VirtualServer, ServicePortRef))> {
-        self.applied.values().flat_map(|s| s.virtual_servers.iter())
+        self.applied
+            .states
+            .values()
+            .flat_map(|s| s.virtual_servers.iter())
     }
 
     /// Whether there is work for [`Engine::sync`].
     pub fn has_pending(&self) -> bool {
-        !self.dirty.is_empty() || !self.draining.is_empty()
+        !self.pending.dirty.is_empty() || !self.pending.draining.is_empty()
     }
 
     /// Services waiting for a sync.
     pub fn pending(&self) -> usize {
-        self.dirty.len()
+        self.pending.dirty.len()
     }
 
     /// Real servers draining (weight 0), for [`Engine::check_drains`].
     pub fn draining(&self) -> usize {
-        self.draining.len()
+        self.pending.draining.len()
     }
 
     /// Replaces every Service (a list or relist, or manifests re-read):
@@ -571,14 +609,14 @@ impl<D: Dataplane> Engine<D> {
             .map(crate::slim::service)
             .map(|s| (desired::service_ref(&s), s))
             .collect();
-        for id in self.services.keys().chain(new.keys()) {
-            if self.services.get(id) != new.get(id) {
-                self.dirty.insert(id.clone());
+        for id in self.inputs.services.keys().chain(new.keys()) {
+            if self.inputs.services.get(id) != new.get(id) {
+                self.pending.dirty.insert(id.clone());
                 // A changed Service is tried at once, refused before or not.
-                self.retries.remove(id);
+                self.pending.retries.remove(id);
             }
         }
-        self.services = new;
+        self.inputs.services = new;
     }
 
     /// Replaces every EndpointSlice; the Services of changed slices become dirty.
@@ -588,18 +626,22 @@ impl<D: Dataplane> Engine<D> {
             .map(crate::slim::slice)
             .map(|s| (slice_ref(&s), s))
             .collect();
-        for id in self.slices.keys().chain(new.keys()) {
-            if self.slices.get(id) != new.get(id) {
-                let old = self.slices.get(id).and_then(desired::slice_service);
+        for id in self.inputs.slices.keys().chain(new.keys()) {
+            if self.inputs.slices.get(id) != new.get(id) {
+                let old = self.inputs.slices.get(id).and_then(desired::slice_service);
                 let now = new.get(id).and_then(desired::slice_service);
-                self.dirty.extend(old.into_iter().chain(now));
+                self.pending.dirty.extend(old.into_iter().chain(now));
             }
         }
-        self.slices = new;
-        self.slices_of.clear();
-        for (id, s) in &self.slices {
+        self.inputs.slices = new;
+        self.inputs.slices_of.clear();
+        for (id, s) in &self.inputs.slices {
             if let Some(svc) = desired::slice_service(s) {
-                self.slices_of.entry(svc).or_default().insert(id.clone());
+                self.inputs
+                    .slices_of
+                    .entry(svc)
+                    .or_default()
+                    .insert(id.clone());
             }
         }
     }
@@ -610,48 +652,49 @@ impl<D: Dataplane> Engine<D> {
             Input::ServiceApplied(svc) => {
                 let svc = crate::slim::service(*svc);
                 let id = desired::service_ref(&svc);
-                if self.services.get(&id) != Some(&svc) {
-                    self.services.insert(id.clone(), svc);
+                if self.inputs.services.get(&id) != Some(&svc) {
+                    self.inputs.services.insert(id.clone(), svc);
                     // A changed Service is tried at once, refused before or not.
-                    self.retries.remove(&id);
-                    self.dirty.insert(id);
+                    self.pending.retries.remove(&id);
+                    self.pending.dirty.insert(id);
                 }
             }
             Input::ServiceDeleted(id) => {
-                if self.services.remove(&id).is_some() {
-                    self.retries.remove(&id);
-                    self.dirty.insert(id);
+                if self.inputs.services.remove(&id).is_some() {
+                    self.pending.retries.remove(&id);
+                    self.pending.dirty.insert(id);
                 }
             }
             Input::SliceApplied(slice) => {
                 let slice = crate::slim::slice(*slice);
                 let id = slice_ref(&slice);
-                if self.slices.get(&id) == Some(&slice) {
+                if self.inputs.slices.get(&id) == Some(&slice) {
                     return;
                 }
                 self.forget_slice(&id);
                 if let Some(svc) = desired::slice_service(&slice) {
-                    self.slices_of
+                    self.inputs
+                        .slices_of
                         .entry(svc.clone())
                         .or_default()
                         .insert(id.clone());
-                    self.dirty.insert(svc);
+                    self.pending.dirty.insert(svc);
                 }
-                self.slices.insert(id, slice);
+                self.inputs.slices.insert(id, slice);
             }
             Input::SliceDeleted(id) => {
                 self.forget_slice(&id);
-                self.slices.remove(&id);
+                self.inputs.slices.remove(&id);
             }
         }
     }
 
     fn forget_slice(&mut self, id: &ObjectRef) {
-        if let Some(svc) = self.slices.get(id).and_then(desired::slice_service) {
-            if let Some(set) = self.slices_of.get_mut(&svc) {
+        if let Some(svc) = self.inputs.slices.get(id).and_then(desired::slice_service) {
+            if let Some(set) = self.inputs.slices_of.get_mut(&svc) {
                 set.remove(id);
             }
-            self.dirty.insert(svc);
+            self.pending.dirty.insert(svc);
         }
     }
 
@@ -661,8 +704,12 @@ impl<D: Dataplane> Engine<D> {
         if self.ctx != ctx {
             self.ownership.nodeport_addresses = ctx.nodeport_addresses.iter().copied().collect();
             self.ctx = ctx;
-            self.dirty.extend(self.services.keys().cloned());
-            self.dirty.extend(self.applied.keys().cloned());
+            self.pending
+                .dirty
+                .extend(self.inputs.services.keys().cloned());
+            self.pending
+                .dirty
+                .extend(self.applied.states.keys().cloned());
         }
     }
 
@@ -672,11 +719,12 @@ impl<D: Dataplane> Engine<D> {
         // The table first: it holds the ownership record. Unless nothing
         // changed the ruleset since the mirror was last right.
         let mut report = SyncReport {
-            firewall_unchanged: self.fw_kernel.is_some() && self.dataplane.firewall_unchanged(),
+            firewall_unchanged: self.mirror.fw_kernel.is_some()
+                && self.dataplane.firewall_unchanged(),
             ..SyncReport::default()
         };
         if !report.firewall_unchanged {
-            self.fw_kernel = match self.dataplane.read_firewall() {
+            self.mirror.fw_kernel = match self.dataplane.read_firewall() {
                 Ok(t) => t,
                 Err(e) => {
                     report
@@ -686,26 +734,34 @@ impl<D: Dataplane> Engine<D> {
                 }
             };
         }
-        let record = self.fw_kernel.as_ref().map(desired::firewall::recorded);
+        let record = self
+            .mirror
+            .fw_kernel
+            .as_ref()
+            .map(desired::firewall::recorded);
         match (
             self.dataplane.read_addresses(),
             self.dataplane.read_virtual_servers(),
         ) {
             (Ok(bound), Ok(all)) => {
-                self.kernel = all
+                self.mirror.kernel = all
                     .into_iter()
                     .filter(|vs| self.ownership.owns(&vs.key, &bound, record.as_ref()))
                     .map(|vs| (vs.key, vs))
                     .collect();
-                self.bound = bound;
+                self.mirror.bound = bound;
             }
             (Err(e), _) | (_, Err(e)) => {
                 report.errors.push(format!("reading the kernel: {e}"));
                 return report;
             }
         }
-        self.dirty.extend(self.services.keys().cloned());
-        self.dirty.extend(self.applied.keys().cloned());
+        self.pending
+            .dirty
+            .extend(self.inputs.services.keys().cloned());
+        self.pending
+            .dirty
+            .extend(self.applied.states.keys().cloned());
         let mut r = self.sync_with(now_secs, Counts::Read);
         report.errors.append(&mut r.errors);
         SyncReport {
@@ -737,13 +793,18 @@ impl<D: Dataplane> Engine<D> {
         // Refused Services wait for their attempt (an input change to the
         // Service itself clears the wait); due ones are tried now.
         let deferred: BTreeSet<ObjectRef> = self
+            .pending
             .retries
             .iter()
             .filter(|(_, r)| r.at_secs > now_secs)
             .map(|(id, _)| id.clone())
             .collect();
-        let due = self.retries.keys().filter(|id| !deferred.contains(*id));
-        let dirty: Vec<ObjectRef> = std::mem::take(&mut self.dirty)
+        let due = self
+            .pending
+            .retries
+            .keys()
+            .filter(|id| !deferred.contains(*id));
+        let dirty: Vec<ObjectRef> = std::mem::take(&mut self.pending.dirty)
             .into_iter()
             .chain(due.cloned())
             .filter(|id| !deferred.contains(id))
@@ -760,17 +821,17 @@ impl<D: Dataplane> Engine<D> {
         // changes.
         let mut stale_flows: Vec<(ObjectRef, Vec<Filter>)> = Vec::new();
         for id in &dirty {
-            if let Some(old) = self.applied.get(id) {
+            if let Some(old) = self.applied.states.get(id) {
                 keys.extend(old.virtual_servers.keys().copied());
             }
-            let local = self.services.get(id).and_then(|svc| {
+            let local = self.inputs.services.get(id).and_then(|svc| {
                 crate::local::local_endpoints(svc, &self.slices_of_service(id), &self.ctx)
             });
             match local {
-                Some(l) => self.local.insert(id.clone(), l),
-                None => self.local.remove(id),
+                Some(l) => self.applied.local.insert(id.clone(), l),
+                None => self.applied.local.remove(id),
             };
-            let new = match self.services.get(id) {
+            let new = match self.inputs.services.get(id) {
                 None => ServiceState::default(),
                 Some(svc) => {
                     let slices = self.slices_of_service(id);
@@ -778,100 +839,109 @@ impl<D: Dataplane> Engine<D> {
                         .and_then(|s| self.check_conflicts(id, s))
                     {
                         Ok(s) => {
-                            self.errors.remove(id);
+                            self.pending.errors.remove(id);
                             s
                         }
                         Err(e) => {
                             report.errors.push(e.to_string());
-                            self.errors.insert(id.clone(), e);
+                            self.pending.errors.insert(id.clone(), e);
                             // Keep the last good state of this Service.
                             continue;
                         }
                     }
                 }
             };
-            let new_fw = match self.services.get(id) {
+            let new_fw = match self.inputs.services.get(id) {
                 Some(svc) => desired::firewall::service_elements(svc, &new, &self.ctx),
                 None => BTreeSet::new(),
             };
-            let old_fw = self.fw_of.remove(id).unwrap_or_default();
+            let old_fw = self.applied.fw_of.remove(id).unwrap_or_default();
             for e in old_fw.difference(&new_fw) {
-                if let Some(n) = self.fw_users.get_mut(e) {
+                if let Some(n) = self.applied.fw_users.get_mut(e) {
                     *n -= 1;
                     if *n == 0 {
-                        self.fw_users.remove(e);
+                        self.applied.fw_users.remove(e);
                     }
                 }
                 touched_elements.insert(e.clone());
             }
             for e in new_fw.difference(&old_fw) {
-                *self.fw_users.entry(e.clone()).or_default() += 1;
+                *self.applied.fw_users.entry(e.clone()).or_default() += 1;
                 touched_elements.insert(e.clone());
             }
             if !new_fw.is_empty() {
-                self.fw_of.insert(id.clone(), new_fw);
+                self.applied.fw_of.insert(id.clone(), new_fw);
             }
             keys.extend(new.virtual_servers.keys().copied());
             for k in self
                 .applied
+                .states
                 .get(id)
                 .into_iter()
                 .flat_map(|s| s.virtual_servers.keys())
             {
-                if self.owner_of.get(k) == Some(id) {
-                    self.owner_of.remove(k);
+                if self.applied.owner_of.get(k) == Some(id) {
+                    self.applied.owner_of.remove(k);
                 }
             }
             for k in new.virtual_servers.keys() {
-                self.owner_of.insert(*k, id.clone());
+                self.applied.owner_of.insert(*k, id.clone());
             }
-            let old_addresses = self.applied.get(id).map(|s| &s.addresses);
+            let old_addresses = self.applied.states.get(id).map(|s| &s.addresses);
             for a in old_addresses.into_iter().flatten() {
-                if let Some(n) = self.address_users.get_mut(a) {
+                if let Some(n) = self.applied.address_users.get_mut(a) {
                     *n -= 1;
                     if *n == 0 {
-                        self.address_users.remove(a);
+                        self.applied.address_users.remove(a);
                     }
                 }
                 touched_addresses.insert(*a);
             }
             for a in &new.addresses {
-                *self.address_users.entry(*a).or_default() += 1;
+                *self.applied.address_users.entry(*a).or_default() += 1;
                 touched_addresses.insert(*a);
             }
             let filters = crate::conntrack::stale_flows(
-                self.applied.get(id).unwrap_or(&ServiceState::default()),
+                self.applied
+                    .states
+                    .get(id)
+                    .unwrap_or(&ServiceState::default()),
                 &new,
             );
             if !filters.is_empty() {
                 stale_flows.push((id.clone(), filters));
             }
             if new.virtual_servers.is_empty() && new.addresses.is_empty() {
-                self.applied.remove(id);
+                self.applied.states.remove(id);
             } else {
-                self.applied.insert(id.clone(), new);
+                self.applied.states.insert(id.clone(), new);
             }
         }
         // Draining real servers are re-examined at every sync.
-        keys.extend(self.draining.keys().map(|(k, _)| *k));
+        keys.extend(self.pending.draining.keys().map(|(k, _)| *k));
         if full {
-            keys.extend(self.kernel.keys().copied());
+            keys.extend(self.mirror.kernel.keys().copied());
         }
         // A deferred Service's virtual servers wait with it.
-        keys.retain(|k| self.owner_of.get(k).is_none_or(|o| !deferred.contains(o)));
+        keys.retain(|k| {
+            self.applied
+                .owner_of
+                .get(k)
+                .is_none_or(|o| !deferred.contains(o))
+        });
 
         // 2. Diff the touched virtual servers against the kernel's mirror.
         let want: BTreeMap<VirtualServerKey, VirtualServer> = keys
             .iter()
             .filter_map(|k| {
-                let svc = self.owner_of.get(k)?;
-                let (vs, _) = self.applied.get(svc)?.virtual_servers.get(k)?;
+                let svc = self.applied.owner_of.get(k)?;
+                let (vs, _) = self.applied.states.get(svc)?.virtual_servers.get(k)?;
                 Some((*k, vs.clone()))
             })
             .collect();
         let mut have: BTreeMap<VirtualServerKey, ObservedVirtualServer> = keys
             .iter()
-            .filter_map(|k| self.kernel.get(k).map(|v| (*k, v.clone())))
+            .filter_map(|k| self.mirror.kernel.get(k).map(|v| (*k, v.clone())))
             .collect();
         // The mirror's connection counts are from the last full read: stale
         // unless read again here. Draining real servers are re-read on a
@@ -879,7 +949,7 @@ impl<D: Dataplane> Engine<D> {
         if !full {
             for (key, vs) in have.iter_mut() {
                 vs.counts_fresh = false;
-                let draining = self.draining.range((*key, MIN_ADDR)..).next();
+                let draining = self.pending.draining.range((*key, MIN_ADDR)..).next();
                 if counts != Counts::ReadDraining || draining.is_none_or(|((k, _), _)| k != key) {
                     continue;
                 }
@@ -887,7 +957,7 @@ impl<D: Dataplane> Engine<D> {
                     Ok(rs) => {
                         vs.real_servers = rs.clone();
                         vs.counts_fresh = true;
-                        if let Some(m) = self.kernel.get_mut(key) {
+                        if let Some(m) = self.mirror.kernel.get_mut(key) {
                             m.real_servers = rs;
                         }
                     }
@@ -898,6 +968,7 @@ impl<D: Dataplane> Engine<D> {
             }
         }
         let draining: Draining = self
+            .pending
             .draining
             .iter()
             .filter(|((k, _), _)| keys.contains(k))
@@ -905,8 +976,8 @@ impl<D: Dataplane> Engine<D> {
             .collect();
         let (changes, still_draining) =
             diff::diff(&have, &want, &draining, now_secs, self.diff_cfg);
-        self.draining.retain(|(k, _), _| !keys.contains(k));
-        self.draining.extend(still_draining);
+        self.pending.draining.retain(|(k, _), _| !keys.contains(k));
+        self.pending.draining.extend(still_draining);
 
         // 3. The nftables table (the ownership record and the filters),
         // before any new virtual server exists or new address answers. When
@@ -920,7 +991,7 @@ impl<D: Dataplane> Engine<D> {
         let mut refused: BTreeMap<ObjectRef, String> = BTreeMap::new();
         if let Err(e) = self.write_firewall(full, &touched_elements, &mut report) {
             add_allowed = false;
-            let kernel = &self.kernel;
+            let kernel = &self.mirror.kernel;
             let (held, kept): (Vec<Change>, Vec<Change>) =
                 changes.into_iter().partition(|c| match c {
                     Change::AddVirtualServer(_) => true,
@@ -930,7 +1001,7 @@ impl<D: Dataplane> Engine<D> {
             changes = kept;
             let held_by: BTreeSet<ObjectRef> = held
                 .iter()
-                .filter_map(|c| self.owner_of.get(&change_key(c)).cloned())
+                .filter_map(|c| self.applied.owner_of.get(&change_key(c)).cloned())
                 .collect();
             for id in held_by {
                 let error = format!(
@@ -946,23 +1017,24 @@ impl<D: Dataplane> Engine<D> {
         // A full sync compares every address (the kernel was just read);
         // an incremental one only those of the Services it recomputed.
         let candidates: BTreeSet<IpAddr> = if full {
-            self.address_users
+            self.applied
+                .address_users
                 .keys()
-                .chain(&self.bound)
+                .chain(&self.mirror.bound)
                 .copied()
                 .collect()
         } else {
             touched_addresses
         };
-        let wanted = |a: &IpAddr| self.address_users.contains_key(a);
+        let wanted = |a: &IpAddr| self.applied.address_users.contains_key(a);
         let add: Vec<IpAddr> = candidates
             .iter()
-            .filter(|a| add_allowed && wanted(a) && !self.bound.contains(a))
+            .filter(|a| add_allowed && wanted(a) && !self.mirror.bound.contains(a))
             .copied()
             .collect();
         let remove: Vec<IpAddr> = candidates
             .iter()
-            .filter(|a| !wanted(a) && self.bound.contains(a))
+            .filter(|a| !wanted(a) && self.mirror.bound.contains(a))
             .copied()
             .collect();
         let (bound, applied) = self.dataplane.bind_and_apply(&add, &changes);
@@ -970,7 +1042,7 @@ impl<D: Dataplane> Engine<D> {
             for (addr, r) in add.iter().zip(bound) {
                 match r {
                     Ok(()) => {
-                        self.bound.insert(*addr);
+                        self.mirror.bound.insert(*addr);
                         report.bound += 1;
                     }
                     Err(e) => report
@@ -985,7 +1057,7 @@ impl<D: Dataplane> Engine<D> {
             for (change, r) in changes.iter().zip(applied) {
                 match r {
                     Ok(()) => {
-                        diff::apply_one(&mut self.kernel, change);
+                        diff::apply_one(&mut self.mirror.kernel, change);
                         if let Change::DeleteVirtualServer(k) = change {
                             deleted.insert(desired::firewall::owned(k));
                         }
@@ -995,7 +1067,7 @@ impl<D: Dataplane> Engine<D> {
                         report.stale |= e.stale;
                         // Its owner waits for a retry (one error per
                         // Service and attempt, never a loop).
-                        match self.owner_of.get(&change_key(change)) {
+                        match self.applied.owner_of.get(&change_key(change)) {
                             Some(svc) => {
                                 let error = format!("Service {svc}: {e}");
                                 report.errors.push(error.clone());
@@ -1008,22 +1080,22 @@ impl<D: Dataplane> Engine<D> {
             }
         }
         for id in &dirty {
-            if !refused.contains_key(id) && !self.errors.contains_key(id) {
-                self.retries.remove(id);
+            if !refused.contains_key(id) && !self.pending.errors.contains_key(id) {
+                self.pending.retries.remove(id);
             }
         }
         for (id, error) in refused {
             self.refused(&id, error, now_secs);
         }
         // The record of a deleted virtual server goes after it.
-        if !deleted.is_empty() && self.fw_kernel.is_some() {
+        if !deleted.is_empty() && self.mirror.fw_kernel.is_some() {
             let _ = self.write_firewall(false, &deleted, &mut report);
         }
         if !remove.is_empty() {
             for (addr, r) in remove.iter().zip(self.dataplane.bind(&[], &remove)) {
                 match r {
                     Ok(()) => {
-                        self.bound.remove(addr);
+                        self.mirror.bound.remove(addr);
                         report.unbound += 1;
                     }
                     Err(e) => report
@@ -1088,18 +1160,18 @@ impl<D: Dataplane> Engine<D> {
     /// ownership record of a virtual server the kernel still holds for
     /// kipvs (removed only after the virtual server).
     fn wants_element(&self, e: &Element) -> bool {
-        self.fw_users.contains_key(e)
-            || desired::firewall::owned_key(e).is_some_and(|k| self.kernel.contains_key(&k))
+        self.applied.fw_users.contains_key(e)
+            || desired::firewall::owned_key(e).is_some_and(|k| self.mirror.kernel.contains_key(&k))
     }
 
     /// Records a refusal of a Service's kernel changes: its next attempt
     /// waits 1 s, then 2 s, 4 s … up to [`MAX_RETRY_SECS`].
     fn refused(&mut self, id: &ObjectRef, error: String, now_secs: u64) {
-        let attempts = self.retries.get(id).map_or(0, |r| r.attempts) + 1;
+        let attempts = self.pending.retries.get(id).map_or(0, |r| r.attempts) + 1;
         let at_secs = now_secs.saturating_add(Retry::delay_secs(attempts));
         tracing::warn!(service = %id, attempts, retry_in_secs = at_secs - now_secs,
             error = %error, "the kernel refused a Service's changes; retrying later");
-        self.retries.insert(
+        self.pending.retries.insert(
             id.clone(),
             Retry {
                 attempts,
@@ -1118,10 +1190,10 @@ impl<D: Dataplane> Engine<D> {
         touched: &BTreeSet<Element>,
         report: &mut SyncReport,
     ) -> Result<(), DataplaneError> {
-        let write = match &self.fw_kernel {
+        let write = match &self.mirror.fw_kernel {
             None => {
-                let mut all: BTreeSet<Element> = self.fw_users.keys().cloned().collect();
-                all.extend(self.kernel.keys().map(desired::firewall::owned));
+                let mut all: BTreeSet<Element> = self.applied.fw_users.keys().cloned().collect();
+                all.extend(self.mirror.kernel.keys().map(desired::firewall::owned));
                 FirewallWrite::Replace(all)
             }
             Some(have) => {
@@ -1136,10 +1208,14 @@ impl<D: Dataplane> Engine<D> {
                     _ => {}
                 };
                 if full {
-                    let owned: Vec<Element> =
-                        self.kernel.keys().map(desired::firewall::owned).collect();
+                    let owned: Vec<Element> = self
+                        .mirror
+                        .kernel
+                        .keys()
+                        .map(desired::firewall::owned)
+                        .collect();
                     have.iter()
-                        .chain(self.fw_users.keys())
+                        .chain(self.applied.fw_users.keys())
                         .chain(&owned)
                         .for_each(&mut look);
                 } else {
@@ -1160,10 +1236,10 @@ impl<D: Dataplane> Engine<D> {
                 match write {
                     FirewallWrite::Replace(all) => {
                         report.firewall_replaced = true;
-                        self.fw_kernel = Some(all);
+                        self.mirror.fw_kernel = Some(all);
                     }
                     FirewallWrite::Update(d) => {
-                        if let Some(have) = &mut self.fw_kernel {
+                        if let Some(have) = &mut self.mirror.fw_kernel {
                             d.apply_to(have);
                         }
                     }
@@ -1175,7 +1251,7 @@ impl<D: Dataplane> Engine<D> {
                     .errors
                     .push(format!("writing the nftables table: {e}"));
                 // Not knowing what the table holds, write it whole next time.
-                self.fw_kernel = None;
+                self.mirror.fw_kernel = None;
                 Err(e)
             }
         }
@@ -1183,7 +1259,7 @@ impl<D: Dataplane> Engine<D> {
 
     /// The nftables elements kipvs wants (for tests and inspection).
     pub fn firewall_elements(&self) -> impl Iterator<Item = &Element> {
-        self.fw_users.keys()
+        self.applied.fw_users.keys()
     }
 
     /// A Service may not claim a virtual server another Service has.
@@ -1193,7 +1269,7 @@ impl<D: Dataplane> Engine<D> {
         s: ServiceState,
     ) -> Result<ServiceState, ServiceError> {
         for key in s.virtual_servers.keys() {
-            if let Some(other) = self.owner_of.get(key).filter(|o| *o != id) {
+            if let Some(other) = self.applied.owner_of.get(key).filter(|o| *o != id) {
                 return Err(ServiceError {
                     service: id.clone(),
                     field: "spec".into(),

@@ -401,10 +401,7 @@ const CONCURRENT_AT: usize = 256;
 
 impl<B: Binder + Send> Dataplane for KernelDataplane<B> {
     fn read_virtual_servers(&mut self) -> Result<Vec<ObservedVirtualServer>, DataplaneError> {
-        let table = self
-            .ipvs
-            .dump_all()
-            .map_err(DataplaneError::new)?;
+        let table = self.ipvs.dump_all().map_err(DataplaneError::new)?;
         self.messages += 1 + table.len() as u64;
         Ok(table.iter().filter_map(observe).collect())
     }
@@ -449,9 +446,7 @@ impl<B: Binder + Send> Dataplane for KernelDataplane<B> {
     fn write_firewall(&mut self, write: &FirewallWrite) -> Result<(), DataplaneError> {
         match &mut self.firewall {
             None => Ok(()),
-            Some(f) => f
-                .write(write)
-                .map_err(DataplaneError::new),
+            Some(f) => f.write(write).map_err(DataplaneError::new),
         }
     }
 
@@ -468,10 +463,9 @@ impl<B: Binder + Send> Dataplane for KernelDataplane<B> {
     ) -> Result<ConntrackCleared, DataplaneError> {
         let ct = match &mut self.conntrack {
             Some(ct) => ct,
-            None => self.conntrack.insert(
-                kipvs_conntrack::Conntrack::open()
-                    .map_err(DataplaneError::new)?,
-            ),
+            None => self
+                .conntrack
+                .insert(kipvs_conntrack::Conntrack::open().map_err(DataplaneError::new)?),
         };
         match ct.clear(filters) {
             Ok(c) => Ok(ConntrackCleared {
