@@ -1088,7 +1088,7 @@ mod tests {
             ),
             (
                 &["--detect-local-mode=InterfaceNamePrefix"],
-                "--pod-interface-name-prefix must be set when --detect-local-mode is InterfaceNamePrefix",
+                "--pod-interface-name-prefix: must be set when --detect-local-mode is InterfaceNamePrefix",
             ),
             (&["--kube-api-burst=-1"], "burst -1 must be non-negative"),
             (

@@ -13,8 +13,8 @@
 //! when set to anything but their zero value they are named in one warning.
 
 use crate::options::{
-    Conntrack, DEFAULT_BURST, DEFAULT_OOM_SCORE_ADJ, DEFAULT_QPS, DetectLocal, LogFormat,
-    ProxyOptions, Source, parse_cidr, parse_duration,
+    Conntrack, DEFAULT_BURST, DEFAULT_OOM_SCORE_ADJ, DEFAULT_QPS, DetectLocal, InvalidValue,
+    LogFormat, ProxyOptions, Source, parse_cidr, parse_duration,
 };
 use ipnet::IpNet;
 use kipvs_engine::desired::NodePortFilter;
@@ -750,7 +750,10 @@ pub fn node_name(hostname: &str) -> String {
 
 /// Maps the file onto `opts` (which carries kube-proxy's defaults and the
 /// source): every field set to a non-zero value replaces the option.
-pub fn apply(cfg: &KubeProxyConfiguration, mut opts: ProxyOptions) -> Result<ProxyOptions, String> {
+pub fn apply(
+    cfg: &KubeProxyConfiguration,
+    mut opts: ProxyOptions,
+) -> Result<ProxyOptions, InvalidValue> {
     if let Some(h) = cfg
         .hostname_override
         .as_deref()
@@ -769,20 +772,20 @@ pub fn apply(cfg: &KubeProxyConfiguration, mut opts: ProxyOptions) -> Result<Pro
     }
     if let Some(c) = &cfg.client_connection {
         let (qps, burst) = client_rate(c.qps.unwrap_or(0.0), c.burst.unwrap_or(0))
-            .map_err(|e| format!("clientConnection: {e}"))?;
+            .map_err(|e| InvalidValue::new("clientConnection", e))?;
         opts.client.qps = qps;
         opts.client.burst = burst;
     }
     if let Some(l) = &cfg.logging {
         opts.logging.format = LogFormat::parse(l.format.as_deref().unwrap_or(""))
-            .map_err(|e| format!("logging.format: {e}"))?;
+            .map_err(|e| InvalidValue::new("logging.format", e))?;
         opts.logging.verbosity = l.verbosity.unwrap_or(0);
     }
     if let Some(g) = &cfg.feature_gates {
         opts.feature_gates = g.clone();
     }
     opts.bind_address = bind_ip(cfg.bind_address.as_deref().unwrap_or(""))
-        .map_err(|e| format!("bindAddress: {e}"))?;
+        .map_err(|e| InvalidValue::new("bindAddress", e))?;
     opts.bind_address_hard_fail = cfg.bind_address_hard_fail.unwrap_or(false);
     let detect = cfg.detect_local.clone().unwrap_or_default();
     opts.detect_local = DetectLocal::from_mode(
@@ -797,7 +800,7 @@ pub fn apply(cfg: &KubeProxyConfiguration, mut opts: ProxyOptions) -> Result<Pro
     )?;
     opts.oom_score_adj = Some(
         oom_score_adj(cfg.oom_score_adj.unwrap_or(DEFAULT_OOM_SCORE_ADJ))
-            .map_err(|e| format!("oomScoreAdj: {e}"))?,
+            .map_err(|e| InvalidValue::new("oomScoreAdj", e))?,
     );
     if let Some(d) = cfg.config_sync_period.map(|d| d.0).filter(|d| !d.is_zero()) {
         opts.config_sync_period = d;
@@ -839,7 +842,7 @@ pub fn apply(cfg: &KubeProxyConfiguration, mut opts: ProxyOptions) -> Result<Pro
     if let Some(i) = &cfg.ipvs {
         if let Some(s) = i.scheduler.as_deref().filter(|s| !s.is_empty()) {
             opts.scheduler = kipvs_sched::SchedulerConfig::from_annotations(s, None)
-                .map_err(|e| format!("ipvs.scheduler: {e}"))?;
+                .map_err(|e| InvalidValue::new("ipvs.scheduler", e.to_string()))?;
         }
         if let Some(d) = nonzero(&i.sync_period) {
             opts.timing.sync_period = d;
@@ -863,7 +866,7 @@ pub fn apply(cfg: &KubeProxyConfiguration, mut opts: ProxyOptions) -> Result<Pro
     }
     if let Some(list) = cfg.node_port_addresses.as_ref().filter(|l| !l.is_empty()) {
         opts.nodeport_filter =
-            nodeport_filter(list).map_err(|e| format!("nodePortAddresses: {e}"))?;
+            nodeport_filter(list).map_err(|e| InvalidValue::new("nodePortAddresses", e))?;
     }
     if let Some(c) = &cfg.conntrack {
         let d = Conntrack::default();
@@ -1418,7 +1421,7 @@ winkernel:
             ("detectLocalMode: Pods", "detectLocalMode: `Pods` is not"),
             (
                 "detectLocalMode: BridgeInterface",
-                "detectLocal.bridgeInterface must be set when detectLocalMode is BridgeInterface",
+                "detectLocal.bridgeInterface: must be set when detectLocalMode is BridgeInterface",
             ),
             (
                 "detectLocalMode: InterfaceNamePrefix\ndetectLocal: {interfaceNamePrefix: 'a\"b'}",
@@ -1443,7 +1446,7 @@ winkernel:
         ];
         for (yaml, want) in bad {
             let (cfg, _) = parse("kp.yaml", yaml).unwrap();
-            let e = apply(&cfg, base()).unwrap_err();
+            let e = apply(&cfg, base()).unwrap_err().to_string();
             assert!(e.starts_with(want), "{yaml}: {e}");
         }
     }
@@ -1566,17 +1569,9 @@ winkernel:
     #[test]
     fn semantic_errors_from_apply() {
         let (cfg, _) = parse("kp.yaml", "ipvs: {scheduler: nope}\n").unwrap();
-        assert!(
-            apply(&cfg, base())
-                .unwrap_err()
-                .starts_with("ipvs.scheduler")
-        );
+        assert!(apply(&cfg, base()).unwrap_err().field == "ipvs.scheduler");
         let (cfg, _) = parse("kp.yaml", "nodePortAddresses: [primary, 10.0.0.0/8]\n").unwrap();
-        assert!(
-            apply(&cfg, base())
-                .unwrap_err()
-                .starts_with("nodePortAddresses")
-        );
+        assert!(apply(&cfg, base()).unwrap_err().field == "nodePortAddresses");
     }
 
     #[test]

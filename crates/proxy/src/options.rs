@@ -13,6 +13,25 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// A value kipvs cannot use, and the configuration field or flag it was
+/// given for.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct InvalidValue {
+    /// `ipvs.scheduler`, `--oom-score-adj`, …
+    pub field: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl InvalidValue {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> InvalidValue {
+        InvalidValue {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
 /// Timing of the sync loop.
 #[derive(Debug, Clone, Copy)]
 pub struct Timing {
@@ -178,15 +197,21 @@ impl DetectLocal {
         bridge: &str,
         prefix: &str,
         what: (&str, &str, &str),
-    ) -> Result<DetectLocal, String> {
+    ) -> Result<DetectLocal, InvalidValue> {
         let name = |v: &str, field: &str| {
             if kipvs_nft::interface_name_ok(v) {
                 Ok(v.to_string())
             } else if v.is_empty() {
-                Err(format!("{field} must be set when {} is {mode}", what.0))
+                Err(InvalidValue::new(
+                    field,
+                    format!("must be set when {} is {mode}", what.0),
+                ))
             } else {
-                Err(format!(
-                    "{field}: `{v}` is not an interface name (1 to 15 printable characters, no quote, backslash, slash or `*`)"
+                Err(InvalidValue::new(
+                    field,
+                    format!(
+                        "`{v}` is not an interface name (1 to 15 printable characters, no quote, backslash, slash or `*`)"
+                    ),
                 ))
             }
         };
@@ -195,9 +220,11 @@ impl DetectLocal {
             "NodeCIDR" => Ok(DetectLocal::NodeCidr),
             "BridgeInterface" => name(bridge, what.1).map(DetectLocal::BridgeInterface),
             "InterfaceNamePrefix" => name(prefix, what.2).map(DetectLocal::InterfaceNamePrefix),
-            other => Err(format!(
-                "{}: `{other}` is not ClusterCIDR, NodeCIDR, BridgeInterface or InterfaceNamePrefix",
-                what.0
+            other => Err(InvalidValue::new(
+                what.0,
+                format!(
+                    "`{other}` is not ClusterCIDR, NodeCIDR, BridgeInterface or InterfaceNamePrefix"
+                ),
             )),
         }
     }
