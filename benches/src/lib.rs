@@ -6,6 +6,10 @@
 //!   of a whole load at 10k/50k Services and of one endpoint change, parsing
 //!   a destination back, and the nfnetlink element batches of the whole
 //!   nftables table at 10k Services and of one endpoint change.
+//! - `benches/manifests.rs` (criterion): reading the agent benchmark's
+//!   manifest directory at 10k Services (`Manifests::parse`), with the
+//!   fast YAML reader and with serde-saphyr alone
+//!   (`benches/results/manifests.md`).
 //! - [`synthetic`]: N Services × E endpoints, shaped like a real cluster's
 //!   ClusterIP Services, shared by the micro-benchmarks and the lab benches.
 //! - [`ipvs_load`]: an empty IPVS table loaded three ways (kipvs pipelined,
