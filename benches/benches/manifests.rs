@@ -16,7 +16,7 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kipvs_benches::agent_sync::{SERVICES_PER_FILE, manifest_file};
 use kipvs_proxy::manifest::Manifests;
-use kipvs_proxy::yaml;
+use kipvs_yaml as yaml;
 use serde::de::DeserializeOwned;
 use std::hint::black_box;
 use std::time::Duration;

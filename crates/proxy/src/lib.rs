@@ -9,9 +9,9 @@
 //! The layers, inputs to kernel:
 //! - [`source`]: kube watchers or a manifest directory → [`api::SourceEvent`]s;
 //!   [`manifest`] parses plain YAML and mirrors Endpoints to EndpointSlices,
-//!   [`dirwatch`] wakes manifest mode on file changes (inotify); [`yaml`]
-//!   reads the YAML subset manifests use 8× faster than serde-saphyr and
-//!   hands anything else to it;
+//!   [`dirwatch`] wakes manifest mode on file changes (inotify); the
+//!   `kipvs-yaml` crate reads the YAML subset manifests use 7× faster than
+//!   serde-saphyr and hands anything else to it;
 //! - [`mailbox`]: the bounded, coalescing queue to the sync thread;
 //! - [`agent`]: the sync thread, running the engine with kube-proxy's
 //!   timing and publishing its status; [`memory`] gives freed heap back;
@@ -57,4 +57,3 @@ pub mod oom;
 pub mod options;
 pub mod run;
 pub mod source;
-pub mod yaml;

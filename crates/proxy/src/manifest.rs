@@ -6,12 +6,12 @@
 //! exactly what it would see from an API server. Parsing is pure; reading a
 //! directory is the one I/O function here.
 
-use crate::yaml;
 use k8s_openapi::api::core::v1::{Endpoints, Node, Service};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kipvs_engine::labels;
 use kipvs_engine::model::ObjectRef;
+use kipvs_yaml as yaml;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
