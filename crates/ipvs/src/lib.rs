@@ -31,10 +31,11 @@
 //!   turns a change into a message and the error mapping turns an errno into
 //!   an [`Error`] for that change, both pure functions. Only [`Client`]
 //!   touches a socket.
-//! - **Own request/ack loop over `netlink-sys`.** Each request carries a
-//!   sequence number; replies are matched by it, multi-part dumps are read
-//!   to `NLMSG_DONE`, and a reply that fails to decode does not leave the
-//!   socket out of step (the request is always read to its end).
+//! - **The shared transport.** Requests go over `kipvs-netlink`'s socket,
+//!   as link's, nft's and conntrack's do: each carries a sequence number,
+//!   replies are matched by it, multi-part dumps are read to `NLMSG_DONE`,
+//!   and a reply that fails to decode does not leave the socket out of step
+//!   (the request is always read to its end).
 //! - **Pipelining.** [`Client::apply`] writes a window of requests, each
 //!   with `NLM_F_ACK`, in one `sendmsg`; the kernel runs them in order and
 //!   acknowledges each. The window is bounded by the socket receive buffer

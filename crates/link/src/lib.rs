@@ -18,9 +18,9 @@
 //!
 //! It is blocking, like crates/ipvs: the controller's sync engine runs on a
 //! thread of its own and pipelines address changes in the same batch as its
-//! IPVS changes. That is why it speaks rtnetlink through
-//! `netlink-packet-route` and `netlink-sys` directly rather than through the
-//! async `rtnetlink` crate.
+//! IPVS changes. That is why it encodes rtnetlink with
+//! `netlink-packet-route` over kipvs's blocking transport (`kipvs-netlink`)
+//! rather than through the async `rtnetlink` crate.
 
 mod netlink;
 pub mod sysctl;
