@@ -698,18 +698,24 @@ impl<D: Dataplane> Engine<D> {
         }
     }
 
+    /// Marks every Service dirty: those the sources have and those last
+    /// applied (a deleted one's state must be removed too).
+    fn mark_all_dirty(&mut self) {
+        let all = self
+            .inputs
+            .services
+            .keys()
+            .chain(self.applied.states.keys());
+        self.pending.dirty.extend(all.cloned());
+    }
+
     /// Takes new node facts or configuration; if they differ, every Service
     /// is recomputed.
     pub fn set_context(&mut self, ctx: Context) {
         if self.ctx != ctx {
             self.ownership.nodeport_addresses = ctx.nodeport_addresses.iter().copied().collect();
             self.ctx = ctx;
-            self.pending
-                .dirty
-                .extend(self.inputs.services.keys().cloned());
-            self.pending
-                .dirty
-                .extend(self.applied.states.keys().cloned());
+            self.mark_all_dirty();
         }
     }
 
@@ -756,12 +762,7 @@ impl<D: Dataplane> Engine<D> {
                 return report;
             }
         }
-        self.pending
-            .dirty
-            .extend(self.inputs.services.keys().cloned());
-        self.pending
-            .dirty
-            .extend(self.applied.states.keys().cloned());
+        self.mark_all_dirty();
         let mut r = self.sync_with(now_secs, Counts::Read);
         report.errors.append(&mut r.errors);
         SyncReport {
