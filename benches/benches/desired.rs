@@ -6,7 +6,7 @@ use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use kipvs_benches::synthetic;
 use kipvs_engine::desired;
 use kipvs_engine::diff::{self, DiffConfig, Draining, ObservedRealServer, ObservedVirtualServer};
-use kipvs_engine::model::ObjectRef;
+use kipvs_engine::model::{ObjectRef, Slice};
 use std::collections::BTreeMap;
 use std::hint::black_box;
 
@@ -16,15 +16,16 @@ fn bench(c: &mut Criterion) {
     g.sample_size(10);
     for n in [10_000u32, 50_000] {
         let (services, slices) = synthetic::cluster(n, 10);
+        let slices: Vec<Slice> = slices.into_iter().map(Slice::from).collect();
         let by_service: BTreeMap<ObjectRef, Vec<_>> = slices
             .iter()
-            .map(|s| (desired::slice_service(s).unwrap(), vec![s]))
+            .map(|s| (s.service.clone().unwrap(), vec![s]))
             .collect();
         g.bench_with_input(BenchmarkId::new("whole_state", n), &n, |b, _| {
             b.iter(|| desired::desired_state(black_box(&services), &by_service, &ctx))
         });
         let one = &services[n as usize / 2];
-        let one_slice = synthetic::slice(n / 2, 10, Some(3));
+        let one_slice = Slice::from(synthetic::slice(n / 2, 10, Some(3)));
         g.bench_with_input(BenchmarkId::new("one_service", n), &n, |b, _| {
             b.iter(|| desired::service_state(black_box(one), &[&one_slice], &ctx))
         });

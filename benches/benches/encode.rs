@@ -7,6 +7,7 @@
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use kipvs_benches::{ipvs_load, synthetic};
 use kipvs_engine::desired;
+use kipvs_engine::model::Slice;
 use kipvs_ipvs::message::{emit_request, parse_reply};
 use kipvs_ipvs::{Destination, Op};
 use kipvs_nft::{Element, ElementDiff};
@@ -33,7 +34,7 @@ fn elements(n: u32, e: u32) -> BTreeSet<Element> {
     let mut out = BTreeSet::new();
     for i in 0..n {
         let svc = synthetic::service(i);
-        let slice = synthetic::slice(i, e, None);
+        let slice = Slice::from(synthetic::slice(i, e, None));
         let state = desired::service_state(&svc, &[&slice], &ctx).expect("a valid Service");
         out.extend(desired::firewall::service_elements(&svc, &state, &ctx));
     }
@@ -101,7 +102,7 @@ fn nft(c: &mut Criterion) {
     let ctx = synthetic::context();
     let svc = synthetic::service(n / 2);
     let of = |moved: Option<u32>| {
-        let slice = synthetic::slice(n / 2, 10, moved);
+        let slice = Slice::from(synthetic::slice(n / 2, 10, moved));
         let state = desired::service_state(&svc, &[&slice], &ctx).expect("a valid Service");
         desired::firewall::service_elements(&svc, &state, &ctx)
     };

@@ -363,7 +363,9 @@ pub struct Engine<D> {
 #[derive(Default)]
 struct Inputs {
     services: BTreeMap<ObjectRef, Service>,
-    slices: BTreeMap<ObjectRef, EndpointSlice>,
+    slices: BTreeMap<ObjectRef, Slice>,
+    /// The one copy of each node, zone and port name the slices hold.
+    names: crate::slim::Names,
     /// The slices of each Service.
     slices_of: BTreeMap<ObjectRef, BTreeSet<ObjectRef>>,
 }
@@ -470,7 +472,7 @@ impl<D: Dataplane> Engine<D> {
     }
 
     /// The EndpointSlices of a Service.
-    fn slices_of_service(&self, id: &ObjectRef) -> Vec<&EndpointSlice> {
+    fn slices_of_service(&self, id: &ObjectRef) -> Vec<&Slice> {
         self.inputs
             .slices_of
             .get(id)
@@ -621,25 +623,26 @@ impl<D: Dataplane> Engine<D> {
 
     /// Replaces every EndpointSlice; the Services of changed slices become dirty.
     pub fn replace_slices(&mut self, slices: Vec<EndpointSlice>) {
-        let new: BTreeMap<ObjectRef, EndpointSlice> = slices
+        let names = &mut self.inputs.names;
+        let new: BTreeMap<ObjectRef, Slice> = slices
             .into_iter()
-            .map(crate::slim::slice)
-            .map(|s| (slice_ref(&s), s))
+            .map(|s| (slice_ref(&s), crate::slim::slice(s, names)))
             .collect();
         for id in self.inputs.slices.keys().chain(new.keys()) {
             if self.inputs.slices.get(id) != new.get(id) {
-                let old = self.inputs.slices.get(id).and_then(desired::slice_service);
-                let now = new.get(id).and_then(desired::slice_service);
+                let old = self.inputs.slices.get(id).and_then(|s| s.service.clone());
+                let now = new.get(id).and_then(|s| s.service.clone());
                 self.pending.dirty.extend(old.into_iter().chain(now));
             }
         }
         self.inputs.slices = new;
+        self.inputs.names.prune();
         self.inputs.slices_of.clear();
         for (id, s) in &self.inputs.slices {
-            if let Some(svc) = desired::slice_service(s) {
+            if let Some(svc) = &s.service {
                 self.inputs
                     .slices_of
-                    .entry(svc)
+                    .entry(svc.clone())
                     .or_default()
                     .insert(id.clone());
             }
@@ -666,13 +669,13 @@ impl<D: Dataplane> Engine<D> {
                 }
             }
             Input::SliceApplied(slice) => {
-                let slice = crate::slim::slice(*slice);
                 let id = slice_ref(&slice);
+                let slice = crate::slim::slice(*slice, &mut self.inputs.names);
                 if self.inputs.slices.get(&id) == Some(&slice) {
                     return;
                 }
                 self.forget_slice(&id);
-                if let Some(svc) = desired::slice_service(&slice) {
+                if let Some(svc) = slice.service.clone() {
                     self.inputs
                         .slices_of
                         .entry(svc.clone())
@@ -690,7 +693,7 @@ impl<D: Dataplane> Engine<D> {
     }
 
     fn forget_slice(&mut self, id: &ObjectRef) {
-        if let Some(svc) = self.inputs.slices.get(id).and_then(desired::slice_service) {
+        if let Some(svc) = self.inputs.slices.get(id).and_then(|s| s.service.clone()) {
             if let Some(set) = self.inputs.slices_of.get_mut(&svc) {
                 set.remove(id);
             }
@@ -722,6 +725,9 @@ impl<D: Dataplane> Engine<D> {
     /// Reads the kernel afresh and recomputes every Service: the start-up
     /// adoption and the periodic repair. Writes only what differs.
     pub fn resync(&mut self, now_secs: u64) -> SyncReport {
+        // Names of nodes and zones no slice holds any more (a slice applied
+        // alone does not prune them; a relist does).
+        self.inputs.names.prune();
         // The table first: it holds the ownership record. Unless nothing
         // changed the ruleset since the mirror was last right.
         let mut report = SyncReport {

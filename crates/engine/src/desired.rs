@@ -6,43 +6,20 @@
 //! contradicts the API (see [`Context::local_fallback_to_cluster`]).
 
 use crate::labels;
+pub use crate::model::Family;
 use crate::model::*;
 use ipnet::IpNet;
 use k8s_openapi::api::core::v1::{Service, ServicePort};
-use k8s_openapi::api::discovery::v1::{Endpoint, EndpointSlice};
 use kipvs_sched::SchedulerConfig;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 pub mod explain;
 pub mod firewall;
 
 /// Session affinity timeout when the Service does not set one (3 hours).
 pub const DEFAULT_AFFINITY_TIMEOUT_SECS: u32 = 10800;
-
-/// An IP family.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Family {
-    V4,
-    V6,
-}
-
-impl Family {
-    pub fn of(addr: &IpAddr) -> Family {
-        if addr.is_ipv4() {
-            Family::V4
-        } else {
-            Family::V6
-        }
-    }
-
-    fn slice_address_type(self) -> &'static str {
-        match self {
-            Family::V4 => "IPv4",
-            Family::V6 => "IPv6",
-        }
-    }
-}
 
 /// Everything besides the Kubernetes objects that the desired state
 /// depends on: this node's facts and the proxy's configuration.
@@ -90,15 +67,6 @@ pub fn is_ours(labels: Option<&BTreeMap<String, String>>, ctx: &Context) -> bool
     !headless && proxy == ctx.service_proxy_name.as_ref()
 }
 
-/// The Service an EndpointSlice belongs to, from its `kubernetes.io/service-name` label.
-pub fn slice_service(slice: &EndpointSlice) -> Option<ObjectRef> {
-    let name = slice.metadata.labels.as_ref()?.get(labels::SERVICE_NAME)?;
-    Some(ObjectRef::new(
-        slice.metadata.namespace.clone().unwrap_or_default(),
-        name.clone(),
-    ))
-}
-
 /// The reference of a Service object.
 pub fn service_ref(svc: &Service) -> ObjectRef {
     ObjectRef::new(
@@ -114,7 +82,7 @@ pub fn service_ref(svc: &Service) -> ObjectRef {
 /// `slices` maps each Service to its EndpointSlices.
 pub fn desired_state<'a>(
     services: impl IntoIterator<Item = &'a Service>,
-    slices: &BTreeMap<ObjectRef, Vec<&'a EndpointSlice>>,
+    slices: &BTreeMap<ObjectRef, Vec<&'a Slice>>,
     ctx: &Context,
 ) -> (DesiredState, Vec<ServiceError>) {
     let mut state = DesiredState::default();
@@ -165,7 +133,7 @@ pub fn merge(
 /// another proxy's) give an empty state.
 pub fn service_state(
     svc: &Service,
-    slices: &[&EndpointSlice],
+    slices: &[&Slice],
     ctx: &Context,
 ) -> Result<ServiceState, ServiceError> {
     let id = service_ref(svc);
@@ -193,6 +161,8 @@ pub fn service_state(
     {
         return Ok(out); // headless, or no ClusterIP allocated yet
     }
+    // Gathered in a B-tree, kept as an exactly sized sorted vector.
+    let mut virtual_servers = BTreeMap::new();
     let mut cluster = Vec::new();
     for (i, ip) in cluster_ips.iter().enumerate() {
         let ip: IpAddr = ip.parse().map_err(|_| {
@@ -333,7 +303,7 @@ pub fn service_state(
                 {
                     out.addresses.insert(address);
                 }
-                out.virtual_servers.insert(key, (vs, owner));
+                virtual_servers.insert(key, (vs, owner));
             };
             let same = |ip: &&IpAddr| Family::of(ip) == *family;
             for ip in cluster.iter().filter(same) {
@@ -352,6 +322,7 @@ pub fn service_state(
             }
         }
     }
+    out.virtual_servers = virtual_servers.into_iter().collect();
     Ok(out)
 }
 
@@ -425,9 +396,9 @@ struct Candidate {
     ready: bool,
     serving: bool,
     terminating: bool,
-    node: Option<String>,
-    zone_hints: Option<Vec<String>>,
-    node_hints: Option<Vec<String>>,
+    node: Option<Arc<str>>,
+    zone_hints: Option<Box<[Arc<str>]>>,
+    node_hints: Option<Box<[Arc<str>]>>,
 }
 
 impl Candidate {
@@ -444,7 +415,7 @@ impl Candidate {
 /// port name and protocol, merged and de-duplicated across slices (the
 /// readiest copy wins).
 fn candidates(
-    slices: &[&EndpointSlice],
+    slices: &[&Slice],
     port: &ServicePort,
     protocol: Protocol,
     family: Family,
@@ -452,10 +423,10 @@ fn candidates(
     let want_name = port.name.as_deref().unwrap_or("");
     let mut out: BTreeMap<SocketAddr, Candidate> = BTreeMap::new();
     for slice in slices {
-        if slice.address_type != family.slice_address_type() {
+        if slice.family != Some(family) {
             continue; // FQDN slices and the other family
         }
-        let target = slice.ports.iter().flatten().find(|p| {
+        let target = slice.ports.iter().find(|p| {
             p.name.as_deref().unwrap_or("") == want_name
                 && Protocol::from_k8s(p.protocol.as_deref()) == Some(protocol)
         });
@@ -477,27 +448,22 @@ fn candidates(
     out.into_values().collect()
 }
 
-fn candidate(ep: &Endpoint, port: u16, family: Family) -> Option<Candidate> {
+fn candidate(ep: &SliceEndpoint, port: u16, family: Family) -> Option<Candidate> {
     // kube-proxy uses an endpoint's first address only.
-    let ip: IpAddr = ep.addresses.first()?.parse().ok()?;
+    let EndpointAddress::Ip(ip) = ep.address else {
+        return None;
+    };
     if Family::of(&ip) != family {
         return None;
     }
-    let cond = ep.conditions.as_ref();
-    let ready = cond.and_then(|c| c.ready).unwrap_or(true);
-    let hints = ep.hints.as_ref();
     Some(Candidate {
         addr: SocketAddr::new(ip, port),
-        ready,
-        serving: cond.and_then(|c| c.serving).unwrap_or(true),
-        terminating: cond.and_then(|c| c.terminating).unwrap_or(false),
-        node: ep.node_name.clone(),
-        zone_hints: hints
-            .and_then(|h| h.for_zones.as_ref())
-            .map(|z| z.iter().map(|z| z.name.clone()).collect()),
-        node_hints: hints
-            .and_then(|h| h.for_nodes.as_ref())
-            .map(|n| n.iter().map(|n| n.name.clone()).collect()),
+        ready: ep.ready.unwrap_or(true),
+        serving: ep.serving.unwrap_or(true),
+        terminating: ep.terminating.unwrap_or(false),
+        node: ep.node.clone(),
+        zone_hints: ep.zone_hints.clone(),
+        node_hints: ep.node_hints.clone(),
     })
 }
 
@@ -578,7 +544,7 @@ fn by_topology<'c>(
             .filter(|c| {
                 c.node_hints
                     .as_ref()
-                    .is_some_and(|h| h.contains(&ctx.node_name))
+                    .is_some_and(|h| h.iter().any(|n| **n == *ctx.node_name))
             })
             .collect();
         if !mine.is_empty() {
@@ -595,7 +561,11 @@ fn by_topology<'c>(
     let mine: Vec<&Candidate> = ready
         .iter()
         .copied()
-        .filter(|c| c.zone_hints.as_ref().is_some_and(|h| h.contains(zone)))
+        .filter(|c| {
+            c.zone_hints
+                .as_ref()
+                .is_some_and(|h| h.iter().any(|z| **z == **zone))
+        })
         .collect();
     if mine.is_empty() { None } else { Some(mine) }
 }
@@ -663,12 +633,13 @@ mod tests {
         serde_json::from_value(v).unwrap()
     }
 
-    fn slice(v: serde_json::Value) -> EndpointSlice {
-        serde_json::from_value(v).unwrap()
+    fn slice(v: serde_json::Value) -> Slice {
+        let es: k8s_openapi::api::discovery::v1::EndpointSlice = serde_json::from_value(v).unwrap();
+        Slice::from(es)
     }
 
     /// The seed's `hostnames` Service: port 80 → 9376, three pods.
-    fn hostnames() -> (Service, EndpointSlice) {
+    fn hostnames() -> (Service, Slice) {
         let s = svc(json!({
             "metadata": {"name": "hostnames", "namespace": "default"},
             "spec": {"clusterIP": "10.96.0.10", "clusterIPs": ["10.96.0.10"], "selector": {"app": "hostnames"},
@@ -836,12 +807,12 @@ mod tests {
     fn endpoints_merge_and_deduplicate_across_slices() {
         let (s, es) = hostnames();
         let mut second = es.clone();
-        second.metadata.name = Some("hostnames-y".into());
-        second.endpoints = serde_json::from_value(json!([
+        second.name = "hostnames-y".into();
+        second.endpoints = slice(json!({"addressType": "IPv4", "endpoints": [
             {"addresses": ["10.244.0.7"], "conditions": {"ready": false}},
             {"addresses": ["10.244.0.8"]}
-        ]))
-        .unwrap();
+        ]}))
+        .endpoints;
         let state = service_state(&s, &[&es, &second], &ctx()).unwrap();
         assert_eq!(
             rs(&state, "TCP 10.96.0.10:80"),

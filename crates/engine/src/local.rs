@@ -6,9 +6,8 @@
 //! `kubeproxy_sync_proxy_rules_no_local_endpoints_total` from them.
 
 use crate::desired::{self, Context, Family};
-use crate::model::ObjectRef;
+use crate::model::{EndpointAddress, ObjectRef, Slice};
 use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::api::discovery::v1::EndpointSlice;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
@@ -38,11 +37,7 @@ impl LocalEndpoints {
 /// The local-policy facts of one Service; `None` when it has no `Local`
 /// policy or kipvs does not proxy it (another proxy's, ExternalName,
 /// headless, no ClusterIP).
-pub fn local_endpoints(
-    svc: &Service,
-    slices: &[&EndpointSlice],
-    ctx: &Context,
-) -> Option<LocalEndpoints> {
+pub fn local_endpoints(svc: &Service, slices: &[&Slice], ctx: &Context) -> Option<LocalEndpoints> {
     let spec = svc.spec.as_ref()?;
     if !desired::is_ours(svc.metadata.labels.as_ref(), ctx)
         || spec.type_.as_deref() == Some("ExternalName")
@@ -77,12 +72,12 @@ pub fn local_endpoints(
     let mut ready: BTreeMap<Family, BTreeSet<IpAddr>> = BTreeMap::new();
     for slice in slices {
         for ep in &slice.endpoints {
-            if ep.node_name.as_deref() != Some(ctx.node_name.as_str()) {
+            if ep.node.as_deref() != Some(ctx.node_name.as_str()) {
                 continue;
             }
-            let ok = ep.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
+            let ok = ep.ready.unwrap_or(true);
             // kube-proxy uses an endpoint's first address only.
-            let Some(ip) = ep.addresses.first().and_then(|a| a.parse::<IpAddr>().ok()) else {
+            let EndpointAddress::Ip(ip) = ep.address else {
                 continue;
             };
             if ok && families.contains(&Family::of(&ip)) {
@@ -157,15 +152,19 @@ mod tests {
         .unwrap()
     }
 
-    fn slice(endpoints: serde_json::Value) -> EndpointSlice {
-        serde_json::from_value(serde_json::json!({
-            "metadata": {"namespace": "default", "name": "web-1",
-                         "labels": {"kubernetes.io/service-name": "web"}},
-            "addressType": "IPv4",
-            "ports": [{"port": 8080}],
-            "endpoints": endpoints
-        }))
-        .unwrap()
+    fn slice(endpoints: serde_json::Value) -> Slice {
+        Slice::from(
+            serde_json::from_value::<k8s_openapi::api::discovery::v1::EndpointSlice>(
+                serde_json::json!({
+                    "metadata": {"namespace": "default", "name": "web-1",
+                                 "labels": {"kubernetes.io/service-name": "web"}},
+                    "addressType": "IPv4",
+                    "ports": [{"port": 8080}],
+                    "endpoints": endpoints
+                }),
+            )
+            .unwrap(),
+        )
     }
 
     #[test]

@@ -2,9 +2,36 @@
 //! which Kubernetes object each piece belongs to. No I/O here.
 
 use kipvs_sched::SchedulerConfig;
+use litemap::LiteMap;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+/// An IP family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    pub fn of(addr: &IpAddr) -> Family {
+        if addr.is_ipv4() {
+            Family::V4
+        } else {
+            Family::V6
+        }
+    }
+
+    /// The EndpointSlice `addressType` of this family.
+    pub fn address_type(self) -> &'static str {
+        match self {
+            Family::V4 => "IPv4",
+            Family::V6 => "IPv6",
+        }
+    }
+}
 
 /// A transport protocol a Service port can use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -149,7 +176,10 @@ impl fmt::Display for ServicePortRef {
 /// The virtual servers one Service needs, and the addresses to bind for them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ServiceState {
-    pub virtual_servers: BTreeMap<VirtualServerKey, (VirtualServer, ServicePortRef)>,
+    /// A sorted vector, not a B-tree: a Service has one virtual server or
+    /// a few, and the engine keeps a state per Service (a B-tree allocates
+    /// a node of eleven entries, ~1.7 KiB, for the first one).
+    pub virtual_servers: LiteMap<VirtualServerKey, (VirtualServer, ServicePortRef)>,
     /// Addresses this Service needs on kube-ipvs0.
     pub addresses: BTreeSet<IpAddr>,
 }
@@ -160,4 +190,64 @@ pub struct ServiceState {
 pub struct DesiredState {
     pub virtual_servers: BTreeMap<VirtualServerKey, (VirtualServer, ServicePortRef)>,
     pub addresses: BTreeSet<IpAddr>,
+}
+
+/// What the engine keeps of an EndpointSlice ([`crate::slim::slice`]): the
+/// Service it belongs to, its family and ports, and per endpoint the fields
+/// a decision reads. Repeated names (nodes, zones, port names) are shared.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Slice {
+    /// The slice's own name.
+    pub name: String,
+    /// From the `kubernetes.io/service-name` label.
+    pub service: Option<ObjectRef>,
+    /// From `addressType`; `None` for FQDN slices (and anything else).
+    pub family: Option<Family>,
+    pub ports: Vec<SlicePort>,
+    pub endpoints: Vec<SliceEndpoint>,
+}
+
+/// A port of an EndpointSlice, as written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlicePort {
+    pub name: Option<Arc<str>>,
+    pub port: Option<i32>,
+    /// `None` is TCP, the API default.
+    pub protocol: Option<Arc<str>>,
+}
+
+/// An endpoint of an EndpointSlice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SliceEndpoint {
+    /// The first address: kube-proxy uses only it.
+    pub address: EndpointAddress,
+    /// The conditions as written (unset is read as ready and serving, not
+    /// terminating).
+    pub ready: Option<bool>,
+    pub serving: Option<bool>,
+    pub terminating: Option<bool>,
+    pub node: Option<Arc<str>>,
+    /// `hints.forZones` and `hints.forNodes` names.
+    pub zone_hints: Option<Box<[Arc<str>]>>,
+    pub node_hints: Option<Box<[Arc<str>]>>,
+}
+
+/// An endpoint's first address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EndpointAddress {
+    Ip(IpAddr),
+    /// Not an IP address (the text as written, for `kipvs explain`).
+    Invalid(Box<str>),
+    /// No address at all.
+    Missing,
+}
+
+impl fmt::Display for EndpointAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EndpointAddress::Ip(ip) => write!(f, "{ip}"),
+            EndpointAddress::Invalid(text) => f.write_str(text),
+            EndpointAddress::Missing => Ok(()),
+        }
+    }
 }

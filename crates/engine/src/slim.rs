@@ -7,10 +7,18 @@
 //! the cluster, so they are dropped as objects arrive. Dropping
 //! `resourceVersion` too means an update that changed only bookkeeping
 //! compares equal to what the engine has, and costs no sync.
+//!
+//! An EndpointSlice is kept as a [`Slice`], not as the API's type: a slice
+//! of ten endpoints held ~7.4 KiB as k8s-openapi's `EndpointSlice` (even
+//! slimmed), and ~0.9 KiB as a `Slice` (`benches/results/heap.md`).
 
+use crate::labels;
+use crate::model::{EndpointAddress, Family, ObjectRef, Slice, SliceEndpoint, SlicePort};
 use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::discovery::v1::{Endpoint, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use std::collections::HashSet;
+use std::sync::Arc;
 
 /// `kubectl apply`'s copy of the whole object, as an annotation.
 pub const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
@@ -26,19 +34,104 @@ pub fn service(mut s: Service) -> Service {
     s
 }
 
-/// The EndpointSlice with only what kipvs reads: name, namespace, labels,
-/// address type, ports, and per endpoint its addresses, conditions, hints,
-/// node and zone.
-pub fn slice(mut s: EndpointSlice) -> EndpointSlice {
-    slim_meta(&mut s.metadata);
-    // Read from the input before it is stored (the trigger time), not after.
-    s.metadata.annotations = None;
-    for ep in &mut s.endpoints {
-        ep.target_ref = None;
-        ep.deprecated_topology = None;
-        ep.hostname = None;
+/// What the engine keeps of an EndpointSlice ([`Slice`]): its name, its
+/// Service, family and ports, and per endpoint the first address, the
+/// conditions, the node and the topology hints. Node, zone, port and
+/// protocol names come from `names`, so each distinct name is held once.
+pub fn slice(s: EndpointSlice, names: &mut Names) -> Slice {
+    let service = s
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(labels::SERVICE_NAME))
+        .map(|name| ObjectRef::new(s.metadata.namespace.clone().unwrap_or_default(), name));
+    let family = match s.address_type.as_str() {
+        "IPv4" => Some(Family::V4),
+        "IPv6" => Some(Family::V6),
+        _ => None,
+    };
+    let ports = s
+        .ports
+        .iter()
+        .flatten()
+        .map(|p| SlicePort {
+            name: p.name.as_deref().map(|n| names.get(n)),
+            port: p.port,
+            protocol: p.protocol.as_deref().map(|n| names.get(n)),
+        })
+        .collect();
+    let endpoints = s.endpoints.iter().map(|ep| endpoint(ep, names)).collect();
+    Slice {
+        name: s.metadata.name.unwrap_or_default(),
+        service,
+        family,
+        ports,
+        endpoints,
     }
-    s
+}
+
+fn endpoint(ep: &Endpoint, names: &mut Names) -> SliceEndpoint {
+    let address = match ep.addresses.first() {
+        None => EndpointAddress::Missing,
+        Some(text) => match text.parse() {
+            Ok(ip) => EndpointAddress::Ip(ip),
+            Err(_) => EndpointAddress::Invalid(text.as_str().into()),
+        },
+    };
+    let cond = ep.conditions.as_ref();
+    let hints = ep.hints.as_ref();
+    SliceEndpoint {
+        address,
+        ready: cond.and_then(|c| c.ready),
+        serving: cond.and_then(|c| c.serving),
+        terminating: cond.and_then(|c| c.terminating),
+        node: ep.node_name.as_deref().map(|n| names.get(n)),
+        zone_hints: hints
+            .and_then(|h| h.for_zones.as_ref())
+            .map(|z| z.iter().map(|z| names.get(&z.name)).collect()),
+        node_hints: hints
+            .and_then(|h| h.for_nodes.as_ref())
+            .map(|n| n.iter().map(|n| names.get(&n.name)).collect()),
+    }
+}
+
+impl From<EndpointSlice> for Slice {
+    /// The compact slice with names of its own (tests and benchmarks; the
+    /// engine shares its [`Names`] across slices).
+    fn from(s: EndpointSlice) -> Slice {
+        slice(s, &mut Names::default())
+    }
+}
+
+/// One shared copy of each name endpoints repeat: nodes, zones, port names
+/// and protocols (a cluster has few distinct ones and many endpoints).
+#[derive(Debug, Default)]
+pub struct Names(HashSet<Arc<str>>);
+
+impl Names {
+    /// The shared copy of `name`.
+    pub fn get(&mut self, name: &str) -> Arc<str> {
+        if let Some(shared) = self.0.get(name) {
+            return Arc::clone(shared);
+        }
+        let shared: Arc<str> = Arc::from(name);
+        self.0.insert(Arc::clone(&shared));
+        shared
+    }
+
+    /// Forgets the names no slice holds any more.
+    pub fn prune(&mut self) {
+        self.0.retain(|n| Arc::strong_count(n) > 1);
+    }
+
+    /// Distinct names held.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
 }
 
 fn slim_meta(m: &mut ObjectMeta) {
@@ -117,7 +210,7 @@ mod tests {
     }
 
     #[test]
-    fn a_slice_keeps_addresses_conditions_hints_node_and_zone() {
+    fn a_slice_keeps_addresses_conditions_hints_and_node() {
         let full: EndpointSlice = serde_json::from_value(json!({
             "metadata": {
                 "name": "web-abc", "namespace": "shop", "uid": "u-3", "resourceVersion": "7",
@@ -126,28 +219,137 @@ mod tests {
                 "managedFields": [{"manager": "kube-controller-manager", "operation": "Update"}]
             },
             "addressType": "IPv4",
-            "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+            "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}, {"port": 53}],
             "endpoints": [{
-                "addresses": ["10.244.0.5"], "conditions": {"ready": true},
-                "hints": {"forZones": [{"name": "z1"}]}, "nodeName": "n1", "zone": "z1",
-                "hostname": "web-0",
+                "addresses": ["10.244.0.5", "10.244.0.6"], "conditions": {"ready": true},
+                "hints": {"forZones": [{"name": "z1"}], "forNodes": [{"name": "n1"}]},
+                "nodeName": "n1", "zone": "z1", "hostname": "web-0",
                 "targetRef": {"kind": "Pod", "name": "web-0", "namespace": "shop", "uid": "u-4"}
+            }, {
+                "addresses": ["not-an-ip"], "conditions": {"serving": true, "terminating": true}
+            }, {
+                "addresses": []
             }]
         }))
         .unwrap();
+        let n = |s: &str| Arc::<str>::from(s);
         assert_eq!(
-            serde_json::to_value(slice(full)).unwrap(),
-            json!({
-                "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-                "metadata": {"name": "web-abc", "namespace": "shop",
-                             "labels": {"kubernetes.io/service-name": "web"}},
-                "addressType": "IPv4",
-                "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
-                "endpoints": [{
-                    "addresses": ["10.244.0.5"], "conditions": {"ready": true},
-                    "hints": {"forZones": [{"name": "z1"}]}, "nodeName": "n1", "zone": "z1"
-                }]
-            })
+            Slice::from(full),
+            Slice {
+                name: "web-abc".into(),
+                service: Some(ObjectRef::new("shop", "web")),
+                family: Some(Family::V4),
+                ports: vec![
+                    SlicePort {
+                        name: Some(n("http")),
+                        port: Some(8080),
+                        protocol: Some(n("TCP"))
+                    },
+                    SlicePort {
+                        name: None,
+                        port: Some(53),
+                        protocol: None
+                    },
+                ],
+                endpoints: vec![
+                    SliceEndpoint {
+                        address: EndpointAddress::Ip("10.244.0.5".parse().unwrap()),
+                        ready: Some(true),
+                        serving: None,
+                        terminating: None,
+                        node: Some(n("n1")),
+                        zone_hints: Some([n("z1")].into()),
+                        node_hints: Some([n("n1")].into()),
+                    },
+                    SliceEndpoint {
+                        address: EndpointAddress::Invalid("not-an-ip".into()),
+                        ready: None,
+                        serving: Some(true),
+                        terminating: Some(true),
+                        node: None,
+                        zone_hints: None,
+                        node_hints: None,
+                    },
+                    SliceEndpoint {
+                        address: EndpointAddress::Missing,
+                        ready: None,
+                        serving: None,
+                        terminating: None,
+                        node: None,
+                        zone_hints: None,
+                        node_hints: None,
+                    },
+                ],
+            }
         );
+    }
+
+    #[test]
+    fn fqdn_and_unlabelled_slices_have_no_family_or_service() {
+        let s: EndpointSlice = serde_json::from_value(json!({
+            "metadata": {"name": "x"}, "addressType": "FQDN", "endpoints": []
+        }))
+        .unwrap();
+        let s = Slice::from(s);
+        assert_eq!((s.family, s.service), (None, None));
+    }
+
+    #[test]
+    fn slices_share_one_copy_of_each_name_until_none_holds_it() {
+        let on = |node: &str| -> EndpointSlice {
+            serde_json::from_value(json!({
+                "metadata": {"name": "s", "namespace": "ns"}, "addressType": "IPv4",
+                "endpoints": [{"addresses": ["10.0.0.1"], "nodeName": node}]
+            }))
+            .unwrap()
+        };
+        let mut names = Names::default();
+        let a = slice(on("node-1"), &mut names);
+        let b = slice(on("node-1"), &mut names);
+        let (na, nb) = (a.endpoints[0].node.clone(), b.endpoints[0].node.clone());
+        assert!(Arc::ptr_eq(&na.unwrap(), &nb.unwrap()));
+        let c = slice(on("node-2"), &mut names);
+        assert_eq!(names.len(), 2);
+        drop((a, b));
+        names.prune();
+        assert_eq!(names.len(), 1, "only node-2 is still held");
+        drop(c);
+        names.prune();
+        assert!(names.is_empty());
+    }
+
+    proptest::proptest! {
+        /// Whatever an endpoint says, the kept one reads the same: its
+        /// first address (parsed when it is one), conditions and node.
+        #[test]
+        fn an_endpoint_keeps_what_it_said(
+            addresses in proptest::collection::vec("[0-9a-f:.]{0,12}", 0..3),
+            ready in proptest::option::of(proptest::bool::ANY),
+            serving in proptest::option::of(proptest::bool::ANY),
+            terminating in proptest::option::of(proptest::bool::ANY),
+            node in proptest::option::of("[a-z]{1,4}"),
+        ) {
+            let ep = Endpoint {
+                addresses: addresses.clone(),
+                conditions: Some(k8s_openapi::api::discovery::v1::EndpointConditions {
+                    ready, serving, terminating,
+                }),
+                node_name: node.clone(),
+                ..Endpoint::default()
+            };
+            let kept = endpoint(&ep, &mut Names::default());
+            let want = match addresses.first() {
+                None => EndpointAddress::Missing,
+                Some(a) => a.parse().map_or_else(
+                    |_| EndpointAddress::Invalid(a.as_str().into()),
+                    EndpointAddress::Ip,
+                ),
+            };
+            proptest::prop_assert_eq!(&kept.address, &want);
+            proptest::prop_assert_eq!(kept.address.to_string(), addresses.first().cloned().unwrap_or_default()
+                .parse::<std::net::IpAddr>().map_or_else(|_| addresses.first().cloned().unwrap_or_default(), |ip| ip.to_string()));
+            proptest::prop_assert_eq!((kept.ready, kept.serving, kept.terminating), (ready, serving, terminating));
+            proptest::prop_assert_eq!(kept.node.as_deref(), node.as_deref());
+        }
     }
 }

@@ -155,7 +155,7 @@ impl Verdict {
 }
 
 /// Explains one Service given its EndpointSlices and the context.
-pub fn explain(svc: &Service, slices: &[&EndpointSlice], ctx: &Context) -> Explanation {
+pub fn explain(svc: &Service, slices: &[&Slice], ctx: &Context) -> Explanation {
     let id = service_ref(svc);
     let mut out = Explanation {
         service: id.to_string(),
@@ -218,24 +218,23 @@ pub fn explain(svc: &Service, slices: &[&EndpointSlice], ctx: &Context) -> Expla
             };
             let mut endpoints = Vec::new();
             for slice in slices {
-                let slice_name = slice.metadata.name.clone().unwrap_or_default();
-                if slice.address_type != family.slice_address_type() {
+                let slice_name = slice.name.clone();
+                if slice.family != Some(family) {
                     continue;
                 }
-                let target = slice.ports.iter().flatten().find(|p| {
+                let target = slice.ports.iter().find(|p| {
                     p.name.as_deref().unwrap_or("") == port_name
                         && Protocol::from_k8s(p.protocol.as_deref()) == Some(protocol)
                 });
                 let target_port = target.and_then(|p| p.port).and_then(valid_port);
                 for ep in &slice.endpoints {
-                    let ip = ep.addresses.first().cloned().unwrap_or_default();
-                    let node = ep.node_name.clone();
+                    let ip = ep.address.to_string();
+                    let node = ep.node.as_deref().map(str::to_owned);
                     let Some(target_port) = target_port else {
                         let v = Verdict::NoMatchingPort {
                             slice_ports: slice
                                 .ports
                                 .iter()
-                                .flatten()
                                 .map(|p| {
                                     format!(
                                         "{}/{}",
@@ -280,7 +279,7 @@ pub fn explain(svc: &Service, slices: &[&EndpointSlice], ctx: &Context) -> Expla
                     format!("{port_name} ({})", port.port)
                 },
                 protocol: protocol.to_string(),
-                family: family.slice_address_type().to_owned(),
+                family: family.address_type().to_owned(),
                 virtual_servers: vss
                     .iter()
                     .map(|(k, o)| format!("{k} ({})", kind_name(o.kind)))
@@ -324,7 +323,7 @@ fn verdict_of(
     let fell_back = ctx.local_fallback_to_cluster && !set_has_local;
     if local_policy && c.node.as_deref() != me && !fell_back {
         return Verdict::OtherNodeLocalPolicy {
-            node: c.node.clone(),
+            node: c.node.as_deref().map(str::to_owned),
         };
     }
     if !(c.ready || (c.serving && c.terminating)) {
@@ -363,8 +362,13 @@ mod tests {
         .unwrap()
     }
 
-    fn slices() -> Vec<EndpointSlice> {
-        let s = |v| serde_json::from_value::<EndpointSlice>(v).unwrap();
+    fn slices() -> Vec<Slice> {
+        let s = |v| {
+            Slice::from(
+                serde_json::from_value::<k8s_openapi::api::discovery::v1::EndpointSlice>(v)
+                    .unwrap(),
+            )
+        };
         vec![
             s(json!({
                 "metadata": {"name": "web-a", "namespace": "shop", "labels": {"kubernetes.io/service-name": "web"}},
@@ -389,7 +393,7 @@ mod tests {
     #[test]
     fn every_endpoint_gets_its_reason() {
         let slices = slices();
-        let refs: Vec<&EndpointSlice> = slices.iter().collect();
+        let refs: Vec<&Slice> = slices.iter().collect();
         let e = explain(&web("Local"), &refs, &ctx());
         assert_eq!(e.service, "shop/web");
         assert_eq!(e.not_programmed, None);
@@ -454,11 +458,11 @@ mod tests {
     fn the_serving_terminating_fallback_and_skipped_services_are_named() {
         let mut slices = slices();
         for ep in &mut slices[0].endpoints {
-            if ep.conditions.as_ref().and_then(|c| c.terminating) != Some(true) {
-                ep.conditions.as_mut().unwrap().ready = Some(false);
+            if ep.terminating != Some(true) {
+                ep.ready = Some(false);
             }
         }
-        let refs: Vec<&EndpointSlice> = slices.iter().collect();
+        let refs: Vec<&Slice> = slices.iter().collect();
         let e = explain(&web("Cluster"), &refs, &ctx());
         let fallback = &e.ports[0].endpoints[3];
         assert_eq!(fallback.cluster, Verdict::ServingTerminatingFallback);

@@ -1,5 +1,6 @@
 use super::*;
 use crate::desired::{Family, service_state};
+use crate::model::Slice;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use proptest::prelude::*;
 use serde_json::json;
@@ -17,18 +18,19 @@ fn ctx() -> Context {
     }
 }
 
-fn slice(pods: &[&str]) -> EndpointSlice {
+fn slice(pods: &[&str]) -> Slice {
     let eps: Vec<_> = pods
         .iter()
         .map(|p| json!({"addresses": [p], "conditions": {"ready": true}, "nodeName": "node-a"}))
         .collect();
-    serde_json::from_value(json!({
+    let es: EndpointSlice = serde_json::from_value(json!({
         "metadata": {"name": "web-x", "namespace": "default", "labels": {"kubernetes.io/service-name": "web"}},
         "addressType": "IPv4",
         "ports": [{"name": "http", "protocol": "TCP", "port": 9376}],
         "endpoints": eps
     }))
-    .unwrap()
+    .unwrap();
+    Slice::from(es)
 }
 
 /// A Service `web` with `spec` merged over a ClusterIP one (port 80 → 9376).
