@@ -7,7 +7,7 @@
 //! socket; the agent (`kipvs-proxy`) does the I/O around it.
 //!
 //! - [`slim`]: what the engine keeps of an object (only the fields a
-//!   decision reads);
+//!   decision reads; an EndpointSlice as a compact [`model::Slice`]);
 //! - [`desired`]: Services + EndpointSlices + [`desired::Context`] → the
 //!   virtual servers and kube-ipvs0 addresses ([`model`]);
 //!   [`desired::firewall`] → the nftables set elements;
