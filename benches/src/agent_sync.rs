@@ -17,7 +17,10 @@
 //! - the agent's own time writing its nftables table, from the same log
 //!   lines (`nft_us`, `nft_elements`): at converge the whole table, per
 //!   change the few elements that change (issue #9's measurement);
-//! - the agent's resident memory after converging (VmRSS and VmHWM).
+//! - the agent's resident memory after converging (VmRSS and VmHWM);
+//! - optionally its CPU over an idle window, and then over a churn of one
+//!   endpoint change a second (issue #16's scale benchmark), with its
+//!   memory after the churn.
 //!
 //! The baseline, [`baseline`], builds the same kernel state with
 //! `ipvsadm -R` and `ip -batch` (what a shell script or kube-proxy's
@@ -56,6 +59,9 @@ pub struct AgentRun {
     /// With an idle window: the agent's CPU over it (percent of one core,
     /// the periodic repair every 30 s included) and its RSS after it.
     pub idle: Option<IdleRun>,
+    /// With a churn window (after the idle one): one endpoint change a
+    /// second through it.
+    pub churn: Option<ChurnRun>,
 }
 
 /// The agent with nothing to do for a while.
@@ -66,6 +72,25 @@ pub struct IdleRun {
     /// Periodic repairs (resyncs) in the window.
     pub resyncs: u64,
     pub rss_kib: u64,
+}
+
+/// The agent through one endpoint change a second, each made without
+/// waiting for its sync.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChurnRun {
+    /// The window's length, from the first change.
+    pub seconds: f64,
+    /// Changes made; the last one, and the final state of every Service
+    /// the churn touched, were verified in the kernel.
+    pub changes: u64,
+    /// Syncs logged from the first change until the last one was seen in
+    /// the kernel (periodic repairs included).
+    pub syncs: u64,
+    /// VmRSS and VmHWM after the churn.
+    pub rss_kib: u64,
+    pub hwm_kib: u64,
+    /// The agent's CPU over the window, percent of one core.
+    pub cpu_percent: f64,
 }
 
 /// One endpoint change, as the sync that applied it reported it.
@@ -155,20 +180,52 @@ pub enum Source<'a> {
     Api,
 }
 
+/// What [`run_agent`] does after the agent converged.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Phases {
+    /// Single endpoint changes, each timed to its sync.
+    pub changes: u32,
+    /// Then a window with no change, its CPU read (zero: none).
+    pub idle: Duration,
+    /// Then a window of one endpoint change a second (zero: none).
+    pub churn: Duration,
+}
+
+impl Phases {
+    /// The agent's `--ipvs-sync-period`: kube-proxy's default 30 s when
+    /// there is an idle or churn window (its repairs are part of what they
+    /// measure), otherwise an hour, so that no repair lands among the
+    /// timed changes.
+    fn sync_period(&self) -> &'static str {
+        if self.idle.is_zero() && self.churn.is_zero() {
+            "1h"
+        } else {
+            "30s"
+        }
+    }
+}
+
 /// Starts `kipvs proxy` on the cluster, waits for it to converge, makes
-/// `changes` single endpoint changes, then (when `idle` is not zero)
-/// leaves it alone for `idle` and reads its CPU time, and stops it. With an
-/// idle window the agent repairs every 30 s (kube-proxy's default period),
-/// otherwise every hour, so that no repair lands among the timed changes.
+/// the single endpoint changes of `phases`, then its idle and churn
+/// windows when they are not zero, and stops it.
 pub fn run_agent(
     kipvs: &Path,
     source: Source<'_>,
     n: u32,
     e: u32,
-    changes: u32,
-    idle: Duration,
+    phases: Phases,
     timeout: Duration,
 ) -> Result<AgentRun, BenchError> {
+    if n == 0 {
+        return Err(BenchError::Failed(
+            "the cluster needs at least one Service".into(),
+        ));
+    }
+    if e == 0 && (phases.changes > 0 || !phases.churn.is_zero()) {
+        return Err(BenchError::Failed(
+            "endpoint changes need at least one endpoint per Service".into(),
+        ));
+    }
     let rt = tokio::runtime::Runtime::new()?;
     let _guard = rt.enter();
     let mut api = None;
@@ -194,7 +251,7 @@ pub fn run_agent(
     let start = Instant::now();
     let mut child = Command::new(kipvs)
         .args(["proxy", "--log-format", "json", "--ipvs-sync-period"])
-        .arg(if idle.is_zero() { "1h" } else { "30s" })
+        .arg(phases.sync_period())
         .args(["--hostname-override", "bench-node"])
         .args(&args)
         .stdin(Stdio::null())
@@ -224,13 +281,37 @@ pub fn run_agent(
             (Source::Api, None) => unreachable!("the server was started above"),
         }
     };
-    let result =
-        measure(&child, &synced, start, n, e, changes, timeout, &mut change).and_then(|mut run| {
-            if !idle.is_zero() {
-                run.idle = Some(measure_idle(&child, &synced, idle)?);
-            }
-            Ok(run)
-        });
+    let mut flips = Flips::new(n);
+    let result = measure(
+        &child,
+        &synced,
+        start,
+        (n, e),
+        phases.changes,
+        timeout,
+        &mut flips,
+        &mut change,
+    )
+    .and_then(|mut run| {
+        if !phases.idle.is_zero() {
+            run.idle = Some(measure_idle(&child, &synced, phases.idle)?);
+        }
+        if !phases.churn.is_zero() {
+            let churn = Churn {
+                window: phases.churn,
+                endpoints: e,
+                timeout,
+            };
+            run.churn = Some(measure_churn(
+                &child,
+                &synced,
+                &churn,
+                &mut flips,
+                &mut change,
+            )?);
+        }
+        Ok(run)
+    });
     let _ = child.kill();
     let _ = child.wait();
     result
@@ -248,15 +329,75 @@ pub fn kubeconfig_text(server: &str) -> String {
 
 type ChangeFn<'a> = dyn FnMut(u32, &BTreeSet<u32>) -> Result<Instant, BenchError> + 'a;
 
+/// The endpoint changes of a run, spread over the table: the k-th flips
+/// endpoint 0 of Service (k × 7919 + 13) mod n between its two addresses.
+#[derive(Debug, Clone, PartialEq)]
+struct Flips {
+    n: u32,
+    next: u64,
+    /// The Services whose endpoint 0 is at its moved address now.
+    moved: BTreeSet<u32>,
+}
+
+/// One flip: the Service, and the addresses its endpoint 0 moved to and
+/// from.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Flip {
+    service: u32,
+    new: IpAddr,
+    old: IpAddr,
+}
+
+impl Flips {
+    fn new(n: u32) -> Flips {
+        Flips {
+            n,
+            next: 0,
+            moved: BTreeSet::new(),
+        }
+    }
+
+    /// The next flip (n = 0 is taken as 1, not divided by).
+    fn flip(&mut self, e: u32) -> Flip {
+        let i = ((self.next * 7919 + 13) % u64::from(self.n.max(1))) as u32;
+        self.next += 1;
+        let now_moved = self.moved.insert(i);
+        if !now_moved {
+            self.moved.remove(&i);
+        }
+        let (moved, home) = (moved_ip(i, 0, e).into(), endpoint_ip(i, 0, e).into());
+        let (new, old) = if now_moved {
+            (moved, home)
+        } else {
+            (home, moved)
+        };
+        Flip {
+            service: i,
+            new,
+            old,
+        }
+    }
+
+    /// What endpoint 0 of Service `i` is now, and the address it is not.
+    fn state(&self, i: u32, e: u32) -> (IpAddr, IpAddr) {
+        let (moved, home) = (moved_ip(i, 0, e).into(), endpoint_ip(i, 0, e).into());
+        if self.moved.contains(&i) {
+            (moved, home)
+        } else {
+            (home, moved)
+        }
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn measure(
     child: &Child,
     synced: &Receiver<Synced>,
     start: Instant,
-    n: u32,
-    e: u32,
+    (n, e): (u32, u32),
     changes: u32,
     timeout: Duration,
+    flips: &mut Flips,
     change: &mut ChangeFn<'_>,
 ) -> Result<AgentRun, BenchError> {
     let first = wait_synced(synced, timeout, "the first sync")?;
@@ -264,28 +405,20 @@ fn measure(
     crate::ipvs_load::verify(n, e)?;
     let (rss_kib, hwm_kib) = memory_kib(child.id())?;
     let mut ipvs = Client::new()?;
-    let mut moved = BTreeSet::new();
     let mut out = Vec::new();
-    for k in 0..changes {
-        // Spread the changes over the table; each one flips endpoint 0 of
-        // one Service between its two addresses.
-        let i = (k * 7919 + 13) % n;
-        let now_moved = moved.insert(i);
-        if !now_moved {
-            moved.remove(&i);
-        }
-        let t0 = change(i, &moved)?;
-        let (new, old) = if now_moved {
-            (moved_ip(i, 0, e), endpoint_ip(i, 0, e))
-        } else {
-            (endpoint_ip(i, 0, e), moved_ip(i, 0, e))
-        };
+    for _ in 0..changes {
+        let Flip {
+            service: i,
+            new,
+            old,
+        } = flips.flip(e);
+        let t0 = change(i, &flips.moved)?;
         // The first sync after which the kernel shows the change is the one
         // that applied it (an earlier line may be the drain check of the
         // previous change).
         loop {
             let s = wait_synced(synced, timeout, "the sync of an endpoint change")?;
-            match check_change(&mut ipvs, i, new.into(), old.into()) {
+            match check_change(&mut ipvs, i, new, old) {
                 Ok(()) => {
                     out.push(ChangeRun {
                         secs: s.at.duration_since(t0).as_secs_f64(),
@@ -307,6 +440,7 @@ fn measure(
         rss_kib,
         hwm_kib,
         idle: None,
+        churn: None,
     })
 }
 
@@ -322,16 +456,118 @@ fn measure_idle(
     let before = cpu_ticks(child.id())?;
     let start = Instant::now();
     std::thread::sleep(window);
-    let ticks = cpu_ticks(child.id())? - before;
+    let ticks = cpu_ticks(child.id())?.saturating_sub(before);
     let seconds = start.elapsed().as_secs_f64();
-    // SAFETY: sysconf has no preconditions.
-    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
     Ok(IdleRun {
         seconds,
-        cpu_percent: ticks as f64 / per_second / seconds * 100.0,
+        cpu_percent: cpu_percent(ticks, seconds),
         resyncs: synced.try_iter().count() as u64,
         rss_kib: memory_kib(child.id())?.0,
     })
+}
+
+/// CPU time in clock ticks over `seconds` of wall time, as percent of one
+/// core (0 for an empty window).
+fn cpu_percent(ticks: u64, seconds: f64) -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    if seconds > 0.0 {
+        ticks as f64 / per_second / seconds * 100.0
+    } else {
+        0.0
+    }
+}
+
+/// A churn window: its length, the endpoints per Service, and how long
+/// the last change may take to reach the kernel.
+struct Churn {
+    window: Duration,
+    endpoints: u32,
+    timeout: Duration,
+}
+
+/// One endpoint change a second through `churn.window` (the next flips of
+/// `flips`), made on schedule without waiting for the agent; the agent's
+/// CPU over the window; then the last change waited for in the kernel,
+/// every Service the churn touched checked to hold its final state, and
+/// the agent's memory read.
+fn measure_churn(
+    child: &Child,
+    synced: &Receiver<Synced>,
+    churn: &Churn,
+    flips: &mut Flips,
+    change: &mut ChangeFn<'_>,
+) -> Result<ChurnRun, BenchError> {
+    let e = churn.endpoints;
+    while synced.try_recv().is_ok() {}
+    let before = cpu_ticks(child.id())?;
+    let start = Instant::now();
+    let mut touched = BTreeSet::new();
+    let mut last = None;
+    let changes = churn.window.as_secs().max(1);
+    for k in 0..changes {
+        std::thread::sleep(
+            (start + Duration::from_secs(k)).saturating_duration_since(Instant::now()),
+        );
+        let flip = flips.flip(e);
+        change(flip.service, &flips.moved)?;
+        touched.insert(flip.service);
+        last = Some(flip);
+    }
+    std::thread::sleep((start + churn.window).saturating_duration_since(Instant::now()));
+    let ticks = cpu_ticks(child.id())?.saturating_sub(before);
+    let seconds = start.elapsed().as_secs_f64();
+    let mut syncs = synced.try_iter().count() as u64;
+    let mut ipvs = Client::new()?;
+    if let Some(last) = last {
+        syncs += wait_in_kernel(&mut ipvs, synced, last, churn.timeout)?;
+    }
+    for &i in &touched {
+        let (new, old) = flips.state(i, e);
+        check_change(&mut ipvs, i, new, old)?;
+    }
+    let (rss_kib, hwm_kib) = memory_kib(child.id())?;
+    Ok(ChurnRun {
+        seconds,
+        changes,
+        syncs,
+        rss_kib,
+        hwm_kib,
+        cpu_percent: cpu_percent(ticks, seconds),
+    })
+}
+
+/// Polls the kernel until it shows `flip`, at least after every sync and
+/// every 100 ms; the syncs seen meanwhile.
+fn wait_in_kernel(
+    ipvs: &mut Client,
+    synced: &Receiver<Synced>,
+    flip: Flip,
+    timeout: Duration,
+) -> Result<u64, BenchError> {
+    let deadline = Instant::now() + timeout;
+    let mut syncs = 0;
+    loop {
+        let err = match check_change(ipvs, flip.service, flip.new, flip.old) {
+            Ok(()) => return Ok(syncs),
+            Err(err) => err,
+        };
+        if Instant::now() >= deadline {
+            return Err(BenchError::Timeout(format!(
+                "> {} s: the churn's last change: {err}",
+                timeout.as_secs()
+            )));
+        }
+        match synced.recv_timeout(Duration::from_millis(100)) {
+            Ok(_) => syncs += 1,
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => {
+                return Err(BenchError::Failed(
+                    "the churn's last change: the agent exited".into(),
+                ));
+            }
+        }
+    }
 }
 
 /// User plus system CPU time of a process, in clock ticks.
@@ -376,7 +612,8 @@ fn wait_synced(rx: &Receiver<Synced>, timeout: Duration, what: &str) -> Result<S
     match rx.recv_timeout(timeout) {
         Ok(s) => Ok(s),
         Err(RecvTimeoutError::Timeout) => Err(BenchError::Timeout(format!(
-            "{what}: no sync within {timeout:?}"
+            "> {} s: {what}: no sync",
+            timeout.as_secs()
         ))),
         Err(RecvTimeoutError::Disconnected) => {
             Err(BenchError::Failed(format!("{what}: the agent exited")))
@@ -496,6 +733,42 @@ fn run(cmd: &mut Command) -> Result<(), BenchError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn flips_spread_over_the_table_and_flip_back() {
+        let mut f = Flips::new(1000);
+        let a = f.flip(10);
+        assert_eq!(a.service, 13);
+        assert_eq!(a.new, IpAddr::from(moved_ip(13, 0, 10)));
+        assert_eq!(a.old, IpAddr::from(endpoint_ip(13, 0, 10)));
+        assert_eq!(f.state(13, 10), (a.new, a.old));
+        assert_eq!(f.flip(10).service, (7919 + 13) % 1000);
+        // Service 13 again after 1000 flips: back home.
+        for _ in 2..1000 {
+            f.flip(10);
+        }
+        let back = f.flip(10);
+        assert_eq!(back.service, 13);
+        assert_eq!((back.new, back.old), (a.old, a.new));
+        assert_eq!(f.state(13, 10), (a.old, a.new));
+        // No Service: no division by zero.
+        assert_eq!(Flips::new(0).flip(1).service, 0);
+    }
+
+    #[test]
+    fn the_sync_period_is_kube_proxys_with_a_window() {
+        let none = Phases {
+            changes: 10,
+            ..Phases::default()
+        };
+        assert_eq!(none.sync_period(), "1h");
+        let churn = Phases {
+            churn: Duration::from_secs(5),
+            ..none
+        };
+        assert_eq!(churn.sync_period(), "30s");
+        assert_eq!(cpu_percent(100, 0.0), 0.0);
+    }
 
     #[test]
     fn cpu_ticks_come_from_fields_14_and_15() {

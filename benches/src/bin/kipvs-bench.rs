@@ -34,8 +34,9 @@ enum BenchCommand {
         #[arg(long)]
         dump: bool,
     },
-    /// Start `kipvs proxy --manifests` on a synthetic cluster, time its
-    /// convergence and single endpoint changes, and read its memory.
+    /// Start `kipvs proxy` on a synthetic cluster (manifests or the fake
+    /// API server), time its convergence and single endpoint changes, read
+    /// its memory, and optionally its CPU idle and through a churn.
     Agent {
         #[command(flatten)]
         size: Size,
@@ -56,6 +57,12 @@ enum BenchCommand {
         /// CPU time (it then repairs every 30 s, else every hour).
         #[arg(long, default_value_t = 0)]
         idle_seconds: u64,
+        /// After the idle window, make one endpoint change a second for
+        /// this long (without waiting for each sync), then verify the last
+        /// one in the kernel and read the agent's CPU over the window and
+        /// its memory after it.
+        #[arg(long, default_value_t = 0)]
+        churn_seconds: u64,
         /// The `kipvs` binary to run as the agent (default: the one beside
         /// this binary), to measure another build with the same harness.
         #[arg(long)]
@@ -220,6 +227,7 @@ fn run(cmd: BenchCommand) -> Result<()> {
             manifests,
             timeout,
             idle_seconds,
+            churn_seconds,
             agent,
         } => {
             let (n, e) = (size.services, size.endpoints);
@@ -233,8 +241,24 @@ fn run(cmd: BenchCommand) -> Result<()> {
             };
             let exe = agent_binary(agent);
             let timeout = Duration::from_secs(timeout);
-            let idle = Duration::from_secs(idle_seconds);
-            let r = agent_sync::run_agent(&exe, src, n, e, changes, idle, timeout)?;
+            let phases = agent_sync::Phases {
+                changes,
+                idle: Duration::from_secs(idle_seconds),
+                churn: Duration::from_secs(churn_seconds),
+            };
+            let r = match agent_sync::run_agent(&exe, src, n, e, phases, timeout) {
+                Ok(r) => r,
+                Err(err) => {
+                    // One line the driver can show in its table.
+                    let timeout = matches!(err, kipvs_benches::BenchError::Timeout(_));
+                    println!(
+                        "{}",
+                        json!({"bench": "agent", "services": n, "endpoints": e,
+                               "error": err.to_string(), "timeout": timeout})
+                    );
+                    return Err(err).with_context(|| format!("the agent at {n} × {e}"));
+                }
+            };
             json!({
                 "bench": "agent", "services": n, "endpoints": e,
                 "source": format!("{source:?}").to_lowercase(),
@@ -250,6 +274,12 @@ fn run(cmd: BenchCommand) -> Result<()> {
                 "idle_cpu_percent": r.idle.as_ref().map(|i| i.cpu_percent),
                 "idle_resyncs": r.idle.as_ref().map(|i| i.resyncs),
                 "idle_rss_kib": r.idle.as_ref().map(|i| i.rss_kib),
+                "churn_seconds": r.churn.as_ref().map(|c| c.seconds),
+                "churn_changes": r.churn.as_ref().map(|c| c.changes),
+                "churn_syncs": r.churn.as_ref().map(|c| c.syncs),
+                "churn_rss_kib": r.churn.as_ref().map(|c| c.rss_kib),
+                "churn_hwm_kib": r.churn.as_ref().map(|c| c.hwm_kib),
+                "churn_cpu_percent": r.churn.as_ref().map(|c| c.cpu_percent),
             })
         }
         BenchCommand::Soak {
