@@ -1,6 +1,8 @@
 //! PNG charts of the comparison (plotters): update latency against the
 //! number of Services, log-log, one panel per scenario and one line per
 //! method; and TCP connect latency (p50 solid, p99 dashed) per backend.
+//! And the scale benchmark's: the agent's RSS against Services, with the
+//! issue's goals and kube-proxy's RSS as references.
 
 use super::compare::{BACKENDS, Results, SCENARIOS};
 use anyhow::{Result, anyhow};
@@ -214,6 +216,149 @@ pub fn connect_chart(path: &Path, r: &Results, sizes: &[u32], backends: &[&str])
     Ok(())
 }
 
+/// One size of the scale benchmark, as its chart draws it: the agent's
+/// RSS in MiB after convergence and after the churn (None: not measured).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RssPoint {
+    pub services: u32,
+    pub converged: Option<f64>,
+    pub churned: Option<f64>,
+}
+
+/// The agent's RSS against the number of Services (log x axis, MiB):
+/// after convergence and after the churn, per measured size, with issue
+/// #16's goals and kube-proxy's measured RSS drawn as references.
+pub fn scale_chart(path: &Path, points: &[RssPoint]) -> Result<()> {
+    use super::scale::{KUBE_PROXY_RSS_MIB, RSS_GOALS_MIB};
+    let series = |pick: fn(&RssPoint) -> Option<f64>| -> Vec<(f64, f64)> {
+        points
+            .iter()
+            .filter_map(|p| pick(p).map(|y| (f64::from(p.services), y)))
+            .filter(|p| p.1.is_finite())
+            .collect()
+    };
+    let converged = series(|p| p.converged);
+    let churned = series(|p| p.churned);
+    let goal: Vec<(f64, f64)> = RSS_GOALS_MIB
+        .iter()
+        .map(|(n, m)| (f64::from(*n), *m))
+        .collect();
+    let kube_proxy: Vec<(f64, f64)> = KUBE_PROXY_RSS_MIB
+        .iter()
+        .map(|(n, m)| (f64::from(*n), *m))
+        .collect();
+    let sizes: Vec<u32> = points
+        .iter()
+        .map(|p| p.services)
+        .chain(RSS_GOALS_MIB.iter().map(|g| g.0))
+        .collect();
+    let (x0, x1) = x_range(&sizes);
+    // Ticks at the sizes themselves, not only at powers of ten.
+    let mut ticks: Vec<f64> = sizes.iter().map(|&n| f64::from(n)).collect();
+    ticks.sort_by(f64::total_cmp);
+    ticks.dedup();
+    let top = converged
+        .iter()
+        .chain(&churned)
+        .chain(&goal)
+        .chain(&kube_proxy)
+        .map(|p| p.1)
+        .fold(0.0f64, f64::max)
+        * 1.15;
+
+    let (w, h) = (1000, 690);
+    let root = BitMapBackend::new(path, (w, h)).into_drawing_area();
+    root.fill(&WHITE).map_err(err)?;
+    let (root, legend) = root.split_vertically(h - 40);
+    let styles = [
+        (
+            "kipvs, after convergence",
+            ShapeStyle::from(&COLORS[1]).stroke_width(3),
+        ),
+        (
+            "kipvs, after the churn",
+            ShapeStyle::from(&COLORS[2]).stroke_width(3),
+        ),
+        (
+            "issue #16 goal",
+            ShapeStyle::from(&COLORS[0]).stroke_width(2),
+        ),
+        (
+            "kube-proxy (IPVS), measured",
+            ShapeStyle::from(&COLORS[3]).stroke_width(2),
+        ),
+    ];
+    legend_strip(
+        &legend,
+        &styles
+            .iter()
+            .map(|(name, style)| ((*name).to_owned(), *style))
+            .collect::<Vec<_>>(),
+    )?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            "kipvs agent RSS vs Services (10 endpoints each, API server source)",
+            ("sans-serif", 22),
+        )
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(80)
+        .build_cartesian_2d(
+            (x0..x1).log_scale().with_key_points(ticks),
+            0f64..top.max(1.0),
+        )
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc("Services (log scale)")
+        .y_desc("RSS (MiB)")
+        .x_label_formatter(&|x| format!("{}", x.round()))
+        .y_label_formatter(&|y| format!("{y:.0}"))
+        .draw()
+        .map_err(err)?;
+    // Each point's value beside it, in its series' color.
+    let palette = COLORS;
+    let font = TextStyle::from(("sans-serif", 14).into_font());
+    let texts: Vec<TextStyle<'_>> = palette.iter().map(|c| font.color(c)).collect();
+    // Above the point, or below it for the series drawn under another.
+    let label = |p: (f64, f64), k: usize, below: bool| {
+        let at = if below { (8, 4) } else { (6, -20) };
+        EmptyElement::at(p) + Text::new(format!("{:.0}", p.1), at, texts[k].clone())
+    };
+    // The goal: a dashed line through its points.
+    chart
+        .draw_series(DashedLineSeries::new(goal.clone(), 8, 5, styles[2].1))
+        .map_err(err)?;
+    chart
+        .draw_series(goal.iter().map(|p| Circle::new(*p, 4, styles[2].1)))
+        .map_err(err)?;
+    // kube-proxy: points only.
+    chart
+        .draw_series(
+            kube_proxy
+                .iter()
+                .map(|p| Cross::new(*p, 7, styles[3].1.stroke_width(3))),
+        )
+        .map_err(err)?;
+    chart
+        .draw_series(kube_proxy.iter().map(|p| label(*p, 3, false)))
+        .map_err(err)?;
+    for (pts, k) in [(&converged, 0), (&churned, 1)] {
+        let (style, color) = (styles[k].1, COLORS[k + 1]);
+        chart
+            .draw_series(LineSeries::new(pts.iter().copied(), style))
+            .map_err(err)?;
+        chart
+            .draw_series(pts.iter().map(|p| Circle::new(*p, 5, color.filled())))
+            .map_err(err)?;
+        chart
+            .draw_series(pts.iter().map(|p| label(*p, k + 1, k == 0)))
+            .map_err(err)?;
+    }
+    root.present().map_err(err)?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -246,6 +391,28 @@ mod tests {
         connect_chart(&c, &r, &[1000, 5000], &["kipvs", "nftables"]).unwrap();
         assert!(std::fs::metadata(&u).unwrap().len() > 10_000);
         assert!(std::fs::metadata(&c).unwrap().len() > 10_000);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_scale_chart_is_drawn_with_gaps_for_what_was_not_measured() {
+        let dir = std::env::temp_dir().join(format!("kipvs-scale-chart-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("s.png");
+        let point = |services, converged, churned| RssPoint {
+            services,
+            converged,
+            churned,
+        };
+        let points = [
+            point(1000, Some(37.0), Some(41.0)),
+            point(5000, Some(110.0), None),
+            point(50000, None, None),
+        ];
+        scale_chart(&path, &points).unwrap();
+        assert!(std::fs::metadata(&path).unwrap().len() > 10_000);
+        // Nothing measured: the references alone.
+        scale_chart(&path, &[]).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
