@@ -320,9 +320,21 @@ pub fn scale_chart(path: &Path, points: &[RssPoint]) -> Result<()> {
     let palette = COLORS;
     let font = TextStyle::from(("sans-serif", 14).into_font());
     let texts: Vec<TextStyle<'_>> = palette.iter().map(|c| font.color(c)).collect();
-    // Above the point, or below it for the series drawn under another.
-    let label = |p: (f64, f64), k: usize, below: bool| {
-        let at = if below { (8, 4) } else { (6, -20) };
+    // kube-proxy's above right of its point; kipvs's left of theirs (the
+    // lines rise from the left, and the two points are often close: the
+    // churn's label above, the convergence's below).
+    #[derive(Clone, Copy)]
+    enum At {
+        AboveRight,
+        AboveLeft,
+        Left,
+    }
+    let label = |p: (f64, f64), k: usize, at: At| {
+        let at = match at {
+            At::AboveRight => (6, -20),
+            At::AboveLeft => (-38, -26),
+            At::Left => (-38, -7),
+        };
         EmptyElement::at(p) + Text::new(format!("{:.0}", p.1), at, texts[k].clone())
     };
     // The goal: a dashed line through its points.
@@ -341,18 +353,29 @@ pub fn scale_chart(path: &Path, points: &[RssPoint]) -> Result<()> {
         )
         .map_err(err)?;
     chart
-        .draw_series(kube_proxy.iter().map(|p| label(*p, 3, false)))
+        .draw_series(kube_proxy.iter().map(|p| label(*p, 3, At::AboveRight)))
         .map_err(err)?;
-    for (pts, k) in [(&converged, 0), (&churned, 1)] {
+    // After the churn: a ring, drawn first, so that the point after
+    // convergence stays visible inside it when the two are equal.
+    for (pts, k) in [(&churned, 1), (&converged, 0)] {
         let (style, color) = (styles[k].1, COLORS[k + 1]);
         chart
             .draw_series(LineSeries::new(pts.iter().copied(), style))
             .map_err(err)?;
         chart
-            .draw_series(pts.iter().map(|p| Circle::new(*p, 5, color.filled())))
+            .draw_series(pts.iter().map(|p| {
+                if k == 1 {
+                    Circle::new(*p, 8, color.stroke_width(2))
+                } else {
+                    Circle::new(*p, 5, color.filled())
+                }
+            }))
             .map_err(err)?;
         chart
-            .draw_series(pts.iter().map(|p| label(*p, k + 1, k == 0)))
+            .draw_series(
+                pts.iter()
+                    .map(|p| label(*p, k + 1, if k == 0 { At::Left } else { At::AboveLeft })),
+            )
             .map_err(err)?;
     }
     root.present().map_err(err)?;
