@@ -77,17 +77,17 @@ pub struct Built {
     pub digest: String,
 }
 
-/// Builds the release binary and writes the archive.
-pub fn build(ws: &Path) -> Result<Built> {
+/// Writes the archive around `kipvs`, a built binary: the release build
+/// for `cargo xtask image`, the kernel tests' dev build in CI.
+pub fn build(ws: &Path, kipvs: &Path) -> Result<Built> {
     if std::env::consts::ARCH != "x86_64" {
         bail!("the image is linux/amd64 and is built from this host's files: run it on x86_64");
     }
     // The runtime layer copies the host's nft, iptables, ipset and CA
     // certificates, installed here as for the lab.
     crate::lab::ensure_host_tools()?;
-    let kipvs = crate::bench::build_release(ws)?;
     let epoch = source_date_epoch(ws)?;
-    let runtime = runtime_tree(&kipvs)?;
+    let runtime = runtime_tree(kipvs)?;
     // Without the line tables (114 MB → 25 MB); the symbols stay, so a
     // backtrace still names functions.
     let stripped = target_dir(ws).join("kipvs-image-binary");
@@ -95,7 +95,7 @@ pub fn build(ws: &Path) -> Result<Built> {
         .arg("--strip-debug")
         .arg("-o")
         .arg(&stripped)
-        .arg(&kipvs)
+        .arg(kipvs)
         .output()
         .context("running strip (binutils)")?;
     if !out.status.success() {
