@@ -8,8 +8,11 @@
 //!   the [`Dataplane`] in one batch. The mirror is updated with what the
 //!   kernel accepted, so a failed change is retried at the next sync.
 //! - [`Engine::resync`] reads the kernel afresh, replaces the mirror with what
-//!   kipvs owns there and recomputes everything: it repairs drift (a virtual
-//!   server deleted by hand) and writes nothing when nothing differs.
+//!   kipvs owns there and compares every virtual server, address and table
+//!   element with the desired state: it repairs drift (a virtual server
+//!   deleted by hand) and writes nothing when nothing differs. It
+//!   recomputes only the Services a sync would (dirty or due), plus those
+//!   in error.
 //! - A Service whose new version is invalid keeps its last good state, and
 //!   its error is reported; every other Service proceeds.
 //!
@@ -701,29 +704,26 @@ impl<D: Dataplane> Engine<D> {
         }
     }
 
-    /// Marks every Service dirty: those the sources have and those last
-    /// applied (a deleted one's state must be removed too).
-    fn mark_all_dirty(&mut self) {
-        let all = self
-            .inputs
-            .services
-            .keys()
-            .chain(self.applied.states.keys());
-        self.pending.dirty.extend(all.cloned());
-    }
-
     /// Takes new node facts or configuration; if they differ, every Service
     /// is recomputed.
     pub fn set_context(&mut self, ctx: Context) {
         if self.ctx != ctx {
             self.ownership.nodeport_addresses = ctx.nodeport_addresses.iter().copied().collect();
             self.ctx = ctx;
-            self.mark_all_dirty();
+            // Every Service: those the sources have and those last applied
+            // (a deleted one's state must be removed too).
+            let all = self
+                .inputs
+                .services
+                .keys()
+                .chain(self.applied.states.keys());
+            self.pending.dirty.extend(all.cloned());
         }
     }
 
-    /// Reads the kernel afresh and recomputes every Service: the start-up
-    /// adoption and the periodic repair. Writes only what differs.
+    /// Reads the kernel afresh and compares all of kipvs's state with it:
+    /// the start-up adoption and the periodic repair. Writes only what
+    /// differs.
     pub fn resync(&mut self, now_secs: u64) -> SyncReport {
         // Names of nodes and zones no slice holds any more (a slice applied
         // alone does not prune them; a relist does).
@@ -768,7 +768,13 @@ impl<D: Dataplane> Engine<D> {
                 return report;
             }
         }
-        self.mark_all_dirty();
+        // Every virtual server, address and element is compared with the
+        // kernel (`Counts::Read`), but a Service's desired state is a pure
+        // function of inputs that the sources mark dirty when they change:
+        // only those, and the Services in error (a conflict may be gone),
+        // are recomputed.
+        let in_error: Vec<ObjectRef> = self.pending.errors.keys().cloned().collect();
+        self.pending.dirty.extend(in_error);
         let mut r = self.sync_with(now_secs, Counts::Read);
         report.errors.append(&mut r.errors);
         SyncReport {
@@ -928,6 +934,7 @@ impl<D: Dataplane> Engine<D> {
         keys.extend(self.pending.draining.keys().map(|(k, _)| *k));
         if full {
             keys.extend(self.mirror.kernel.keys().copied());
+            keys.extend(self.applied.owner_of.keys().copied());
         }
         // A deferred Service's virtual servers wait with it.
         keys.retain(|k| {

@@ -221,6 +221,39 @@ fn resync_repairs_a_hand_deleted_virtual_server_and_otherwise_writes_nothing() {
     let r = e.resync(6);
     assert_eq!(r.changes, 4, "the virtual server and its 3 real servers");
     assert_eq!(e.dataplane().table.len(), 5);
+    // A real server deleted by hand comes back too, and no Service was
+    // recomputed for either repair: nothing of theirs changed.
+    let dests = &mut e
+        .dataplane_mut()
+        .table
+        .get_mut(&vs(1))
+        .unwrap()
+        .real_servers;
+    let gone = *dests.keys().next().unwrap();
+    dests.remove(&gone);
+    let r = e.resync(7);
+    assert_eq!((r.services, r.changes), (0, 1));
+    assert!(e.dataplane().table[&vs(1)].real_servers.contains_key(&gone));
+}
+
+#[test]
+fn a_resync_retries_a_service_in_conflict_once_the_other_claim_is_gone() {
+    let mut e = loaded(1);
+    // s9 asks for s0's virtual server: an error naming it, s0 unchanged.
+    e.input(Input::ServiceApplied(Box::new(service("s9", "10.96.0.0"))));
+    let r = e.sync(1);
+    assert!(
+        r.errors.iter().any(|m| m.contains("already served")),
+        "{:?}",
+        r.errors
+    );
+    // s0 goes; s9 was not touched since, but the next resync takes it.
+    e.input(Input::ServiceDeleted(ObjectRef::new("default", "s0")));
+    e.sync(2);
+    let r = e.resync(3);
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    assert_eq!(r.services, 1, "only the Service in error is recomputed");
+    assert!(e.dataplane().table.contains_key(&vs(0)));
 }
 
 #[test]
