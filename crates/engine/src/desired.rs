@@ -633,10 +633,7 @@ mod tests {
         serde_json::from_value(v).unwrap()
     }
 
-    fn slice(v: serde_json::Value) -> Slice {
-        let es: k8s_openapi::api::discovery::v1::EndpointSlice = serde_json::from_value(v).unwrap();
-        Slice::from(es)
-    }
+    use crate::slim::slice_from_json as slice;
 
     /// The seed's `hostnames` Service: port 80 → 9376, three pods.
     fn hostnames() -> (Service, Slice) {

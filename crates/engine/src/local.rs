@@ -153,18 +153,13 @@ mod tests {
     }
 
     fn slice(endpoints: serde_json::Value) -> Slice {
-        Slice::from(
-            serde_json::from_value::<k8s_openapi::api::discovery::v1::EndpointSlice>(
-                serde_json::json!({
-                    "metadata": {"namespace": "default", "name": "web-1",
-                                 "labels": {"kubernetes.io/service-name": "web"}},
-                    "addressType": "IPv4",
-                    "ports": [{"port": 8080}],
-                    "endpoints": endpoints
-                }),
-            )
-            .unwrap(),
-        )
+        crate::slim::slice_from_json(serde_json::json!({
+            "metadata": {"namespace": "default", "name": "web-1",
+                         "labels": {"kubernetes.io/service-name": "web"}},
+            "addressType": "IPv4",
+            "ports": [{"port": 8080}],
+            "endpoints": endpoints
+        }))
     }
 
     #[test]

@@ -31,6 +31,14 @@ impl Family {
             Family::V6 => "IPv6",
         }
     }
+
+    /// The family of an EndpointSlice `addressType`; `None` for FQDN and
+    /// anything else.
+    pub fn from_address_type(t: &str) -> Option<Family> {
+        [Family::V4, Family::V6]
+            .into_iter()
+            .find(|f| f.address_type() == t)
+    }
 }
 
 /// A transport protocol a Service port can use.

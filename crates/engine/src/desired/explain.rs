@@ -363,12 +363,7 @@ mod tests {
     }
 
     fn slices() -> Vec<Slice> {
-        let s = |v| {
-            Slice::from(
-                serde_json::from_value::<k8s_openapi::api::discovery::v1::EndpointSlice>(v)
-                    .unwrap(),
-            )
-        };
+        let s = crate::slim::slice_from_json;
         vec![
             s(json!({
                 "metadata": {"name": "web-a", "namespace": "shop", "labels": {"kubernetes.io/service-name": "web"}},

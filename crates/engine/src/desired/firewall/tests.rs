@@ -1,7 +1,6 @@
 use super::*;
 use crate::desired::{Family, service_state};
 use crate::model::Slice;
-use k8s_openapi::api::discovery::v1::EndpointSlice;
 use proptest::prelude::*;
 use serde_json::json;
 
@@ -23,14 +22,12 @@ fn slice(pods: &[&str]) -> Slice {
         .iter()
         .map(|p| json!({"addresses": [p], "conditions": {"ready": true}, "nodeName": "node-a"}))
         .collect();
-    let es: EndpointSlice = serde_json::from_value(json!({
+    crate::slim::slice_from_json(json!({
         "metadata": {"name": "web-x", "namespace": "default", "labels": {"kubernetes.io/service-name": "web"}},
         "addressType": "IPv4",
         "ports": [{"name": "http", "protocol": "TCP", "port": 9376}],
         "endpoints": eps
     }))
-    .unwrap();
-    Slice::from(es)
 }
 
 /// A Service `web` with `spec` merged over a ClusterIP one (port 80 → 9376).
