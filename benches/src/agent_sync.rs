@@ -361,16 +361,10 @@ impl Flips {
     fn flip(&mut self, e: u32) -> Flip {
         let i = ((self.next * 7919 + 13) % u64::from(self.n.max(1))) as u32;
         self.next += 1;
-        let now_moved = self.moved.insert(i);
-        if !now_moved {
+        if !self.moved.insert(i) {
             self.moved.remove(&i);
         }
-        let (moved, home) = (moved_ip(i, 0, e).into(), endpoint_ip(i, 0, e).into());
-        let (new, old) = if now_moved {
-            (moved, home)
-        } else {
-            (home, moved)
-        };
+        let (new, old) = self.state(i, e);
         Flip {
             service: i,
             new,
