@@ -34,6 +34,21 @@ pub fn service(mut s: Service) -> Service {
     s
 }
 
+/// The EndpointSlice with only what [`slice`] and the agent's metrics read
+/// (its trigger-time annotation): for a source that holds a whole list
+/// before the engine takes it, so the list is not held whole.
+pub fn endpoint_slice(mut s: EndpointSlice) -> EndpointSlice {
+    slim_meta(&mut s.metadata);
+    for ep in &mut s.endpoints {
+        ep.addresses.truncate(1);
+        ep.deprecated_topology = None;
+        ep.hostname = None;
+        ep.target_ref = None;
+        ep.zone = None;
+    }
+    s
+}
+
 /// What the engine keeps of an EndpointSlice ([`Slice`]): its name, its
 /// Service, family and ports, and per endpoint the first address, the
 /// conditions, the node and the topology hints. Node, zone, port and
@@ -237,6 +252,17 @@ mod tests {
         }))
         .unwrap();
         let n = |s: &str| Arc::<str>::from(s);
+        // The API object slimmed first makes the same compact slice, and
+        // keeps the trigger time.
+        let slimmed = endpoint_slice(full.clone());
+        assert!(slimmed.metadata.managed_fields.is_none());
+        assert!(slimmed.endpoints[0].target_ref.is_none());
+        assert_eq!(
+            slimmed.metadata.annotations.as_ref().unwrap().len(),
+            1,
+            "the trigger time"
+        );
+        assert_eq!(Slice::from(slimmed), Slice::from(full.clone()));
         assert_eq!(
             Slice::from(full),
             Slice {

@@ -7,13 +7,14 @@
 
 use crate::api::SourceEvent;
 use crate::manifest;
-use futures::{Stream, StreamExt};
+use futures::{Stream, StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kipvs_engine::controller::{Input, slice_ref};
 use kipvs_engine::desired;
 use kipvs_engine::labels;
 use kipvs_engine::model::ObjectRef;
+use kipvs_engine::slim;
 use kube::Api;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
@@ -64,6 +65,10 @@ pub async fn watch_api(
         Api::<Node>::all(client),
         watcher::Config::default().fields(&format!("metadata.name={node_name}")),
     );
+    // Objects are slimmed as they arrive: a first list is held whole
+    // until its last object, and most of an object is bookkeeping.
+    let services = services.map_ok(|e| e.modify(|s| *s = slim::service(std::mem::take(s))));
+    let slices = slices.map_ok(|e| e.modify(|s| *s = slim::endpoint_slice(std::mem::take(s))));
     tokio::join!(
         pump(services.default_backoff(), tx.clone(), |e| match e {
             Listed::All(v) => SourceEvent::ReplaceServices(v),
