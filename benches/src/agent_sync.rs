@@ -259,7 +259,7 @@ pub fn run_agent(
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|err| BenchError::Failed(format!("starting {}: {err}", kipvs.display())))?;
-    let synced = follow_log(&mut child);
+    let synced = follow_log(&mut child, start);
     let mut change = |i: u32, moved: &BTreeSet<u32>| -> Result<Instant, BenchError> {
         match (&source, &api) {
             (Source::Manifests(dir), _) => {
@@ -616,8 +616,9 @@ fn wait_synced(rx: &Receiver<Synced>, timeout: Duration, what: &str) -> Result<S
 }
 
 /// Reads the agent's JSON log lines on a thread; sends each "synced" one.
-/// Errors the agent logs are echoed to our stderr.
-fn follow_log(child: &mut Child) -> Receiver<Synced> {
+/// Errors the agent logs are echoed to our stderr, and so are its lists
+/// and resyncs (with the time since `start`: the first sync's profile).
+fn follow_log(child: &mut Child, start: Instant) -> Receiver<Synced> {
     let (tx, rx) = channel();
     let stderr = child.stderr.take().expect("piped stderr");
     std::thread::spawn(move || {
@@ -638,8 +639,14 @@ fn follow_log(child: &mut Child) -> Receiver<Synced> {
                 if tx.send(Synced { at, messages, nft }).is_err() {
                     return;
                 }
-            } else if v["level"] == "ERROR" || v["level"] == "WARN" {
-                eprintln!("agent: {line}");
+            } else if v["level"] == "ERROR"
+                || v["level"] == "WARN"
+                || fields["message"] == "resynced"
+                || fields["message"]
+                    .as_str()
+                    .is_some_and(|m| m.ends_with(" listed"))
+            {
+                eprintln!("agent +{:.1}s: {line}", (at - start).as_secs_f64());
             }
         }
     });

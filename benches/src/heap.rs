@@ -37,6 +37,9 @@ impl Dataplane for Counting {
     fn read_virtual_servers(&mut self) -> Result<Vec<ObservedVirtualServer>, DataplaneError> {
         Ok(Vec::new())
     }
+    fn list_virtual_servers(&mut self) -> Result<Vec<ObservedVirtualServer>, DataplaneError> {
+        Ok(Vec::new())
+    }
     fn read_addresses(&mut self) -> Result<BTreeSet<IpAddr>, DataplaneError> {
         Ok(BTreeSet::new())
     }

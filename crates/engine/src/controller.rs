@@ -44,6 +44,30 @@ use std::sync::Arc;
 /// server's entries in a map keyed by (virtual server, address).
 const MIN_ADDR: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0));
 
+/// A periodic [`Engine::repair`] reads the real servers of this share of
+/// kipvs's virtual servers (one in ten), the next share each time: every
+/// real server is compared with the kernel at least once in this many
+/// repairs.
+pub const REPAIR_ROTATION: usize = 10;
+
+/// What a sync compares with the kernel's mirror besides what the
+/// Services it recomputes touch.
+#[derive(Debug)]
+enum Compare {
+    /// Nothing more: an incremental sync.
+    Touched,
+    /// Every virtual server, address and element: the kernel was just read
+    /// whole.
+    All,
+    /// These virtual servers (read afresh, or found different by a repair)
+    /// and desired ones the kernel lacks, every address, and every element
+    /// if the table was read.
+    Repair {
+        virtual_servers: BTreeSet<VirtualServerKey>,
+        elements: bool,
+    },
+}
+
 /// Which connection counts a sync reads from the kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Counts {
@@ -51,7 +75,8 @@ enum Counts {
     Stale,
     /// Those of virtual servers with a draining real server.
     ReadDraining,
-    /// All of them (the kernel was just read in full).
+    /// As each mirror entry says: the kernel (or a share of its real
+    /// servers) was just read.
     Read,
 }
 
@@ -61,6 +86,9 @@ pub trait Dataplane {
     /// Every virtual server in the kernel, with real servers and their
     /// connection counts (the engine decides which are kipvs's).
     fn read_virtual_servers(&mut self) -> Result<Vec<ObservedVirtualServer>, DataplaneError>;
+    /// Every virtual server in the kernel without its real servers (one
+    /// dump): `real_servers` empty and `counts_fresh` false.
+    fn list_virtual_servers(&mut self) -> Result<Vec<ObservedVirtualServer>, DataplaneError>;
     /// The addresses bound on kube-ipvs0.
     fn read_addresses(&mut self) -> Result<BTreeSet<IpAddr>, DataplaneError>;
     /// The real servers of one virtual server with their current connection
@@ -69,6 +97,15 @@ pub trait Dataplane {
         &mut self,
         key: &VirtualServerKey,
     ) -> Result<BTreeMap<std::net::SocketAddr, diff::ObservedRealServer>, DataplaneError>;
+    /// [`read_real_servers`](Dataplane::read_real_servers) of each key, in
+    /// order; the first failure fails all.
+    #[allow(clippy::type_complexity)]
+    fn read_real_servers_of(
+        &mut self,
+        keys: &[VirtualServerKey],
+    ) -> Result<Vec<BTreeMap<std::net::SocketAddr, diff::ObservedRealServer>>, DataplaneError> {
+        keys.iter().map(|k| self.read_real_servers(k)).collect()
+    }
     /// Applies IPVS changes as one batch; one result per change, in order.
     fn apply(&mut self, changes: &[Change]) -> Vec<Result<(), DataplaneError>>;
     /// Binds and unbinds addresses on kube-ipvs0; one result per address.
@@ -344,6 +381,14 @@ pub struct SyncReport {
     /// A resync found the ruleset unchanged since kipvs last read or wrote
     /// it, and did not read the table back.
     pub firewall_unchanged: bool,
+    /// A resync's time reading the nftables table (or only its generation)
+    /// and the IPVS table with the node's addresses, in microseconds.
+    pub read_firewall_micros: u64,
+    pub read_ipvs_micros: u64,
+    /// Virtual servers a resync read from the kernel (kipvs's or not), and
+    /// how many of them a repair read the real servers of.
+    pub read_virtual_servers: usize,
+    pub read_real_servers_of: usize,
     /// Stale UDP conntrack entries deleted, and the cleanups or deletes that
     /// failed (each also in `errors`, naming its Services).
     pub conntrack_deleted: usize,
@@ -401,6 +446,9 @@ struct Mirror {
     /// The nftables table's elements; `None`: write it whole at the next
     /// sync.
     fw_kernel: Option<BTreeSet<Element>>,
+    /// Where the next repair's share of real servers starts
+    /// ([`REPAIR_ROTATION`]); `None`: at the first virtual server.
+    repair_from: Option<VirtualServerKey>,
 }
 
 /// Work not done yet.
@@ -722,12 +770,30 @@ impl<D: Dataplane> Engine<D> {
     }
 
     /// Reads the kernel afresh and compares all of kipvs's state with it:
-    /// the start-up adoption and the periodic repair. Writes only what
-    /// differs.
+    /// the start-up adoption, and the repair after the kernel refused a
+    /// change. Writes only what differs.
     pub fn resync(&mut self, now_secs: u64) -> SyncReport {
+        self.read_and_sync(now_secs, false)
+    }
+
+    /// The periodic repair: [`Engine::resync`] reading less. The nftables
+    /// table is read only if the ruleset changed since kipvs last read or
+    /// wrote it, the virtual servers and addresses always (one dump each),
+    /// and the real servers of one share of the virtual servers
+    /// ([`REPAIR_ROTATION`]) plus those of any virtual server new to the
+    /// mirror. A virtual server, address or element changed by hand is
+    /// repaired at once, a real server within [`REPAIR_ROTATION`] repairs:
+    /// the kernel has no cheaper signal for either, and reading every real
+    /// server costs one dump per virtual server.
+    pub fn repair(&mut self, now_secs: u64) -> SyncReport {
+        self.read_and_sync(now_secs, true)
+    }
+
+    fn read_and_sync(&mut self, now_secs: u64, share: bool) -> SyncReport {
         // Names of nodes and zones no slice holds any more (a slice applied
         // alone does not prune them; a relist does).
         self.inputs.names.prune();
+        let started = std::time::Instant::now();
         // The table first: it holds the ownership record. Unless nothing
         // changed the ruleset since the mirror was last right.
         let mut report = SyncReport {
@@ -746,42 +812,140 @@ impl<D: Dataplane> Engine<D> {
                 }
             };
         }
+        report.read_firewall_micros = micros_since(started);
+        let started = std::time::Instant::now();
+        let compare = match self.read_kernel(share, &mut report) {
+            Ok(compare) => compare,
+            Err(e) => {
+                report.errors.push(format!("reading the kernel: {e}"));
+                return report;
+            }
+        };
+        report.read_ipvs_micros = micros_since(started);
+        // Every virtual server, address and element is compared with the
+        // kernel (`Compare::All`), or what a repair read (`Compare::Repair`),
+        // but a Service's desired state is a pure function of inputs that
+        // the sources mark dirty when they change: only those, and the
+        // Services in error (a conflict may be gone), are recomputed.
+        let in_error: Vec<ObjectRef> = self.pending.errors.keys().cloned().collect();
+        self.pending.dirty.extend(in_error);
+        let mut r = self.sync_with(now_secs, Counts::Read, compare);
+        report.errors.append(&mut r.errors);
+        SyncReport {
+            errors: report.errors,
+            firewall_unchanged: report.firewall_unchanged,
+            read_firewall_micros: report.read_firewall_micros,
+            read_ipvs_micros: report.read_ipvs_micros,
+            read_virtual_servers: report.read_virtual_servers,
+            read_real_servers_of: report.read_real_servers_of,
+            ..r
+        }
+    }
+
+    /// Reads the addresses and kipvs's virtual servers into the mirror:
+    /// all real servers, or a repair's share ([`Engine::read_share`]).
+    fn read_kernel(
+        &mut self,
+        share: bool,
+        report: &mut SyncReport,
+    ) -> Result<Compare, DataplaneError> {
+        let bound = self.dataplane.read_addresses()?;
+        let read = if share {
+            self.dataplane.list_virtual_servers()?
+        } else {
+            self.dataplane.read_virtual_servers()?
+        };
+        report.read_virtual_servers = read.len();
         let record = self
             .mirror
             .fw_kernel
             .as_ref()
             .map(desired::firewall::recorded);
-        match (
-            self.dataplane.read_addresses(),
-            self.dataplane.read_virtual_servers(),
-        ) {
-            (Ok(bound), Ok(all)) => {
-                self.mirror.kernel = all
-                    .into_iter()
-                    .filter(|vs| self.ownership.owns(&vs.key, &bound, record.as_ref()))
-                    .map(|vs| (vs.key, vs))
-                    .collect();
-                self.mirror.bound = bound;
-            }
-            (Err(e), _) | (_, Err(e)) => {
-                report.errors.push(format!("reading the kernel: {e}"));
-                return report;
+        let kernel: BTreeMap<VirtualServerKey, ObservedVirtualServer> = read
+            .into_iter()
+            .filter(|vs| self.ownership.owns(&vs.key, &bound, record.as_ref()))
+            .map(|vs| (vs.key, vs))
+            .collect();
+        if !share {
+            report.read_real_servers_of = report.read_virtual_servers;
+            self.mirror.bound = bound;
+            self.mirror.kernel = kernel;
+            return Ok(Compare::All);
+        }
+        let (kernel, read, differs) = self.read_share(kernel)?;
+        report.read_real_servers_of = read;
+        self.mirror.bound = bound;
+        self.mirror.kernel = kernel;
+        Ok(Compare::Repair {
+            virtual_servers: differs,
+            elements: !report.firewall_unchanged,
+        })
+    }
+
+    /// A repair's view of the kernel from its list of kipvs's virtual
+    /// servers (`listed`, without real servers): the real servers of the
+    /// next share and of virtual servers new to the mirror read afresh,
+    /// the others' carried from the mirror (their counts stale). With it,
+    /// the virtual servers to compare: those read afresh, those whose
+    /// settings differ from the mirror, and those gone from the kernel.
+    #[allow(clippy::type_complexity)]
+    fn read_share(
+        &mut self,
+        mut listed: BTreeMap<VirtualServerKey, ObservedVirtualServer>,
+    ) -> Result<
+        (
+            BTreeMap<VirtualServerKey, ObservedVirtualServer>,
+            usize,
+            BTreeSet<VirtualServerKey>,
+        ),
+        DataplaneError,
+    > {
+        let share = listed.len().div_ceil(REPAIR_ROTATION);
+        let rotation: Vec<VirtualServerKey> = match self.mirror.repair_from {
+            Some(from) => listed
+                .range(from..)
+                .chain(listed.range(..from))
+                .take(share)
+                .map(|(k, _)| *k)
+                .collect(),
+            None => listed.keys().take(share).copied().collect(),
+        };
+        self.mirror.repair_from = rotation.last().and_then(|last| {
+            listed
+                .range((std::ops::Bound::Excluded(*last), std::ops::Bound::Unbounded))
+                .next()
+                .map(|(k, _)| *k)
+        });
+        let mut read: BTreeSet<VirtualServerKey> = rotation.into_iter().collect();
+        read.extend(
+            listed
+                .keys()
+                .filter(|k| !self.mirror.kernel.contains_key(k)),
+        );
+        let keys: Vec<VirtualServerKey> = read.iter().copied().collect();
+        let fresh = self.dataplane.read_real_servers_of(&keys)?;
+        for (key, real_servers) in keys.iter().zip(fresh) {
+            if let Some(vs) = listed.get_mut(key) {
+                vs.real_servers = real_servers;
+                vs.counts_fresh = true;
             }
         }
-        // Every virtual server, address and element is compared with the
-        // kernel (`Counts::Read`), but a Service's desired state is a pure
-        // function of inputs that the sources mark dirty when they change:
-        // only those, and the Services in error (a conflict may be gone),
-        // are recomputed.
-        let in_error: Vec<ObjectRef> = self.pending.errors.keys().cloned().collect();
-        self.pending.dirty.extend(in_error);
-        let mut r = self.sync_with(now_secs, Counts::Read);
-        report.errors.append(&mut r.errors);
-        SyncReport {
-            errors: report.errors,
-            firewall_unchanged: report.firewall_unchanged,
-            ..r
+        let mut before = std::mem::take(&mut self.mirror.kernel);
+        let mut differs = read;
+        for (key, vs) in listed.iter_mut() {
+            let Some(old) = before.remove(key) else {
+                continue;
+            };
+            if vs.scheduler != old.scheduler || vs.persistence != old.persistence {
+                differs.insert(*key);
+            }
+            if !vs.counts_fresh {
+                vs.real_servers = old.real_servers;
+            }
         }
+        // Gone from the kernel.
+        differs.extend(before.into_keys());
+        Ok((listed, keys.len(), differs))
     }
 
     /// Applies what changed since the last sync, reading nothing: a real
@@ -789,18 +953,17 @@ impl<D: Dataplane> Engine<D> {
     /// waits for [`Engine::check_drains`]. One changed endpoint costs one
     /// or two netlink messages.
     pub fn sync(&mut self, now_secs: u64) -> SyncReport {
-        self.sync_with(now_secs, Counts::Stale)
+        self.sync_with(now_secs, Counts::Stale, Compare::Touched)
     }
 
     /// [`Engine::sync`], and also reads the connection counts of every
     /// virtual server with a draining real server (one dump each), deleting
     /// those that are idle or past the drain timeout.
     pub fn check_drains(&mut self, now_secs: u64) -> SyncReport {
-        self.sync_with(now_secs, Counts::ReadDraining)
+        self.sync_with(now_secs, Counts::ReadDraining, Compare::Touched)
     }
 
-    fn sync_with(&mut self, now_secs: u64, counts: Counts) -> SyncReport {
-        let full = counts == Counts::Read;
+    fn sync_with(&mut self, now_secs: u64, counts: Counts, compare: Compare) -> SyncReport {
         let messages_before = self.dataplane.messages_sent();
         let mut report = SyncReport::default();
         // Refused Services wait for their attempt (an input change to the
@@ -932,9 +1095,24 @@ impl<D: Dataplane> Engine<D> {
         }
         // Draining real servers are re-examined at every sync.
         keys.extend(self.pending.draining.keys().map(|(k, _)| *k));
-        if full {
-            keys.extend(self.mirror.kernel.keys().copied());
-            keys.extend(self.applied.owner_of.keys().copied());
+        match &compare {
+            Compare::Touched => {}
+            Compare::All => {
+                keys.extend(self.mirror.kernel.keys().copied());
+                keys.extend(self.applied.owner_of.keys().copied());
+            }
+            Compare::Repair {
+                virtual_servers, ..
+            } => {
+                keys.extend(virtual_servers);
+                let kernel = &self.mirror.kernel;
+                keys.extend(
+                    self.applied
+                        .owner_of
+                        .keys()
+                        .filter(|k| !kernel.contains_key(k)),
+                );
+            }
         }
         // A deferred Service's virtual servers wait with it.
         keys.retain(|k| {
@@ -960,7 +1138,7 @@ impl<D: Dataplane> Engine<D> {
         // The mirror's connection counts are from the last full read: stale
         // unless read again here. Draining real servers are re-read on a
         // drain check; a real server just leaving starts with weight 0.
-        if !full {
+        if counts != Counts::Read {
             for (key, vs) in have.iter_mut() {
                 vs.counts_fresh = false;
                 let draining = self.pending.draining.range((*key, MIN_ADDR)..).next();
@@ -1003,7 +1181,12 @@ impl<D: Dataplane> Engine<D> {
         // Services whose changes the kernel refused (or held back), with
         // the error: each waits for a retry.
         let mut refused: BTreeMap<ObjectRef, String> = BTreeMap::new();
-        if let Err(e) = self.write_firewall(full, &touched_elements, &mut report) {
+        let all_elements = match compare {
+            Compare::Touched => false,
+            Compare::All => true,
+            Compare::Repair { elements, .. } => elements,
+        };
+        if let Err(e) = self.write_firewall(all_elements, &touched_elements, &mut report) {
             add_allowed = false;
             let kernel = &self.mirror.kernel;
             let (held, kept): (Vec<Change>, Vec<Change>) =
@@ -1028,9 +1211,9 @@ impl<D: Dataplane> Engine<D> {
         }
 
         // 4. Bind new addresses, apply, then unbind old ones.
-        // A full sync compares every address (the kernel was just read);
-        // an incremental one only those of the Services it recomputed.
-        let candidates: BTreeSet<IpAddr> = if full {
+        // A resync or repair compares every address (they were just read);
+        // an incremental sync only those of the Services it recomputed.
+        let candidates: BTreeSet<IpAddr> = if !matches!(compare, Compare::Touched) {
             self.applied
                 .address_users
                 .keys()
@@ -1293,6 +1476,10 @@ impl<D: Dataplane> Engine<D> {
         }
         Ok(s)
     }
+}
+
+fn micros_since(t: std::time::Instant) -> u64 {
+    u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX)
 }
 
 fn change_key(c: &Change) -> VirtualServerKey {

@@ -222,6 +222,18 @@ fn firewall_masquerades_node_ports_keeps_local_client_ips_and_hairpins() {
         Ok("pod-a".into())
     );
     assert!(agent.log().contains("nft_replaced=true"), "{}", agent.log());
+    // The first sync wrote the table whole and kept the ruleset generation
+    // its write left: the next resync reads none of the table back.
+    wait_until("a second resync", Duration::from_secs(10), || {
+        agent.log().matches("resynced").count() >= 2
+    });
+    let log = agent.log();
+    let second = log
+        .lines()
+        .filter(|l| l.contains("resynced"))
+        .nth(1)
+        .unwrap();
+    assert!(second.contains("nft_unchanged=true"), "{log}");
     // The periodic resync (2 s here) repairs a table deleted by hand.
     sh("nft delete table inet kipvs");
     wait_until("the table repaired", Duration::from_secs(10), || {

@@ -308,6 +308,16 @@ fn a_hand_deleted_virtual_server_is_repaired_and_foreign_ones_survive() {
         real_servers("10.96.1.30:80").len() == 1
     });
     assert_eq!(curl("http://10.96.1.30/").as_deref(), Some("pod-a"));
+    // `ipvsadm -d`: a real server is compared at least every tenth repair
+    // (here, with one virtual server, at every one).
+    let rs = real_servers("10.96.1.30:80").remove(0);
+    let addr = rs.split_whitespace().next().unwrap().to_owned();
+    sh(&format!("ipvsadm -d -t 10.96.1.30:80 -r {addr}"));
+    assert!(real_servers("10.96.1.30:80").is_empty());
+    wait_until("the real server back", Duration::from_secs(10), || {
+        real_servers("10.96.1.30:80") == [rs.clone()]
+    });
+    assert!(agent.log().contains("real_servers_of=1"), "{}", agent.log());
     // Delete the Service: its virtual server goes, the foreign ones stay.
     std::fs::remove_file(dir.join("svc.yaml")).unwrap();
     wait_until(

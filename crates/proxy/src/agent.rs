@@ -110,12 +110,14 @@ pub fn run<D: Dataplane>(
                 }
                 // A (re)list counts the Services it made dirty.
                 SourceEvent::ReplaceServices(v) => {
+                    tracing::info!(objects = v.len(), "Services listed");
                     services_listed = true;
                     let before = engine.pending();
                     engine.replace_services(v);
                     (before..engine.pending()).for_each(|_| metrics.service_changed());
                 }
                 SourceEvent::ReplaceSlices(v) => {
+                    tracing::info!(objects = v.len(), "EndpointSlices listed");
                     slices_listed = true;
                     let before = engine.pending();
                     engine.replace_slices(v);
@@ -161,12 +163,29 @@ pub fn run<D: Dataplane>(
             } else {
                 Duration::ZERO
             };
-            last_resync = Some(now);
             // Node addresses change (DHCP, new interfaces): re-read them.
             let node = status.lock().unwrap().node.clone();
             engine.set_context(context(node.as_deref()));
-            let r = engine.resync(clock());
+            // The first sync and one after a refusal read the kernel
+            // whole; the periodic one reads what changed and a share.
+            let r = if stale_due || last_resync.is_none() {
+                engine.resync(clock())
+            } else {
+                engine.repair(clock())
+            };
+            last_resync = Some(now);
             status.lock().unwrap().resyncs += 1;
+            tracing::info!(
+                virtual_servers = r.read_virtual_servers,
+                real_servers_of = r.read_real_servers_of,
+                read_ipvs_us = r.read_ipvs_micros,
+                read_nft_us = r.read_firewall_micros,
+                nft_unchanged = r.firewall_unchanged,
+                write_nft_us = r.firewall_micros,
+                services = r.services,
+                total_us = u64::try_from(sync_started.elapsed().as_micros()).unwrap_or(u64::MAX),
+                "resynced"
+            );
             Some(r)
         } else if drain_due {
             Some(engine.check_drains(clock()))

@@ -7,7 +7,7 @@ use kipvs_engine::diff::{Change, ObservedRealServer, ObservedVirtualServer};
 use kipvs_engine::model::{Persistence, Protocol, VirtualServer, VirtualServerKey};
 use kipvs_ipvs as ipvs;
 use kipvs_sched::SchedulerConfig;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 
 /// The kernel's service for a desired virtual server: masquerade
@@ -59,7 +59,15 @@ pub fn model_key(key: &ipvs::ServiceKey) -> Option<VirtualServerKey> {
 /// persistence engine, a scheduler or flags it would not accept) make the
 /// scheduler `None`, so the virtual server is edited back.
 pub fn observe(entry: &ipvs::TableEntry) -> Option<ObservedVirtualServer> {
-    let s = &entry.service.service;
+    let mut vs = observe_service(&entry.service)?;
+    vs.real_servers = entry.destinations.iter().map(observe_destination).collect();
+    vs.counts_fresh = true;
+    Some(vs)
+}
+
+/// A kernel service alone ([`observe`]): no real servers, no counts.
+fn observe_service(entry: &ipvs::ServiceEntry) -> Option<ObservedVirtualServer> {
+    let s = &entry.service;
     let key = model_key(&s.key)?;
     let sched_bits = s.flags.bits()
         & (ipvs::ServiceFlags::SCHED1 | ipvs::ServiceFlags::SCHED2 | ipvs::ServiceFlags::SCHED3)
@@ -78,13 +86,12 @@ pub fn observe(entry: &ipvs::TableEntry) -> Option<ObservedVirtualServer> {
         .then_some(Persistence {
             timeout_secs: s.timeout,
         });
-    let real_servers = entry.destinations.iter().map(observe_destination).collect();
     Some(ObservedVirtualServer {
         key,
         scheduler,
         persistence,
-        real_servers,
-        counts_fresh: true,
+        real_servers: BTreeMap::new(),
+        counts_fresh: false,
     })
 }
 
@@ -287,37 +294,60 @@ impl Firewall {
     /// guard is bound, and with no table of kipvs's in place to keep.
     pub fn write(&mut self, write: &FirewallWrite) -> Result<(), FirewallError> {
         use kipvs_nft::netlink::supported;
+        // Generations only grow, one per committed transaction: the one
+        // before a write plus kipvs's transactions is what the kernel
+        // reports after it only if nobody else committed since; otherwise
+        // the next resync reads the table. A diff is known to leave the
+        // table as the mirror says only if the table was known before it;
+        // a whole table is, whatever was there.
         let known = self.generation.take();
         match write {
             FirewallWrite::Update(diff) if diff.add.iter().chain(&diff.delete).all(supported) => {
-                // One transaction of kipvs's (none for an empty diff):
-                // generations only grow, so the known one plus ours is what
-                // the kernel reports after it only if nobody else committed
-                // since; otherwise the next resync reads the table.
                 self.write_elements(diff)?;
                 if let Some(known) = known {
-                    let expected = known.wrapping_add(u32::from(!diff.is_empty()));
-                    if self.current_generation() == Some(expected) {
-                        self.generation = Some(expected);
-                    }
+                    self.settle(known, u32::from(!diff.is_empty()));
                 }
-                Ok(())
             }
-            FirewallWrite::Update(diff) => Ok(self.nft.apply(&kipvs_nft::update_script(diff))?),
+            FirewallWrite::Update(diff) => {
+                self.nft.apply(&kipvs_nft::update_script(diff))?;
+                if let Some(known) = known {
+                    self.settle(known, 1);
+                }
+            }
             FirewallWrite::Replace(all) if !self.table_found => {
+                let before = self.current_generation();
                 let (netlink, nft): (BTreeSet<_>, BTreeSet<_>) =
                     all.iter().cloned().partition(supported);
                 self.nft
                     .apply(&kipvs_nft::replace_script(&self.skeleton, &nft))?;
                 self.table_found = true;
-                self.write_elements(&kipvs_nft::ElementDiff {
+                let diff = kipvs_nft::ElementDiff {
                     add: netlink,
                     delete: BTreeSet::new(),
-                })
+                };
+                self.write_elements(&diff)?;
+                if let Some(before) = before {
+                    self.settle(before, 1 + u32::from(!diff.is_empty()));
+                }
             }
-            FirewallWrite::Replace(all) => Ok(self
-                .nft
-                .apply(&kipvs_nft::replace_script(&self.skeleton, all))?),
+            FirewallWrite::Replace(all) => {
+                let before = self.current_generation();
+                self.nft
+                    .apply(&kipvs_nft::replace_script(&self.skeleton, all))?;
+                if let Some(before) = before {
+                    self.settle(before, 1);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// After `ours` transactions of kipvs's since generation `before`:
+    /// remembers the generation if nobody else committed in between.
+    fn settle(&mut self, before: u32, ours: u32) {
+        let expected = before.wrapping_add(ours);
+        if self.current_generation() == Some(expected) {
+            self.generation = Some(expected);
         }
     }
 
@@ -406,14 +436,36 @@ impl<B: Binder + Send> Dataplane for KernelDataplane<B> {
         Ok(table.iter().filter_map(observe).collect())
     }
 
+    fn list_virtual_servers(&mut self) -> Result<Vec<ObservedVirtualServer>, DataplaneError> {
+        let services = self.ipvs.services().map_err(DataplaneError::new)?;
+        self.messages += 1;
+        Ok(services.iter().filter_map(observe_service).collect())
+    }
+
     fn read_addresses(&mut self) -> Result<BTreeSet<IpAddr>, DataplaneError> {
         self.binder.addresses().map_err(DataplaneError::new)
+    }
+
+    fn read_real_servers_of(
+        &mut self,
+        keys: &[VirtualServerKey],
+    ) -> Result<Vec<BTreeMap<SocketAddr, ObservedRealServer>>, DataplaneError> {
+        let keys: Vec<ipvs::ServiceKey> = keys.iter().map(service_key).collect();
+        let dests = self
+            .ipvs
+            .destinations_of(&keys)
+            .map_err(DataplaneError::new)?;
+        self.messages += keys.len() as u64;
+        Ok(dests
+            .iter()
+            .map(|d| d.iter().map(observe_destination).collect())
+            .collect())
     }
 
     fn read_real_servers(
         &mut self,
         key: &VirtualServerKey,
-    ) -> Result<std::collections::BTreeMap<SocketAddr, ObservedRealServer>, DataplaneError> {
+    ) -> Result<BTreeMap<SocketAddr, ObservedRealServer>, DataplaneError> {
         let dests = self
             .ipvs
             .destinations(&service_key(key))

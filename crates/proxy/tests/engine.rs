@@ -237,6 +237,98 @@ fn resync_repairs_a_hand_deleted_virtual_server_and_otherwise_writes_nothing() {
 }
 
 #[test]
+fn a_repair_reads_a_tenth_of_the_real_servers_and_repairs_a_deleted_virtual_server_at_once() {
+    let mut e = loaded(30);
+    let reads = e.dataplane().real_server_reads;
+    let r = e.repair(1);
+    assert_eq!(r.changes, 0);
+    assert_eq!((r.read_virtual_servers, r.read_real_servers_of), (30, 3));
+    assert_eq!(
+        e.dataplane().real_server_reads - reads,
+        3,
+        "one share, no full read"
+    );
+    // `ipvsadm -D`: the list shows it gone; the next repair adds it back
+    // with its real servers, whatever the share.
+    e.dataplane_mut().table.remove(&vs(17));
+    let r = e.repair(2);
+    assert_eq!(r.changes, 4, "the virtual server and its 3 real servers");
+    assert_eq!(e.dataplane().table[&vs(17)].real_servers.len(), 3);
+    // One edited by hand (another scheduler) is edited back at once too.
+    e.dataplane_mut().table.get_mut(&vs(23)).unwrap().scheduler = Some("wlc".parse().unwrap());
+    let r = e.repair(3);
+    assert_eq!(r.changes, 1);
+    assert_eq!(
+        e.dataplane().table[&vs(23)].scheduler,
+        Some("rr".parse().unwrap())
+    );
+    assert_eq!(r.services, 0, "no Service recomputed");
+}
+
+#[test]
+fn a_repair_puts_back_a_hand_deleted_real_server_within_one_rotation() {
+    let mut e = loaded(30);
+    let gone = {
+        let dests = &mut e
+            .dataplane_mut()
+            .table
+            .get_mut(&vs(29))
+            .unwrap()
+            .real_servers;
+        let gone = *dests.keys().next().unwrap();
+        dests.remove(&gone);
+        gone
+    };
+    let mut repaired_at = None;
+    for n in 1..=kipvs_engine::controller::REPAIR_ROTATION as u64 {
+        let r = e.repair(n);
+        if r.changes > 0 {
+            assert_eq!(r.changes, 1, "only the deleted real server");
+            repaired_at.get_or_insert(n);
+        }
+    }
+    assert!(repaired_at.is_some(), "repaired within one rotation");
+    assert!(
+        e.dataplane().table[&vs(29)]
+            .real_servers
+            .contains_key(&gone)
+    );
+    // Every virtual server's real servers were read once in the rotation.
+    let r = e.repair(11);
+    assert_eq!(r.changes, 0);
+}
+
+#[test]
+fn a_repair_adopts_nothing_it_does_not_own_and_deletes_what_no_service_wants() {
+    let mut e = loaded(3);
+    // A foreign virtual server appears: never read further, never touched.
+    let foreign = VirtualServerKey {
+        protocol: Protocol::Udp,
+        address: IpAddr::from([198, 51, 100, 9]),
+        port: 53,
+    };
+    e.dataplane_mut().table.insert(
+        foreign,
+        ObservedVirtualServer {
+            key: foreign,
+            scheduler: Some("rr".parse().unwrap()),
+            persistence: None,
+            real_servers: BTreeMap::new(),
+            counts_fresh: true,
+        },
+    );
+    let r = e.repair(1);
+    assert_eq!(r.changes, 0);
+    assert!(e.dataplane().table.contains_key(&foreign));
+    // A Service deleted: its virtual server goes at the next sync.
+    e.input(Input::ServiceDeleted(ObjectRef::new("default", "s1")));
+    let r = e.repair(2);
+    assert!(r.changes >= 1);
+    assert!(!e.dataplane().table.contains_key(&vs(1)));
+    assert!(e.dataplane().table.contains_key(&foreign));
+}
+
+#[test]
 fn a_resync_retries_a_service_in_conflict_once_the_other_claim_is_gone() {
     let mut e = loaded(1);
     // s9 asks for s0's virtual server: an error naming it, s0 unchanged.

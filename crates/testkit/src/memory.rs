@@ -55,12 +55,26 @@ pub struct MemoryDataplane {
     pub fw_seen: Option<u64>,
     /// Whole-table reads.
     pub fw_reads: usize,
+    /// Reads of one virtual server's real servers.
+    pub real_server_reads: usize,
 }
 
 impl Dataplane for MemoryDataplane {
     fn read_virtual_servers(&mut self) -> Result<Vec<ObservedVirtualServer>, DataplaneError> {
         self.messages += 1 + self.table.len() as u64;
         Ok(self.table.values().cloned().collect())
+    }
+    fn list_virtual_servers(&mut self) -> Result<Vec<ObservedVirtualServer>, DataplaneError> {
+        self.messages += 1;
+        Ok(self
+            .table
+            .values()
+            .map(|vs| ObservedVirtualServer {
+                real_servers: BTreeMap::new(),
+                counts_fresh: false,
+                ..vs.clone()
+            })
+            .collect())
     }
     fn read_addresses(&mut self) -> Result<BTreeSet<IpAddr>, DataplaneError> {
         self.messages += 1;
@@ -71,6 +85,7 @@ impl Dataplane for MemoryDataplane {
         key: &VirtualServerKey,
     ) -> Result<BTreeMap<std::net::SocketAddr, diff::ObservedRealServer>, DataplaneError> {
         self.messages += 1;
+        self.real_server_reads += 1;
         Ok(self
             .table
             .get(key)
@@ -136,7 +151,8 @@ impl Dataplane for MemoryDataplane {
         }
         self.fw_writes.push(write.clone());
         self.fw_generation += 1;
-        if self.fw_seen.is_some() {
+        // A diff leaves a known table known; a whole table is known.
+        if self.fw_seen.is_some() || matches!(write, FirewallWrite::Replace(_)) {
             self.fw_seen = Some(self.fw_generation);
         }
         Ok(())
