@@ -12,7 +12,9 @@
 //!   element with the desired state: it repairs drift (a virtual server
 //!   deleted by hand) and writes nothing when nothing differs. It
 //!   recomputes only the Services a sync would (dirty or due), plus those
-//!   in error.
+//!   in error. [`Engine::repair`], the periodic one, reads less: the
+//!   virtual server list, and the real servers of one share of them in
+//!   rotation ([`REPAIR_ROTATION`]).
 //! - A Service whose new version is invalid keeps its last good state, and
 //!   its error is reported; every other Service proceeds.
 //!
@@ -22,8 +24,9 @@
 //!   last ones, and only elements no Service needs any more, or newly
 //!   needed, are written, in one transaction before any address is bound
 //!   (the masquerade rules are in place before a VIP answers). A resync
-//!   reads the table back: kipvs's current skeleton is adopted and its
-//!   elements repaired, anything else is replaced whole, atomically.
+//!   reads the table back unless the ruleset generation is the one kipvs
+//!   left: kipvs's current skeleton is adopted and its elements repaired,
+//!   anything else is replaced whole, atomically.
 //!
 //! The engine is synchronous; the agent drives it from one thread and feeds
 //! it from the async watchers.
