@@ -229,3 +229,53 @@ async fn the_agent_records_the_starting_event_on_its_node() {
     .expect("gives up in time");
     assert!(!started);
 }
+
+#[tokio::test]
+async fn lists_come_in_pages_that_kube_follows_to_the_end() {
+    let server = FakeApiServer::start().await.unwrap();
+    for i in 0..1203u32 {
+        let ip = format!("10.96.{}.{}", i / 250, i % 250 + 1);
+        let labels: &[(&str, &str)] = if i % 2 == 0 { &[("even", "yes")] } else { &[] };
+        server.apply(&service(&format!("s{i:04}"), &ip, labels));
+    }
+    let api: Api<Service> = Api::all(server.client());
+    // One page by hand: 500 items and a continue token.
+    let page = api
+        .list(&kube::api::ListParams::default().limit(500))
+        .await
+        .unwrap();
+    assert_eq!(page.items.len(), 500);
+    let token = page.metadata.continue_.clone().expect("a continue token");
+    let rest = api
+        .list(
+            &kube::api::ListParams::default()
+                .limit(1000)
+                .continue_token(&token),
+        )
+        .await
+        .unwrap();
+    assert_eq!(rest.items.len(), 703);
+    assert!(rest.metadata.continue_.is_none(), "the last page");
+    assert_eq!(
+        rest.metadata.resource_version,
+        page.metadata.resource_version
+    );
+    // kube's watcher pages (500 at a time) through a selector too.
+    let mut names = Vec::new();
+    let mut stream = std::pin::pin!(watcher::watcher(
+        api.clone(),
+        watcher::Config::default().labels("even=yes")
+    ));
+    while let Some(ev) = stream.next().await {
+        match ev.unwrap() {
+            Event::InitApply(s) => names.push(s.metadata.name.unwrap()),
+            Event::InitDone => break,
+            _ => {}
+        }
+    }
+    assert_eq!(names.len(), 602);
+    assert!(
+        server.requests() >= 4,
+        "two pages by hand, two by the watcher"
+    );
+}

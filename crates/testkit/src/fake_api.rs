@@ -2,7 +2,8 @@
 //! watch for Services, EndpointSlices and Nodes, so controller tests run
 //! `kube`'s real client and watcher code against it.
 //!
-//! It implements what a watcher relies on: lists carry a resourceVersion;
+//! It implements what a watcher relies on: lists carry a resourceVersion
+//! and come in pages of `limit` items with a continue token;
 //! watches replay every event after the requested resourceVersion and then
 //! stream new ones as newline-delimited JSON; bookmarks when asked for;
 //! `410 Gone` (an ERROR event) for a resourceVersion older than the last
@@ -25,6 +26,7 @@ use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -599,16 +601,41 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         );
     }
     let store = shared.store.lock().unwrap();
-    let items: Vec<&Value> = store
-        .objects
-        .iter()
-        .filter(|((k, _, _), v)| filter.matches(*k, v))
-        .map(|(_, v)| v)
-        .collect();
+    // Pages of `limit` items, as the API server's watch cache serves them:
+    // a continue token names the list's resourceVersion and its last item.
+    let limit: Option<usize> = q
+        .get("limit")
+        .and_then(|l| l.parse().ok())
+        .filter(|l| *l > 0);
+    let token = q.get("continue").and_then(|t| {
+        let mut parts = t.splitn(3, '|');
+        let rv: u64 = parts.next()?.parse().ok()?;
+        Some((rv, parts.next()?.to_owned(), parts.next()?.to_owned()))
+    });
+    let (rv, from) = match token {
+        Some((rv, ns, name)) => (rv, Bound::Excluded((kind, ns, name))),
+        None => (store.rv, Bound::Unbounded),
+    };
+    let mut items: Vec<&Value> = Vec::new();
+    let mut last: Option<&(Kind, String, String)> = None;
+    let mut metadata = json!({"resourceVersion": rv.to_string()});
+    for (key, v) in store.objects.range((from, Bound::Unbounded)) {
+        if !filter.matches(key.0, v) {
+            continue;
+        }
+        if let (Some(l), Some((_, ns, name))) = (limit, last)
+            && items.len() == l
+        {
+            metadata["continue"] = json!(format!("{rv}|{ns}|{name}"));
+            break;
+        }
+        items.push(v);
+        last = Some(key);
+    }
     let (list_kind, api_version) = kind.list_kind();
     axum::Json(json!({
         "kind": list_kind, "apiVersion": api_version,
-        "metadata": {"resourceVersion": store.rv.to_string()},
+        "metadata": metadata,
         "items": items,
     }))
     .into_response()
