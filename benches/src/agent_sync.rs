@@ -38,7 +38,9 @@ use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Services per manifest file.
@@ -62,6 +64,22 @@ pub struct AgentRun {
     /// With a churn window (after the idle one): one endpoint change a
     /// second through it.
     pub churn: Option<ChurnRun>,
+    pub start: StartProfile,
+}
+
+/// Where the time from start to the end of the first sync went, from the
+/// agent's log: seconds since start when each list arrived, and the first
+/// sync's parts.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StartProfile {
+    pub services_listed: Option<f64>,
+    pub slices_listed: Option<f64>,
+    /// The first sync: recomputing every Service, binding addresses with
+    /// applying IPVS, writing the nftables table, and the whole sync.
+    pub compute: Option<f64>,
+    pub apply: Option<f64>,
+    pub nft: Option<f64>,
+    pub sync: Option<f64>,
 }
 
 /// The agent with nothing to do for a while.
@@ -259,7 +277,9 @@ pub fn run_agent(
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|err| BenchError::Failed(format!("starting {}: {err}", kipvs.display())))?;
-    let synced = follow_log(&mut child, start);
+    let resyncs = Arc::new(AtomicU64::new(0));
+    let profile = Arc::new(Mutex::new(StartProfile::default()));
+    let synced = follow_log(&mut child, start, resyncs.clone(), profile.clone());
     let mut change = |i: u32, moved: &BTreeSet<u32>| -> Result<Instant, BenchError> {
         match (&source, &api) {
             (Source::Manifests(dir), _) => {
@@ -294,7 +314,7 @@ pub fn run_agent(
     )
     .and_then(|mut run| {
         if !phases.idle.is_zero() {
-            run.idle = Some(measure_idle(&child, &synced, phases.idle)?);
+            run.idle = Some(measure_idle(&child, &synced, &resyncs, phases.idle)?);
         }
         if !phases.churn.is_zero() {
             let churn = Churn {
@@ -310,6 +330,7 @@ pub fn run_agent(
                 &mut change,
             )?);
         }
+        run.start = profile.lock().unwrap().clone();
         Ok(run)
     });
     let _ = child.kill();
@@ -435,18 +456,21 @@ fn measure(
         hwm_kib,
         idle: None,
         churn: None,
+        start: StartProfile::default(),
     })
 }
 
-/// The agent's CPU time over `window` with no change made, and the syncs
-/// (periodic repairs) it logged meanwhile.
+/// The agent's CPU time over `window` with no change made, and the
+/// periodic repairs it logged meanwhile.
 fn measure_idle(
     child: &Child,
     synced: &Receiver<Synced>,
+    resyncs: &AtomicU64,
     window: Duration,
 ) -> Result<IdleRun, BenchError> {
     // Whatever was logged before the window is not part of it.
     while synced.try_recv().is_ok() {}
+    let repairs = resyncs.load(Ordering::Relaxed);
     let before = cpu_ticks(child.id())?;
     let start = Instant::now();
     std::thread::sleep(window);
@@ -455,7 +479,7 @@ fn measure_idle(
     Ok(IdleRun {
         seconds,
         cpu_percent: cpu_percent(ticks, seconds),
-        resyncs: synced.try_iter().count() as u64,
+        resyncs: resyncs.load(Ordering::Relaxed) - repairs,
         rss_kib: memory_kib(child.id())?.0,
     })
 }
@@ -618,7 +642,14 @@ fn wait_synced(rx: &Receiver<Synced>, timeout: Duration, what: &str) -> Result<S
 /// Reads the agent's JSON log lines on a thread; sends each "synced" one.
 /// Errors the agent logs are echoed to our stderr, and so are its lists
 /// and resyncs (with the time since `start`: the first sync's profile).
-fn follow_log(child: &mut Child, start: Instant) -> Receiver<Synced> {
+/// `resyncs` counts the resyncs and repairs; `profile` gets the lists'
+/// times and the first sync's parts.
+fn follow_log(
+    child: &mut Child,
+    start: Instant,
+    resyncs: Arc<AtomicU64>,
+    profile: Arc<Mutex<StartProfile>>,
+) -> Receiver<Synced> {
     let (tx, rx) = channel();
     let stderr = child.stderr.take().expect("piped stderr");
     std::thread::spawn(move || {
@@ -630,6 +661,25 @@ fn follow_log(child: &mut Child, start: Instant) -> Receiver<Synced> {
                 continue;
             };
             let fields = &v["fields"];
+            let since = (at - start).as_secs_f64();
+            let us = |k: &str| fields[k].as_f64().map(|v| v / 1e6);
+            match fields["message"].as_str() {
+                // The first resync is the first sync.
+                Some("resynced") if resyncs.fetch_add(1, Ordering::Relaxed) == 0 => {
+                    let mut p = profile.lock().unwrap();
+                    p.compute = us("compute_us");
+                    p.apply = us("apply_us");
+                    p.nft = us("write_nft_us");
+                    p.sync = us("total_us");
+                }
+                Some("Services listed") => {
+                    profile.lock().unwrap().services_listed.get_or_insert(since);
+                }
+                Some("EndpointSlices listed") => {
+                    profile.lock().unwrap().slices_listed.get_or_insert(since);
+                }
+                _ => {}
+            }
             if fields["message"] == "synced" {
                 let messages = fields["messages"].as_u64().unwrap_or(0);
                 let nft = NftWrite {
@@ -646,7 +696,7 @@ fn follow_log(child: &mut Child, start: Instant) -> Receiver<Synced> {
                     .as_str()
                     .is_some_and(|m| m.ends_with(" listed"))
             {
-                eprintln!("agent +{:.1}s: {line}", (at - start).as_secs_f64());
+                eprintln!("agent +{since:.1}s: {line}");
             }
         }
     });

@@ -280,6 +280,12 @@ fn run(cmd: BenchCommand) -> Result<()> {
                 "churn_rss_kib": r.churn.as_ref().map(|c| c.rss_kib),
                 "churn_hwm_kib": r.churn.as_ref().map(|c| c.hwm_kib),
                 "churn_cpu_percent": r.churn.as_ref().map(|c| c.cpu_percent),
+                "services_listed_seconds": r.start.services_listed,
+                "slices_listed_seconds": r.start.slices_listed,
+                "first_sync_compute_seconds": r.start.compute,
+                "first_sync_apply_seconds": r.start.apply,
+                "first_sync_nft_seconds": r.start.nft,
+                "first_sync_seconds": r.start.sync,
             })
         }
         BenchCommand::Soak {

@@ -381,6 +381,10 @@ pub struct SyncReport {
     pub firewall_replaced: bool,
     /// Time spent writing the nftables table, in microseconds.
     pub firewall_micros: u64,
+    /// Time recomputing the dirty Services, and binding addresses with
+    /// applying the IPVS changes, in microseconds.
+    pub compute_micros: u64,
+    pub apply_micros: u64,
     /// A resync found the ruleset unchanged since kipvs last read or wrote
     /// it, and did not read the table back.
     pub firewall_unchanged: bool,
@@ -392,6 +396,9 @@ pub struct SyncReport {
     /// how many of them a repair read the real servers of.
     pub read_virtual_servers: usize,
     pub read_real_servers_of: usize,
+    /// Of `read_ipvs_micros`, a repair's time reading its share of real
+    /// servers.
+    pub read_real_servers_micros: u64,
     /// Stale UDP conntrack entries deleted, and the cleanups or deletes that
     /// failed (each also in `errors`, naming its Services).
     pub conntrack_deleted: usize,
@@ -841,6 +848,7 @@ impl<D: Dataplane> Engine<D> {
             read_ipvs_micros: report.read_ipvs_micros,
             read_virtual_servers: report.read_virtual_servers,
             read_real_servers_of: report.read_real_servers_of,
+            read_real_servers_micros: report.read_real_servers_micros,
             ..r
         }
     }
@@ -875,7 +883,9 @@ impl<D: Dataplane> Engine<D> {
             self.mirror.kernel = kernel;
             return Ok(Compare::All);
         }
+        let started = std::time::Instant::now();
         let (kernel, read, differs) = self.read_share(kernel)?;
+        report.read_real_servers_micros = micros_since(started);
         report.read_real_servers_of = read;
         self.mirror.bound = bound;
         self.mirror.kernel = kernel;
@@ -993,6 +1003,7 @@ impl<D: Dataplane> Engine<D> {
         report.services = dirty.len();
 
         // 1. Recompute the dirty Services (pure).
+        let started = std::time::Instant::now();
         let mut keys: BTreeSet<VirtualServerKey> = BTreeSet::new();
         let mut touched_addresses: BTreeSet<IpAddr> = BTreeSet::new();
         let mut touched_elements: BTreeSet<Element> = BTreeSet::new();
@@ -1125,6 +1136,7 @@ impl<D: Dataplane> Engine<D> {
                 .is_none_or(|o| !deferred.contains(o))
         });
 
+        report.compute_micros = micros_since(started);
         // 2. Diff the touched virtual servers against the kernel's mirror.
         let want: BTreeMap<VirtualServerKey, VirtualServer> = keys
             .iter()
@@ -1237,7 +1249,9 @@ impl<D: Dataplane> Engine<D> {
             .filter(|a| !wanted(a) && self.mirror.bound.contains(a))
             .copied()
             .collect();
+        let started = std::time::Instant::now();
         let (bound, applied) = self.dataplane.bind_and_apply(&add, &changes);
+        report.apply_micros = micros_since(started);
         if !add.is_empty() {
             for (addr, r) in add.iter().zip(bound) {
                 match r {

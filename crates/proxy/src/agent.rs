@@ -179,9 +179,12 @@ pub fn run<D: Dataplane>(
                 virtual_servers = r.read_virtual_servers,
                 real_servers_of = r.read_real_servers_of,
                 read_ipvs_us = r.read_ipvs_micros,
+                read_real_servers_us = r.read_real_servers_micros,
                 read_nft_us = r.read_firewall_micros,
                 nft_unchanged = r.firewall_unchanged,
                 write_nft_us = r.firewall_micros,
+                compute_us = r.compute_micros,
+                apply_us = r.apply_micros,
                 services = r.services,
                 total_us = u64::try_from(sync_started.elapsed().as_micros()).unwrap_or(u64::MAX),
                 "resynced"

@@ -213,6 +213,38 @@ pub(super) fn table(rows: &[Row], churn_seconds: u64) -> String {
     md
 }
 
+/// Where start-up time went, one row per size: when each list arrived and
+/// the first sync's parts (the agent's log).
+pub(super) fn start_table(rows: &[Row]) -> String {
+    let mut md = String::from(
+        "| Services × endpoints | Services listed | EndpointSlices listed \
+         | first sync: recompute | IPVS + addresses | nftables write | whole sync \
+         | start → converged |\n|---|---|---|---|---|---|---|---|\n",
+    );
+    for row in rows {
+        let Ok(v) = &row.result else { continue };
+        let at = |k: &str| {
+            v[k].as_f64()
+                .map_or("–".into(), |s| format!("+{}", secs(s)))
+        };
+        let took = |k: &str| v[k].as_f64().map_or("–".into(), secs);
+        let _ = writeln!(
+            md,
+            "| {} × {} | {} | {} | {} | {} | {} | {} | {} |",
+            row.services,
+            row.endpoints,
+            at("services_listed_seconds"),
+            at("slices_listed_seconds"),
+            took("first_sync_compute_seconds"),
+            took("first_sync_apply_seconds"),
+            took("first_sync_nft_seconds"),
+            took("first_sync_seconds"),
+            took("converge_seconds"),
+        );
+    }
+    md
+}
+
 /// The issue's goals, each cell marked from the numbers.
 pub(super) fn goals(rows: &[Row], churn_seconds: u64) -> String {
     let mut md = format!(
@@ -350,6 +382,10 @@ pub(super) fn markdown(rows: &[Row], o: &BenchOpts, machine: &str) -> String {
          marked against the numbers as measured. A measurement that failed or ran out of time \
          shows why instead of a number{failed_note}.\n\n\
          {table}\n\
+         Where start-up time goes (the agent's log: seconds since start when each list \
+         arrived, then the first sync's parts; the fake API server shares the guest's two \
+         vCPUs):\n\n\
+         {start}\n\
          The issue's goals, each marked from the numbers above:\n\n\
          {goals}\n\
          Machine: {machine}; guest kernel {kernel} under QEMU TCG (2 vCPUs, no KVM), guest memory \
@@ -367,6 +403,7 @@ pub(super) fn markdown(rows: &[Row], o: &BenchOpts, machine: &str) -> String {
         },
         table = table(rows, o.churn_seconds),
         goals = goals(rows, o.churn_seconds),
+        start = start_table(rows),
         kernel = crate::lab::KERNEL_VERSION,
         big = o.memory_size_mib,
         cmd = o.reproduce(super::Suite::Agent),
