@@ -664,8 +664,8 @@ fn follow_log(
             let since = (at - start).as_secs_f64();
             let us = |k: &str| fields[k].as_f64().map(|v| v / 1e6);
             match fields["message"].as_str() {
-                // The first resync is the first sync.
-                Some("resynced") if resyncs.fetch_add(1, Ordering::Relaxed) == 0 => {
+                // The first whole read is the first sync.
+                Some("kernel read") if resyncs.fetch_add(1, Ordering::Relaxed) == 0 => {
                     let mut p = profile.lock().unwrap();
                     p.compute = us("compute_us");
                     p.apply = us("apply_us");
@@ -691,7 +691,7 @@ fn follow_log(
                 }
             } else if v["level"] == "ERROR"
                 || v["level"] == "WARN"
-                || fields["message"] == "resynced"
+                || fields["message"] == "kernel read"
                 || fields["message"]
                     .as_str()
                     .is_some_and(|m| m.ends_with(" listed"))

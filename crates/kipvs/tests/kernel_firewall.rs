@@ -225,12 +225,12 @@ fn firewall_masquerades_node_ports_keeps_local_client_ips_and_hairpins() {
     // The first sync wrote the table whole and kept the ruleset generation
     // its write left: the next resync reads none of the table back.
     wait_until("a second resync", Duration::from_secs(10), || {
-        agent.log().matches("resynced").count() >= 2
+        agent.log().matches("kernel read").count() >= 2
     });
     let log = agent.log();
     let second = log
         .lines()
-        .filter(|l| l.contains("resynced"))
+        .filter(|l| l.contains("kernel read"))
         .nth(1)
         .unwrap();
     assert!(second.contains("nft_unchanged=true"), "{log}");

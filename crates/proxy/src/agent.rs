@@ -168,7 +168,8 @@ pub fn run<D: Dataplane>(
             engine.set_context(context(node.as_deref()));
             // The first sync and one after a refusal read the kernel
             // whole; the periodic one reads what changed and a share.
-            let r = if stale_due || last_resync.is_none() {
+            let whole = stale_due || last_resync.is_none();
+            let r = if whole {
                 engine.resync(clock())
             } else {
                 engine.repair(clock())
@@ -176,6 +177,7 @@ pub fn run<D: Dataplane>(
             last_resync = Some(now);
             status.lock().unwrap().resyncs += 1;
             tracing::info!(
+                whole,
                 virtual_servers = r.read_virtual_servers,
                 real_servers_of = r.read_real_servers_of,
                 read_ipvs_us = r.read_ipvs_micros,
@@ -187,7 +189,7 @@ pub fn run<D: Dataplane>(
                 apply_us = r.apply_micros,
                 services = r.services,
                 total_us = u64::try_from(sync_started.elapsed().as_micros()).unwrap_or(u64::MAX),
-                "resynced"
+                "kernel read"
             );
             Some(r)
         } else if drain_due {
