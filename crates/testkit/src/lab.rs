@@ -45,11 +45,15 @@ pub fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
     }
 }
 
-/// Kills every namespace's processes, deletes the namespaces and the
-/// node's `h-*` veths.
+/// Kills every namespace's processes, deletes the node's veths (any name:
+/// `h-*`, a test's `veth-*`) and then the namespaces. A veth goes at once
+/// with its peer when its node end is deleted; left to the namespace's
+/// teardown, which the kernel finishes later, it could still exist when the
+/// next test adds one of the same name ("File exists").
 pub const CLEAN_NETNS: &str = "for ns in $(ip netns list | cut -d' ' -f1); do \
-    ip netns pids $ns | xargs -r kill -9; done; ip -all netns delete 2>/dev/null; \
-    for l in $(ip -o link show | cut -d: -f2 | cut -d@ -f1 | grep '^ h-'); do ip link del $l; done; true";
+    ip netns pids $ns | xargs -r kill -9; done; \
+    for l in $(ip -o link show type veth | cut -d: -f2 | cut -d@ -f1); do ip link del $l; done; \
+    ip -all netns delete 2>/dev/null; true";
 
 /// A clean node: no kipvs, no IPVS services, no kube-ipvs0, no kipvs table,
 /// no conntrack entries, no namespaces; forwarding on.
