@@ -105,10 +105,14 @@ pub fn setup_namespaces(vip: &str) {
     sh("ip netns exec ks busybox httpd -p 80 -h /tmp/www");
 }
 
-/// Removes what [`setup_namespaces`] made (missing parts are fine).
+/// Removes what [`setup_namespaces`] made (missing parts are fine). The
+/// node's veth ends go first: deleting one takes its peer at once, while a
+/// namespace's own teardown finishes later and could leave `kc0` in the way
+/// of the next `ip link add`.
 pub fn teardown_namespaces(vip: &str) {
     let _ = shell(&format!(
         "for p in $(ip netns pids ks 2>/dev/null); do kill $p; done; \
+         ip link del kc0 2>/dev/null; ip link del ks0 2>/dev/null; \
          ip netns del kc 2>/dev/null; ip netns del ks 2>/dev/null; \
          ip addr del {vip}/32 dev lo 2>/dev/null"
     ))
