@@ -5,7 +5,8 @@
 //! It implements what a watcher relies on: lists carry a resourceVersion
 //! and come in pages of `limit` items with a continue token;
 //! watches replay every event after the requested resourceVersion and then
-//! stream new ones as newline-delimited JSON; bookmarks when asked for (once a minute, as kube-apiserver);
+//! stream new ones as newline-delimited JSON; bookmarks when asked for,
+//! once a minute as kube-apiserver sends them;
 //! `410 Gone` (an ERROR event) for a resourceVersion older than the last
 //! [`FakeApiServer::compact`]; label selectors (`k`, `!k`, `k=v`, `k!=v`) and
 //! `metadata.name` field selectors. It also accepts `events.k8s.io/v1`
